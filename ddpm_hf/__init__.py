@@ -3,5 +3,13 @@
 __version__ = "0.1.0"
 
 from .scheduling_ddpm_posterior import DDPMPosteriorScheduler, DDPMPosteriorSchedulerOutput
+from .pipeline_ddpm_hf import DDPMImagePipeline, DDPMPipelineOutput, DDPMTrajectory
 
-__all__ = ["DDPMPosteriorScheduler", "DDPMPosteriorSchedulerOutput", "__version__"]
+__all__ = [
+    "DDPMImagePipeline",
+    "DDPMPipelineOutput",
+    "DDPMPosteriorScheduler",
+    "DDPMPosteriorSchedulerOutput",
+    "DDPMTrajectory",
+    "__version__",
+]

@@ -1,0 +1,294 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""DDPM pipelines: unconditional sampling with a UNet2DModel.
+
+This file is self-contained (torch, numpy and diffusers only) because `save_pretrained` copies it into the saved
+folder: `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` then loads it where `ddpm_hf` is not
+installed.
+"""
+
+import ctypes
+import ctypes.util
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Union
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers.utils.torch_utils import randn_tensor
+
+# Libraries diffusers resolves by itself; any other component library is our own code, shipped in the folder.
+_STOCK_LIBRARIES = ("diffusers", "transformers")
+
+
+@dataclass
+class DDPMTrajectory:
+    """The reverse process as recorded by a pipeline call: every k-th visited timestep.
+
+    Args:
+        timesteps (`list[int]`): the recorded timesteps, from T-1 towards 0 (the last entry is the final sample).
+        samples (`torch.Tensor`): (K, B, C, H, W) x_t *after* the step at each recorded timestep, in [-1, 1] range
+            (not clipped); the first entry is x_T, the pure noise the chain starts from.
+        pred_original_samples (`torch.Tensor`): (K, B, C, H, W) the model's x_0 estimate at each recorded timestep
+            (the first entry, for x_T, is zeros).
+    """
+
+    timesteps: List[int]
+    samples: torch.Tensor
+    pred_original_samples: torch.Tensor
+
+
+@dataclass
+class DDPMPipelineOutput(ImagePipelineOutput):
+    """`images` as in diffusers' ImagePipelineOutput, plus the trajectory when one was asked for."""
+
+    trajectory: Optional[DDPMTrajectory] = None
+
+
+class TrajectoryRecorder:
+    """Keeps every `every`-th (x_t, x_0 estimate) of a reverse chain, on the CPU so memory stays on the host."""
+
+    def __init__(self, every: int, x_T: torch.Tensor, num_steps: int):
+        if every < 1:
+            raise ValueError(f"trajectory_every must be a positive integer, got {every}.")
+        self.every, self.num_steps = every, num_steps
+        self.timesteps = [-1]  # -1 marks x_T, before any step
+        self.samples = [x_T.detach().float().cpu()]
+        self.pred_original_samples = [torch.zeros_like(self.samples[0])]
+
+    def record(self, step_index: int, timestep: int, sample: torch.Tensor, pred_original_sample: torch.Tensor):
+        if (step_index + 1) % self.every == 0 or step_index == self.num_steps - 1:
+            self.timesteps.append(int(timestep))
+            self.samples.append(sample.detach().float().cpu())
+            self.pred_original_samples.append(pred_original_sample.detach().float().cpu())
+
+    def result(self) -> DDPMTrajectory:
+        return DDPMTrajectory(self.timesteps, torch.stack(self.samples), torch.stack(self.pred_original_samples))
+
+
+def postprocess_images(sample: torch.Tensor, output_type: str, numpy_to_pil: Callable):
+    """[-1, 1] tensor -> `pil` images, an `np` array (B, H, W, C) in [0, 1], or a `pt` tensor (B, C, H, W) in [0, 1]."""
+    if output_type not in ("pil", "np", "pt"):
+        raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}.")
+    image = (sample / 2 + 0.5).clamp(0, 1)
+    if output_type == "pt":
+        return image
+    image = image.cpu().permute(0, 2, 3, 1).float().numpy()
+    return numpy_to_pil(image) if output_type == "pil" else image
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Saving: a folder that loads three ways, written beside the old one and swapped in entry by entry
+# ----------------------------------------------------------------------------------------------------------------
+def _exchange_paths(a: str, b: str) -> bool:
+    """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    return libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0
+
+
+def _move_into_place(new: str, target: str, trash: str) -> None:
+    """Put `new` at `target`; whatever was at `target` ends up in `trash`. Never leaves `target` half-written."""
+    if not os.path.lexists(target):
+        os.rename(new, target)
+    elif os.path.isdir(new) or os.path.isdir(target):
+        if _exchange_paths(new, target):  # target now holds the new entry, `new` holds the old one
+            os.rename(new, os.path.join(trash, os.path.basename(target)))
+        else:  # no atomic exchange: the old entry goes first, so a crash leaves it recoverable in `trash`
+            os.rename(target, os.path.join(trash, os.path.basename(target)))
+            os.rename(new, target)
+    else:
+        os.replace(new, target)  # atomic for files
+
+
+def _fsync_tree(root: str) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                os.fsync(f.fileno())
+
+
+def publish_folder(staging: str, target: str) -> None:
+    """Move every entry of the complete folder `staging` into `target`, `model_index.json` last.
+
+    Each entry is replaced atomically, so at every moment each file and component folder in `target` is complete;
+    entries of `target` that the pipeline does not write (checkpoints, logs, pictures) are left alone.
+    """
+    _fsync_tree(staging)
+    os.makedirs(target, exist_ok=True)
+    trash = tempfile.mkdtemp(prefix=".ddpm-hf-old-", dir=target)
+    entries = sorted(os.listdir(staging), key=lambda name: name == "model_index.json")
+    for name in entries:
+        _move_into_place(os.path.join(staging, name), os.path.join(target, name), trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def ship_code(pipeline: DiffusionPipeline, folder: str) -> None:
+    """Copy the pipeline's and its custom components' code into `folder` and point `model_index.json` at it.
+
+    `_class_name` becomes ["pipeline_ddpm_hf", "<Pipeline>"] and each custom component's entry
+    ["<module file>", "<Class>"] with the file at <component>/<module file>.py: the layout that
+    `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` loads without ddpm_hf installed.
+    """
+    index_path = os.path.join(folder, "model_index.json")
+    with open(index_path, encoding="utf-8") as f:
+        index = json.load(f)
+    pipeline_file = inspect.getfile(type(pipeline))
+    pipeline_stem = os.path.splitext(os.path.basename(pipeline_file))[0]
+    shutil.copyfile(pipeline_file, os.path.join(folder, pipeline_stem + ".py"))
+    index["_class_name"] = [pipeline_stem, type(pipeline).__name__]
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or entry[0] in _STOCK_LIBRARIES or entry[0] is None:
+            continue
+        component_file = inspect.getfile(type(getattr(pipeline, name)))
+        component_stem = os.path.splitext(os.path.basename(component_file))[0]
+        shutil.copyfile(component_file, os.path.join(folder, name, component_stem + ".py"))
+        index[name] = [component_stem, entry[1]]
+    with open(index_path, "w", encoding="utf-8") as f:
+        json.dump(index, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+class DDPMHFPipelineMixin:
+    """Saving and loading shared by the ddpm-hf pipelines (see the README's "Loading" section)."""
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], safe_serialization: bool = True, **kwargs):
+        """`DiffusionPipeline.save_pretrained`, plus the shipped code, written beside `save_directory` and swapped in.
+
+        Weights are always safetensors. A crash while saving leaves the previous pipeline in `save_directory`.
+        """
+        if not safe_serialization:
+            raise ValueError("ddpm-hf saves weights as safetensors only: drop safe_serialization=False.")
+        if kwargs.get("push_to_hub"):
+            raise ValueError("Use pipeline.push_to_hub(repo_id) to publish; save_pretrained writes a local folder.")
+        target = os.path.abspath(os.fspath(save_directory))
+        if os.path.exists(target) and not os.path.isdir(target):
+            raise ValueError(f"Cannot save a pipeline to {target}: it is a file, not a folder.")
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.saving-", dir=parent)
+        try:
+            super().save_pretrained(staging, safe_serialization=True, **kwargs)
+            ship_code(self, staging)
+            publish_folder(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """Read `model_index.json` so that the installed classes load it, without running the folder's code.
+
+        The shipped layout names code files (["pipeline_ddpm_hf", ...], ["scheduling_ddpm_posterior", ...]); when
+        the installed package loads the folder, those names are mapped back to its own modules.
+        """
+        output = super().load_config(*args, **kwargs)
+        config = output[0] if isinstance(output, tuple) else output
+        if isinstance(config, dict):
+            package = cls.__module__.rpartition(".")[0]
+            if isinstance(config.get("_class_name"), list) and config["_class_name"][1] == cls.__name__:
+                config["_class_name"] = cls.__name__
+            for name, entry in config.items():
+                if name.startswith("_") or not isinstance(entry, list) or entry[0] in _STOCK_LIBRARIES:
+                    continue
+                if entry[0] is not None and "." not in entry[0] and package:
+                    config[name] = [f"{package}.{entry[0]}", entry[1]]
+        return output
+
+
+class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
+    r"""
+    Unconditional image generation by ancestral DDPM sampling (Ho et al. 2020, Algorithm 2).
+
+    Args:
+        unet ([`UNet2DModel`]): the noise (or x_0, or v) predictor.
+        scheduler ([`DDPMPosteriorScheduler`]): the reverse step; any diffusers scheduler with the same API works.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["latents", "pred_original_sample"]
+
+    def __init__(self, unet: UNet2DModel, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    def prepare_noise(self, batch_size: int, generator, device, dtype) -> torch.Tensor:
+        """x_T ~ N(0, I), drawn exactly as diffusers' DDPMPipeline draws it (same generator, same images)."""
+        size = self.unet.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else size
+        shape = (batch_size, self.unet.config.in_channels, height, width)
+        if device.type == "mps":  # randn does not exist on mps
+            return randn_tensor(shape, generator=generator, dtype=dtype).to(device)
+        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        num_inference_steps: int = 1000,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Optional[Callable[["DDPMImagePipeline", int, int, Dict], Dict]] = None,
+        callback_on_step_end_tensor_inputs: List[str] = ["latents"],
+        timesteps: Optional[List[int]] = None,
+        trajectory_every: Optional[int] = None,
+    ) -> Union[DDPMPipelineOutput, tuple]:
+        r"""
+        Args:
+            batch_size (`int`, defaults to 1): how many images.
+            generator (`torch.Generator` or a list of them, *optional*): makes sampling deterministic.
+            num_inference_steps (`int`, defaults to 1000): steps of the (respaced) chain; fewer steps are still a
+                proper DDPM chain (the scheduler uses the respaced posterior).
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
+            return_dict (`bool`, defaults to True): return a [`DDPMPipelineOutput`] instead of a tuple.
+            callback_on_step_end (`Callable`, *optional*): called as `callback(pipe, i, t, tensors)` after each step,
+                with `tensors` holding the names in `callback_on_step_end_tensor_inputs` (`latents` is x_{t-1},
+                `pred_original_sample` the x_0 estimate); a returned `latents` replaces x_{t-1}.
+            timesteps (`list[int]`, *optional*): custom descending timesteps instead of `num_inference_steps`.
+            trajectory_every (`int`, *optional*): record every k-th x_t and x_0 estimate (plus x_T and the final
+                sample) in `output.trajectory`, to draw the reverse process.
+
+        Returns:
+            [`DDPMPipelineOutput`] with `images` (and `trajectory`), or the tuple `(images,)` / `(images, trajectory)`.
+        """
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs may name {self._callback_tensor_inputs}, not {sorted(unknown)}.")
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for batch_size={batch_size}: pass one per image.")
+
+        latents = self.prepare_noise(batch_size, generator, self._execution_device, self.unet.dtype)
+        if timesteps is not None:
+            self.scheduler.set_timesteps(timesteps=timesteps)
+        else:
+            self.scheduler.set_timesteps(num_inference_steps)
+        chain = self.scheduler.timesteps
+        recorder = TrajectoryRecorder(trajectory_every, latents, len(chain)) if trajectory_every else None
+
+        for i, t in enumerate(self.progress_bar(chain)):
+            model_output = self.unet(latents, t).sample
+            step = self.scheduler.step(model_output, t, latents, generator=generator)
+            latents, pred_original_sample = step.prev_sample, step.pred_original_sample
+            if recorder is not None:
+                recorder.record(i, t, latents, pred_original_sample)
+            if callback_on_step_end is not None:
+                tensors = {"latents": latents, "pred_original_sample": pred_original_sample}
+                outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+                latents = (outputs or {}).get("latents", latents)
+
+        images = postprocess_images(latents, output_type, self.numpy_to_pil)
+        self.maybe_free_model_hooks()
+        trajectory = recorder.result() if recorder is not None else None
+        if not return_dict:
+            return (images,) if trajectory is None else (images, trajectory)
+        return DDPMPipelineOutput(images=images, trajectory=trajectory)
