@@ -1,0 +1,124 @@
+"""The `ddpm-hf` command: sample from a pipeline and draw the forward and reverse processes.
+
+    ddpm-hf sample PIPELINE --num-images 16 --steps 100 --seed 0 --out grid.png [--trajectory traj.png]
+    ddpm-hf forward IMAGE --out strip.png
+"""
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+import torch
+
+FORWARD_TIMESTEPS = (0, 50, 100, 200, 400, 600, 800, 999)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddpm-hf", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sample = commands.add_parser("sample", help="sample a grid of images from a pipeline (folder or Hub id)")
+    sample.add_argument("pipeline", help="a folder written by save_pretrained, or a Hub repo id")
+    sample.add_argument("--num-images", type=positive_int, default=16)
+    sample.add_argument("--steps", type=positive_int, default=1000, help="ancestral steps (a respaced DDPM chain)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", default="grid.png", help="where to write the grid (PNG)")
+    sample.add_argument("--trajectory", help="also write the reverse-process strip (x_T ... x_0 and x_0 estimates)")
+    sample.add_argument("--trajectory-points", type=positive_int, default=10, help="columns in the strip")
+    sample.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+    forward = commands.add_parser("forward", help="draw q(x_t | x_0) at a few t for one image")
+    forward.add_argument("image", help="an image file")
+    forward.add_argument("--out", default="forward.png")
+    forward.add_argument("--timesteps", type=int, nargs="+", default=list(FORWARD_TIMESTEPS))
+    forward.add_argument("--resolution", type=positive_int, default=None, help="resize the image first")
+    forward.add_argument("--seed", type=int, default=0)
+    forward.add_argument("--scheduler", help="a pipeline folder whose scheduler to use (default: DDPM's linear)")
+    return parser
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def load_pipeline(name_or_path: str, device: str):
+    """A saved ddpm-hf pipeline from a folder or the Hub, on `device`."""
+    from .pipeline_ddpm_hf import DDPMImagePipeline
+
+    if os.path.sep in name_or_path or name_or_path.startswith("."):
+        if not os.path.isdir(name_or_path):
+            raise FileNotFoundError(f"No pipeline folder at {name_or_path}.")
+        if not os.path.isfile(os.path.join(name_or_path, "model_index.json")):
+            raise FileNotFoundError(f"{name_or_path} has no model_index.json: it is not a saved pipeline.")
+    pipeline = DDPMImagePipeline.from_pretrained(name_or_path)
+    return pipeline.to(device)
+
+
+def output_path(path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Cannot write {path}: folder {folder} does not exist.")
+    return path
+
+
+def run_sample(args) -> None:
+    from .visualization import image_grid, to_pil_images, trajectory_strip
+
+    out = output_path(args.out)
+    pipeline = load_pipeline(args.pipeline, args.device)
+    every = max(1, args.steps // args.trajectory_points) if args.trajectory else None
+    result = pipeline(
+        batch_size=args.num_images,
+        generator=torch.Generator(device="cpu").manual_seed(args.seed),
+        num_inference_steps=args.steps,
+        output_type="pt",
+        trajectory_every=every,
+    )
+    image_grid(to_pil_images(result.images * 2 - 1)).save(out)
+    print(f"wrote {out}")
+    if args.trajectory:
+        trajectory_strip(result.trajectory).save(output_path(args.trajectory))
+        print(f"wrote {args.trajectory}")
+
+
+def run_forward(args) -> None:
+    from .scheduling_ddpm_posterior import DDPMPosteriorScheduler
+    from .visualization import forward_process_strip, load_image_as_tensor
+
+    out = output_path(args.out)
+    if args.scheduler:
+        scheduler = DDPMPosteriorScheduler.from_pretrained(args.scheduler, subfolder="scheduler")
+    else:
+        scheduler = DDPMPosteriorScheduler()
+    T = scheduler.config.num_train_timesteps
+    bad = [t for t in args.timesteps if not 0 <= t < T]
+    if bad:
+        raise ValueError(f"--timesteps must lie in [0, {T - 1}], got {bad}.")
+    if not os.path.isfile(args.image):
+        raise FileNotFoundError(f"No image file at {args.image}.")
+    try:
+        x_0 = load_image_as_tensor(args.image, args.resolution)
+    except Exception as error:  # PIL raises several types for unreadable files
+        raise ValueError(f"Cannot read {args.image} as an image ({error}).") from None
+    generator = torch.Generator().manual_seed(args.seed)
+    forward_process_strip(scheduler, x_0, args.timesteps, generator).save(out)
+    print(f"wrote {out}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"sample": run_sample, "forward": run_forward}
+    try:
+        commands[args.command](args)
+    except (ValueError, OSError) as error:  # OSError covers missing files and failed Hub look-ups
+        print(f"ddpm-hf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
