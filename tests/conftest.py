@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny models built offline, and an isolated Hugging Face cache per test session."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+# Tiny models gain nothing from intra-op threads, and lose a lot when two test processes share 2 cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+# Keep diffusers' dynamic-module cache and the Hub cache inside the test session, and never touch the network.
+_SESSION_HOME = os.path.join(os.environ.get("PYTEST_TMPDIR", "/tmp"), f"ddpm-hf-tests-{os.getpid()}")
+os.environ.setdefault("HF_HOME", os.path.join(_SESSION_HOME, "hf-home"))
+os.environ.setdefault("HF_MODULES_CACHE", os.path.join(_SESSION_HOME, "hf-modules"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def tiny_unet(in_channels: int = 1, out_channels=None, sample_size: int = 8, seed: int = 0):
+    """A ~30k-parameter UNet2DModel, deterministic for a seed."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=out_channels or in_channels,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
+
+
+@pytest.fixture
+def unet_factory():
+    return tiny_unet
+
+
+def run_python(code: str, cwd=None, env=None, timeout: int = 300) -> str:
+    """Run `code` in a fresh Python process; return its stdout, fail the test with its stderr otherwise."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=full_env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result.stdout

@@ -1,0 +1,228 @@
+"""DDPMImagePipeline: sampling conventions, equality with diffusers, and the three loading paths (fresh processes)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_python, tiny_unet
+from diffusers import DDPMPipeline, DDPMScheduler
+from safetensors.torch import load_file
+
+from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
+
+STEPS = 20
+
+
+def make_pipeline(in_channels=1, **scheduler_kwargs):
+    pipe = DDPMImagePipeline(unet=tiny_unet(in_channels), scheduler=DDPMPosteriorScheduler(**scheduler_kwargs))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sample(pipe, seed=0, batch_size=2, **kwargs):
+    return pipe(batch_size=batch_size, generator=torch.Generator().manual_seed(seed), num_inference_steps=STEPS,
+                output_type="np", **kwargs).images
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipe") / "pipeline"
+    pipe = make_pipeline(clip_sample=False, variance_type="fixed_large")
+    pipe.save_pretrained(folder)
+    np.save(folder.parent / "reference.npy", sample(pipe))
+    return folder
+
+
+def test_output_types_and_modes():
+    gray, color = make_pipeline(1), make_pipeline(3)
+    assert gray(batch_size=2, num_inference_steps=3).images[0].mode == "L"
+    assert color(batch_size=1, num_inference_steps=3).images[0].mode == "RGB"
+    array = sample(gray)
+    assert array.shape == (2, 8, 8, 1) and array.min() >= 0 and array.max() <= 1
+    tensor = gray(batch_size=2, num_inference_steps=3, output_type="pt").images
+    assert tensor.shape == (2, 1, 8, 8) and isinstance(tensor, torch.Tensor)
+    as_tuple = gray(batch_size=1, num_inference_steps=3, output_type="np", return_dict=False)
+    assert isinstance(as_tuple, tuple) and as_tuple[0].shape == (1, 8, 8, 1)
+    with pytest.raises(ValueError, match="output_type"):
+        gray(num_inference_steps=2, output_type="jpeg")
+
+
+def test_same_generator_same_images_and_different_seeds_differ():
+    pipe = make_pipeline()
+    np.testing.assert_array_equal(sample(pipe, seed=3), sample(pipe, seed=3))
+    assert np.abs(sample(pipe, seed=3) - sample(pipe, seed=4)).max() > 0.05
+
+
+@pytest.mark.parametrize("config", [
+    dict(),
+    dict(clip_sample=False, variance_type="fixed_large"),
+    dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2"),
+])
+def test_images_equal_diffusers_ddpm_pipeline(config):
+    """Same UNet, same scheduler config, same generator: the same images as diffusers.DDPMPipeline."""
+    ours = make_pipeline(**config)
+    theirs = DDPMPipeline(unet=ours.unet, scheduler=DDPMScheduler(**config))
+    theirs.set_progress_bar_config(disable=True)
+    a = ours(batch_size=2, generator=torch.Generator().manual_seed(1), num_inference_steps=50, output_type="np")
+    b = theirs(batch_size=2, generator=torch.Generator().manual_seed(1), num_inference_steps=50, output_type="np")
+    # diffusers keeps abar in float32; ours in float64 (see test_scheduler_diffusers_parity).
+    np.testing.assert_allclose(a.images, b.images, atol=2e-3)
+
+
+def test_trajectory_records_every_kth_step():
+    pipe = make_pipeline(clip_sample=False)
+    out = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=10, output_type="pt",
+               trajectory_every=3)
+    trajectory = out.trajectory
+    assert trajectory.timesteps == [-1, 700, 400, 100, 0]
+    assert trajectory.samples.shape == (5, 2, 1, 8, 8) == trajectory.pred_original_samples.shape
+    # The last recorded sample is the final image; the first is x_T.
+    torch.testing.assert_close((trajectory.samples[-1] / 2 + 0.5).clamp(0, 1), out.images)
+    generator = torch.Generator().manual_seed(0)
+    x_T = torch.randn((2, 1, 8, 8), generator=generator)
+    torch.testing.assert_close(trajectory.samples[0], x_T)
+
+
+def test_callback_sees_and_replaces_latents():
+    pipe = make_pipeline(clip_sample=False)
+    seen = []
+
+    def zero_at_last_step(pipeline, i, t, tensors):
+        seen.append((i, int(t), sorted(tensors)))
+        return {"latents": torch.zeros_like(tensors["latents"])} if i == 2 else {}
+
+    out = pipe(batch_size=1, num_inference_steps=3, output_type="np", callback_on_step_end=zero_at_last_step,
+               callback_on_step_end_tensor_inputs=["latents", "pred_original_sample"])
+    assert [s[0] for s in seen] == [0, 1, 2] and seen[0][2] == ["latents", "pred_original_sample"]
+    np.testing.assert_allclose(out.images, 0.5)
+    with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+        pipe(num_inference_steps=2, callback_on_step_end=zero_at_last_step, callback_on_step_end_tensor_inputs=["x"])
+
+
+def test_saved_layout(saved):
+    index = json.loads((saved / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_ddpm_hf", "DDPMImagePipeline"]
+    assert index["scheduler"] == ["scheduling_ddpm_posterior", "DDPMPosteriorScheduler"]
+    assert index["unet"] == ["diffusers", "UNet2DModel"]
+    assert (saved / "pipeline_ddpm_hf.py").is_file()
+    assert (saved / "scheduler" / "scheduling_ddpm_posterior.py").is_file()
+    weights = list((saved / "unet").iterdir())
+    assert any(p.name.endswith(".safetensors") for p in weights)
+    assert not any(p.suffix in (".bin", ".pt", ".pth", ".ckpt") for p in weights)
+    assert not [p for p in saved.parent.iterdir() if ".saving-" in p.name], "staging folder left behind"
+
+
+def test_load_with_installed_class_in_fresh_process(saved):
+    out = run_python(f"""
+        import json, numpy as np, torch
+        from safetensors.torch import load_file
+        from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
+        pipe = DDPMImagePipeline.from_pretrained({str(saved)!r})
+        pipe.set_progress_bar_config(disable=True)
+        assert type(pipe) is DDPMImagePipeline and type(pipe.scheduler) is DDPMPosteriorScheduler
+        assert pipe.scheduler.config.variance_type == "fixed_large" and pipe.scheduler.config.clip_sample is False
+        saved_weights = load_file({str(saved / 'unet' / 'diffusion_pytorch_model.safetensors')!r})
+        assert all(torch.equal(saved_weights[k], v) for k, v in pipe.unet.state_dict().items())
+        images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps={STEPS},
+                      output_type="np").images
+        print(np.abs(images - np.load({str(saved.parent / 'reference.npy')!r})).max())
+    """)
+    assert float(out.strip().splitlines()[-1]) == 0.0
+
+
+def test_load_with_remote_code_where_ddpm_hf_is_not_importable(saved):
+    out = run_python(f"""
+        import sys
+        sys.modules["ddpm_hf"] = None  # the package cannot be imported at all
+        import numpy as np, torch
+        from diffusers import DiffusionPipeline
+        pipe = DiffusionPipeline.from_pretrained({str(saved)!r}, trust_remote_code=True)
+        pipe.set_progress_bar_config(disable=True)
+        assert type(pipe).__name__ == "DDPMImagePipeline", type(pipe)
+        assert type(pipe.scheduler).__name__ == "DDPMPosteriorScheduler", type(pipe.scheduler)
+        assert not any(name.startswith("ddpm_hf.") for name in sys.modules)
+        images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps={STEPS},
+                      output_type="np").images
+        print(np.abs(images - np.load({str(saved.parent / 'reference.npy')!r})).max())
+    """)
+    assert float(out.strip().splitlines()[-1]) == 0.0
+
+
+def test_stock_diffusers_classes_load_the_parts(saved):
+    out = run_python(f"""
+        from diffusers import DDPMScheduler, UNet2DModel
+        unet = UNet2DModel.from_pretrained({str(saved)!r}, subfolder="unet")
+        scheduler = DDPMScheduler.from_pretrained({str(saved)!r}, subfolder="scheduler")
+        print(type(unet).__name__, scheduler.config.variance_type, scheduler.config.num_train_timesteps)
+    """)
+    assert out.split() == ["UNet2DModel", "fixed_large", "1000"]
+
+
+def test_save_refuses_pickle_and_keeps_foreign_entries(tmp_path):
+    pipe = make_pipeline()
+    with pytest.raises(ValueError, match="safetensors"):
+        pipe.save_pretrained(tmp_path / "p", safe_serialization=False)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "samples.png").write_bytes(b"png")
+    (tmp_path / "p" / "checkpoints").mkdir()
+    pipe.save_pretrained(tmp_path / "p")
+    pipe.save_pretrained(tmp_path / "p")  # overwrite an existing pipeline
+    names = sorted(os.listdir(tmp_path / "p"))
+    assert names == ["checkpoints", "model_index.json", "pipeline_ddpm_hf.py", "samples.png", "scheduler", "unet"]
+
+
+def test_failed_save_leaves_previous_pipeline(tmp_path, monkeypatch):
+    import ddpm_hf.pipeline_ddpm_hf as module
+
+    folder = tmp_path / "p"
+    make_pipeline().save_pretrained(folder)
+    before = load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(module, "ship_code", broken)
+    other = DDPMImagePipeline(unet=tiny_unet(seed=1), scheduler=DDPMPosteriorScheduler())
+    with pytest.raises(OSError, match="disk full"):
+        other.save_pretrained(folder)
+    after = load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert sorted(os.listdir(tmp_path)) == ["p"], "staging folder left behind"
+
+
+KILLED_SAVER = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from conftest import tiny_unet
+from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
+pipes = [DDPMImagePipeline(unet=tiny_unet(seed=s), scheduler=DDPMPosteriorScheduler()) for s in (0, 1)]
+print("ready", flush=True)
+i = 0
+while True:
+    pipes[i % 2].save_pretrained({folder!r})
+    i += 1
+"""
+
+
+def test_kill_during_save_never_leaves_a_broken_pipeline(tmp_path):
+    folder = tmp_path / "p"
+    versions = [tiny_unet(seed=s).state_dict() for s in (0, 1)]
+    DDPMImagePipeline(unet=tiny_unet(seed=0), scheduler=DDPMPosteriorScheduler()).save_pretrained(folder)
+    rng = random.Random(0)
+    for _ in range(4):
+        code = KILLED_SAVER.format(tests=os.path.dirname(__file__), folder=str(folder))
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.2, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        loaded = DDPMImagePipeline.from_pretrained(folder)
+        state = loaded.unet.state_dict()
+        assert any(all(torch.equal(state[k], v[k]) for k in v) for v in versions)
