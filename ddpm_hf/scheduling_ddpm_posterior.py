@@ -54,8 +54,6 @@ class StepCoefficients(NamedTuple):
     """Every number one reverse step needs, for one visited timestep, as Python floats (computed in float64)."""
 
     prev_timestep: int  # -1 after the last visited timestep
-    sqrt_alpha_bar: float  # sqrt(abar_t)
-    sqrt_one_minus_alpha_bar: float  # sqrt(1 - abar_t)
     x0_coef: float  # sqrt(abar_{t-1}) (1 - alpha_t) / (1 - abar_t)
     xt_coef: float  # sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)
     eps_coef: float  # (1 - alpha_t) / sqrt(1 - abar_t)
@@ -64,6 +62,16 @@ class StepCoefficients(NamedTuple):
     beta_std: float  # sqrt(beta_t)
     log_beta: float  # log(beta_t)
     posterior_log_variance: float  # log(Sigma_q), clipped at the last step as in Improved DDPM
+
+
+_FLOAT64 = torch.empty(0, dtype=torch.float64)  # the `like` of table queries that have no tensor to follow
+
+
+def _weighted_sum(a, x: torch.Tensor, b, y: torch.Tensor) -> torch.Tensor:
+    """a x + b y; two kernels and one allocation when a and b are numbers (the sampling hot path)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return torch.mul(x, a).add_(y, alpha=b)
+    return a * x + b * y
 
 
 def _require_choice(name: str, value, choices) -> None:
@@ -181,10 +189,13 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         self._betas64 = betas
         self._alphas_cumprod64 = np.cumprod(1.0 - betas)
         # The forward process does not depend on the sampling chain: its tables are fixed at construction.
-        self._train_tables = {
-            "sqrt_alpha_bar_train": np.sqrt(self._alphas_cumprod64),
-            "sqrt_one_minus_alpha_bar_train": np.sqrt(1.0 - self._alphas_cumprod64),
-        }
+        with np.errstate(divide="ignore"):  # abar_T = 0 under a zero terminal SNR
+            self._train_tables = {
+                "sqrt_alpha_bar_train": np.sqrt(self._alphas_cumprod64),
+                "sqrt_one_minus_alpha_bar_train": np.sqrt(1.0 - self._alphas_cumprod64),
+                "sqrt_recip_alpha_bar_train": 1.0 / np.sqrt(self._alphas_cumprod64),
+                "sqrt_recipm1_alpha_bar_train": np.sqrt(1.0 / self._alphas_cumprod64 - 1.0),
+            }
         self.betas = torch.tensor(betas, dtype=torch.float32)
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.tensor(self._alphas_cumprod64, dtype=torch.float32)
@@ -214,8 +225,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             tables = {
                 "prev_timestep": prev,
                 "alphas_cumprod_prev": a_prev,
-                "sqrt_alpha_bar": np.sqrt(a_t),
-                "sqrt_one_minus_alpha_bar": np.sqrt(1.0 - a_t),
                 "x0_coef": np.sqrt(a_prev) * beta / (1.0 - a_t),
                 "xt_coef": np.sqrt(alpha) * (1.0 - a_prev) / (1.0 - a_t),
                 "eps_coef": beta / np.sqrt(1.0 - a_t),
@@ -289,9 +298,10 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 ratio = T // num_inference_steps
                 chain = (np.arange(0, num_inference_steps) * ratio).round()[::-1].astype(np.int64)
                 chain = chain + self.config.steps_offset
-            else:  # trailing
+            else:  # trailing; a float step can overshoot to a spurious -1 (e.g. 61 steps of 1000): keep n
                 chain = np.round(np.arange(T, 0, -T / num_inference_steps)).astype(np.int64) - 1
-            if chain[0] >= T or np.any(np.diff(chain) >= 0):
+                chain = chain[:num_inference_steps]
+            if chain[0] >= T or chain[-1] < 0 or np.any(np.diff(chain) >= 0):
                 raise ValueError(f"steps_offset={self.config.steps_offset} pushes timesteps past T-1={T - 1}: lower it.")
         self._set_chain(np.ascontiguousarray(chain), device)
 
@@ -345,7 +355,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
 
     def posterior_mean(self, x_t: torch.Tensor, x_0: torch.Tensor, timesteps) -> torch.Tensor:
         """mu_q(x_t, x_0) = (sqrt(alpha_t)(1 - abar_{t-1}) x_t + sqrt(abar_{t-1})(1 - alpha_t) x_0) / (1 - abar_t)."""
-        return self._table("xt_coef", timesteps, x_t) * x_t + self._table("x0_coef", timesteps, x_t) * x_0
+        return _weighted_sum(self._table("xt_coef", timesteps, x_t), x_t, self._table("x0_coef", timesteps, x_t), x_0)
 
     def posterior_mean_from_noise(self, x_t: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
         """mu_q in the seed's noise form: (x_t - (1 - alpha_t) / sqrt(1 - abar_t) eps) / sqrt(alpha_t)."""
@@ -353,22 +363,24 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
 
     def posterior_variance(self, timesteps, like: Optional[torch.Tensor] = None):
         """Sigma_q = (1 - alpha_t)(1 - abar_{t-1}) / (1 - abar_t); 0 at the last step of the chain."""
-        return self._table("posterior_variance", timesteps, like if like is not None else self.alphas_cumprod)
+        return self._table("posterior_variance", timesteps, like if like is not None else _FLOAT64)
 
     def posterior_log_variance(self, timesteps, like: Optional[torch.Tensor] = None):
         """log Sigma_q, with the last step's (log 0) replaced by the step before's, as Improved DDPM does."""
-        return self._table("posterior_log_variance", timesteps, like if like is not None else self.alphas_cumprod)
+        return self._table("posterior_log_variance", timesteps, like if like is not None else _FLOAT64)
 
     def predict_original_sample(self, model_output: torch.Tensor, timesteps, sample: torch.Tensor) -> torch.Tensor:
-        """x_0's estimate from the model's prediction, by `prediction_type`."""
+        """x_0's estimate from the model's prediction, by `prediction_type` (any timestep, on the chain or not)."""
         prediction_type = self.config.prediction_type
         if prediction_type == "sample":
             return model_output
-        sqrt_a = self._table("sqrt_alpha_bar", timesteps, sample)
-        sqrt_1ma = self._table("sqrt_one_minus_alpha_bar", timesteps, sample)
         if prediction_type == "epsilon":  # x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
-            return (sample - sqrt_1ma * model_output) / sqrt_a
-        return sqrt_a * sample - sqrt_1ma * model_output  # v_prediction
+            a = self._table("sqrt_recip_alpha_bar_train", timesteps, sample)
+            b = self._table("sqrt_recipm1_alpha_bar_train", timesteps, sample)
+            return _weighted_sum(a, sample, -b, model_output)
+        a = self._table("sqrt_alpha_bar_train", timesteps, sample)  # v: x_0 = sqrt(abar) x_t - sqrt(1 - abar) v
+        b = self._table("sqrt_one_minus_alpha_bar_train", timesteps, sample)
+        return _weighted_sum(a, sample, -b, model_output)
 
     def model_log_variance(self, predicted_variance: Optional[torch.Tensor], timesteps, like: torch.Tensor):
         """log of p_theta's variance at `timesteps`, by `variance_type` (a float unless it is learned)."""
@@ -439,16 +451,15 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         pred_original_sample = self.predict_original_sample(model_output, int(timestep), sample)
 
         config = self.config
-        if config.thresholding or config.clip_sample:
-            if config.thresholding:
-                pred_original_sample = self._threshold_sample(pred_original_sample)
-            else:
-                pred_original_sample = pred_original_sample.clamp(-config.clip_sample_range, config.clip_sample_range)
-            prev_sample = c.x0_coef * pred_original_sample + c.xt_coef * sample
-        elif config.prediction_type == "epsilon":
+        if config.thresholding:
+            pred_original_sample = self._threshold_sample(pred_original_sample)
+        elif config.clip_sample:
+            pred_original_sample = pred_original_sample.clamp(-config.clip_sample_range, config.clip_sample_range)
+        if config.prediction_type == "epsilon" and not (config.thresholding or config.clip_sample):
+            # The seed's final form: (x_t - (1 - alpha_t) / sqrt(1 - abar_t) eps) / sqrt(alpha_t).
             prev_sample = torch.add(sample, model_output, alpha=-c.eps_coef).mul_(c.inv_sqrt_alpha)
-        else:
-            prev_sample = c.x0_coef * pred_original_sample + c.xt_coef * sample
+        else:  # mu_q's x_0 form at the (clipped) estimate
+            prev_sample = _weighted_sum(c.xt_coef, sample, c.x0_coef, pred_original_sample)
 
         if c.prev_timestep >= 0:
             noise = randn_tensor(

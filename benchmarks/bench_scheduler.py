@@ -1,0 +1,65 @@
+"""Time DDPMPosteriorScheduler.step against diffusers' DDPMScheduler.step on a (16, 3, 32, 32) float32 batch.
+
+    python benchmarks/bench_scheduler.py [--device cuda]
+
+Target: ratio (ours / diffusers) <= 0.6. Both schedulers walk the same chain with the same generator.
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+from diffusers import DDPMScheduler
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import compare  # noqa: E402
+
+from ddpm_hf import DDPMPosteriorScheduler  # noqa: E402
+
+CONFIGS = {
+    "defaults (clip_sample, 1000 steps)": (dict(), None),
+    "defaults, 50 respaced steps": (dict(), 50),
+    "epsilon, no clipping, 1000 steps": (dict(clip_sample=False), None),
+    "epsilon, no clipping, 50 steps": (dict(clip_sample=False), 50),
+    "fixed_large, 50 steps": (dict(variance_type="fixed_large"), 50),
+}
+
+
+def chain_runner(scheduler, steps, sample, model_output, device):
+    if steps:
+        scheduler.set_timesteps(steps, device=device)
+    timesteps = scheduler.timesteps.tolist()
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def run():
+        for t in timesteps:
+            scheduler.step(model_output, t, sample, generator=generator)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    return run, len(timesteps)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    sample = torch.randn(16, 3, 32, 32, device=args.device)
+    model_output = torch.randn(16, 3, 32, 32, device=args.device)
+    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")
+    print(f"{'configuration':40s} {'diffusers us/step':>18s} {'ours us/step':>13s} {'ratio':>6s}")
+    ratios = []
+    for name, (config, steps) in CONFIGS.items():
+        theirs, n = chain_runner(DDPMScheduler(**config), steps, sample, model_output, args.device)
+        ours, _ = chain_runner(DDPMPosteriorScheduler(**config), steps, sample, model_output, args.device)
+        best = compare({"diffusers": theirs, "ours": ours}, rounds=args.rounds, repeats=1)
+        ratio = best["ours"] / best["diffusers"]
+        ratios.append(ratio)
+        print(f"{name:40s} {best['diffusers'] / n * 1e6:18.1f} {best['ours'] / n * 1e6:13.1f} {ratio:6.2f}")
+    print(f"worst ratio {max(ratios):.2f} (target <= 0.6)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Every bad configuration or call raises a ValueError whose message names the problem and the fix."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm_hf.scheduling_ddpm_posterior import DDPMPosteriorScheduler
+
+T = 1000
+
+
+def raises_naming(fn, *words):
+    """fn() raises ValueError and its message contains every word (case-insensitive)."""
+    with pytest.raises(ValueError) as info:
+        fn()
+    message = str(info.value)
+    for word in words:
+        assert re.search(re.escape(word), message, flags=re.IGNORECASE), f"{word!r} not in message: {message}"
+    return message
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Construction
+# ----------------------------------------------------------------------------------------------------------------
+BAD_BETAS = {
+    "beta_end_1.5": {"beta_end": 1.5},
+    "beta_start_0": {"beta_start": 0.0},
+    "beta_start_negative": {"beta_start": -0.01},
+    "scaled_linear_beta_end_2": {"beta_schedule": "scaled_linear", "beta_end": 2.0},
+    "sigmoid_beta_end_1.2": {"beta_schedule": "sigmoid", "beta_end": 1.2},
+    "trained_with_0": {"num_train_timesteps": 4, "trained_betas": [0.0, 0.1, 0.2, 0.3]},
+    "trained_negative": {"num_train_timesteps": 4, "trained_betas": [0.1, -0.1, 0.2, 0.3]},
+    "trained_1": {"num_train_timesteps": 4, "trained_betas": [0.1, 0.2, 0.3, 1.0]},
+    "trained_above_1": {"num_train_timesteps": 4, "trained_betas": [0.1, 0.2, 1.5, 0.3]},
+    "trained_nan": {"num_train_timesteps": 4, "trained_betas": [0.1, float("nan"), 0.2, 0.3]},
+}
+
+
+@pytest.mark.parametrize("kwargs", list(BAD_BETAS.values()), ids=list(BAD_BETAS))
+def test_betas_outside_unit_interval(kwargs):
+    message = raises_naming(
+        lambda: DDPMPosteriorScheduler(**kwargs), "beta", "(0, 1)", "beta_start/beta_end", "trained_betas"
+    )
+    assert re.search(r"beta\[\d+\]", message), "the message points at the offending index"
+
+
+def test_trained_beta_index_is_reported():
+    message = raises_naming(
+        lambda: DDPMPosteriorScheduler(num_train_timesteps=4, trained_betas=[0.1, 0.2, 1.5, 0.3]), "beta[2]", "1.5"
+    )
+    assert "(0, 1)" in message
+
+
+@pytest.mark.parametrize(
+    "key,value,choices",
+    [
+        ("beta_schedule", "cosine", ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"]),
+        ("variance_type", "fixed", ["fixed_small", "fixed_large", "learned_range"]),
+        ("prediction_type", "x0", ["epsilon", "sample", "v_prediction"]),
+        ("timestep_spacing", "uniform", ["leading", "linspace", "trailing"]),
+    ],
+    ids=["beta_schedule", "variance_type", "prediction_type", "timestep_spacing"],
+)
+def test_unknown_choice(key, value, choices):
+    raises_naming(lambda: DDPMPosteriorScheduler(**{key: value}), key, repr(value), "choose", *choices)
+
+
+@pytest.mark.parametrize("length", [999, 1001])
+def test_trained_betas_length_mismatch(length):
+    betas = np.linspace(1e-4, 0.02, length).tolist()
+    raises_naming(
+        lambda: DDPMPosteriorScheduler(trained_betas=betas), "trained_betas", "num_train_timesteps=1000", f"({length},)"
+    )
+
+
+def test_trained_betas_not_flat():
+    raises_naming(
+        lambda: DDPMPosteriorScheduler(num_train_timesteps=4, trained_betas=[[0.1, 0.2], [0.3, 0.4]]),
+        "trained_betas", "flat",
+    )
+
+
+@pytest.mark.parametrize("n", [0, -5])
+def test_num_train_timesteps_not_positive(n):
+    raises_naming(lambda: DDPMPosteriorScheduler(num_train_timesteps=n), "num_train_timesteps", "positive integer")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# set_timesteps
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [T + 1, 5000, 0, -1])
+def test_num_inference_steps_out_of_range(n):
+    scheduler = DDPMPosteriorScheduler()
+    raises_naming(
+        lambda: scheduler.set_timesteps(n), f"num_inference_steps={n}", "between 1 and", "num_train_timesteps=1000"
+    )
+
+
+def test_num_inference_steps_missing():
+    raises_naming(lambda: DDPMPosteriorScheduler().set_timesteps(), "num_inference_steps", "timesteps")
+
+
+@pytest.mark.parametrize(
+    "timesteps",
+    [[10, 20, 0], [999, 500, 500, 0], [0, 1, 2], [999, 1000 - 1]],
+    ids=["ascending_pair", "repeated", "ascending", "repeated_end"],
+)
+def test_custom_timesteps_not_strictly_descending(timesteps):
+    raises_naming(lambda: DDPMPosteriorScheduler().set_timesteps(timesteps=timesteps), "strictly descending", "repeats")
+
+
+@pytest.mark.parametrize("timesteps", [[1000, 500, 0], [5000, 1], [500, 10, -1]], ids=["T", "far_above", "negative"])
+def test_custom_timesteps_out_of_range(timesteps):
+    scheduler = DDPMPosteriorScheduler()
+    raises_naming(lambda: scheduler.set_timesteps(timesteps=timesteps), "[0, 999]", "num_train_timesteps=1000")
+
+
+def test_custom_timesteps_empty():
+    raises_naming(lambda: DDPMPosteriorScheduler().set_timesteps(timesteps=[]), "timesteps", "non-empty")
+
+
+def test_both_num_inference_steps_and_timesteps():
+    raises_naming(
+        lambda: DDPMPosteriorScheduler().set_timesteps(num_inference_steps=3, timesteps=[900, 500, 0]),
+        "either", "num_inference_steps", "timesteps", "not both",
+    )
+
+
+def test_steps_offset_past_last_timestep():
+    scheduler = DDPMPosteriorScheduler(timestep_spacing="leading", steps_offset=1)
+    raises_naming(lambda: scheduler.set_timesteps(T), "steps_offset=1", "T-1=999", "lower it")
+
+
+def test_failed_set_timesteps_keeps_the_previous_chain():
+    scheduler = DDPMPosteriorScheduler()
+    scheduler.set_timesteps(10)
+    before = scheduler.timesteps.clone()
+    with pytest.raises(ValueError):
+        scheduler.set_timesteps(timesteps=[5, 10])
+    assert torch.equal(scheduler.timesteps, before)
+    assert scheduler.previous_timestep(900) == 800
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# step and the posterior queries
+# ----------------------------------------------------------------------------------------------------------------
+def test_learned_range_without_variance_channels():
+    scheduler = DDPMPosteriorScheduler(variance_type="learned_range")
+    sample = torch.zeros(2, 3, 4, 4)
+    raises_naming(
+        lambda: scheduler.step(torch.zeros(2, 3, 4, 4), 999, sample),
+        "learned_range", "2 x 3 channels", "got 3", "out_channels=6", "fixed_small",
+    )
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_small_log", "fixed_large"])
+def test_variance_channels_without_learned_range(variance_type):
+    scheduler = DDPMPosteriorScheduler(variance_type=variance_type)
+    sample = torch.zeros(2, 3, 4, 4)
+    raises_naming(
+        lambda: scheduler.step(torch.zeros(2, 6, 4, 4), 999, sample), "6 channels", "sample has 3", "learned_range"
+    )
+
+
+def test_learned_range_with_wrong_channel_count():
+    scheduler = DDPMPosteriorScheduler(variance_type="learned_range")
+    sample = torch.zeros(1, 3, 4, 4)
+    raises_naming(lambda: scheduler.step(torch.zeros(1, 5, 4, 4), 999, sample), "learned_range", "got 5")
+
+
+@pytest.mark.parametrize(
+    "set_kw,t",
+    [
+        ({"num_inference_steps": 50}, 5),
+        ({"num_inference_steps": 50}, 999),  # leading spacing visits 980, ..., 0
+        ({"timesteps": [900, 500, 0]}, 501),
+        (None, 1000),  # past the end of the full chain
+        (None, -1),
+    ],
+    ids=["leading50-t5", "leading50-t999", "custom-t501", "full-t1000", "full-t-1"],
+)
+def test_step_at_timestep_not_on_chain(set_kw, t):
+    scheduler = DDPMPosteriorScheduler()
+    if set_kw is not None:
+        scheduler.set_timesteps(**set_kw)
+    x = torch.zeros(1, 3, 4, 4)
+    raises_naming(
+        lambda: scheduler.step(x, t, x), f"Timestep {t}", "not on this scheduler's chain", "scheduler.timesteps"
+    )
+    raises_naming(lambda: scheduler.step(x, torch.tensor(t), x), "not on this scheduler's chain")
+
+
+def test_posterior_queries_at_timestep_not_on_chain():
+    """The int path of the posterior queries raises the same explanatory error (the tensor path reads NaN)."""
+    scheduler = DDPMPosteriorScheduler()
+    scheduler.set_timesteps(50)
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    for fn in (
+        lambda: scheduler.posterior_variance(7),
+        lambda: scheduler.posterior_log_variance(7),
+        lambda: scheduler.posterior_mean(x, x, 7),
+        lambda: scheduler.posterior_mean_from_noise(x, x, 7),
+        lambda: scheduler.previous_timestep(7),
+    ):
+        raises_naming(fn, "Timestep 7", "not on this scheduler's chain", "set_timesteps")
+    assert torch.isnan(scheduler.posterior_variance(torch.tensor([7, 20]), like=x)[0]).all()
+    assert not torch.isnan(scheduler.posterior_variance(torch.tensor([7, 20]), like=x)[1]).any()
