@@ -3,13 +3,14 @@
 __version__ = "0.1.0"
 
 from .scheduling_ddpm_posterior import DDPMPosteriorScheduler, DDPMPosteriorSchedulerOutput
-from .pipeline_ddpm_hf import DDPMImagePipeline, DDPMPipelineOutput, DDPMTrajectory
+from .pipeline_ddpm_hf import DDPMImagePipeline, DDPMPipelineOutput, DDPMTextToImagePipeline, DDPMTrajectory
 
 __all__ = [
     "DDPMImagePipeline",
     "DDPMPipelineOutput",
     "DDPMPosteriorScheduler",
     "DDPMPosteriorSchedulerOutput",
+    "DDPMTextToImagePipeline",
     "DDPMTrajectory",
     "__version__",
 ]

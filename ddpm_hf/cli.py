@@ -2,6 +2,7 @@
 
     ddpm-hf sample PIPELINE --num-images 16 --steps 100 --seed 0 --out grid.png [--trajectory traj.png]
     ddpm-hf forward IMAGE --out strip.png
+    ddpm-hf nll PIPELINE --data embedded:digits --num-images 256 [--steps 100]
 """
 
 import argparse
@@ -35,6 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     forward.add_argument("--resolution", type=positive_int, default=None, help="resize the image first")
     forward.add_argument("--seed", type=int, default=0)
     forward.add_argument("--scheduler", help="a pipeline folder whose scheduler to use (default: DDPM's linear)")
+    nll = commands.add_parser("nll", help="the variational bound (bits/dim) of a pipeline on data")
+    nll.add_argument("pipeline", help="a folder written by save_pretrained, or a Hub repo id")
+    nll.add_argument("--data", default="embedded:digits",
+                     help="embedded:digits, embedded:mnist, an image folder, or a datasets name/path")
+    nll.add_argument("--num-images", type=positive_int, default=64, help="images to evaluate (a seeded subset)")
+    nll.add_argument("--batch-size", type=positive_int, default=64, help="(image, timestep) pairs per model call")
+    nll.add_argument("--steps", type=positive_int, default=None,
+                     help="bound a respaced chain of this many steps (default: the full training chain)")
+    nll.add_argument("--seed", type=int, default=0)
+    nll.add_argument("--out-png", default="nll_terms.png", help="plot of the mean term per timestep")
+    nll.add_argument("--out-json", default="nll.json", help="the numbers, as JSON")
+    nll.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser
 
 
@@ -111,7 +124,9 @@ def run_forward(args) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"sample": run_sample, "forward": run_forward}
+    from .likelihood import run_nll_command
+
+    commands = {"sample": run_sample, "forward": run_forward, "nll": run_nll_command}
     try:
         commands[args.command](args)
     except (ValueError, OSError) as error:  # OSError covers missing files and failed Hub look-ups

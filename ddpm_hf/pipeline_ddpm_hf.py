@@ -1,5 +1,5 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""DDPM pipelines: unconditional sampling with a UNet2DModel.
+"""DDPM pipelines: unconditional sampling with a UNet2DModel, and text-to-image with a CLIP text encoder.
 
 This file is self-contained (torch, numpy and diffusers only) because `save_pretrained` copies it into the saved
 folder: `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` then loads it where `ddpm_hf` is not
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Union
 
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
 # Libraries diffusers resolves by itself; any other component library is our own code, shipped in the folder.
@@ -159,7 +159,7 @@ def ship_code(pipeline: DiffusionPipeline, folder: str) -> None:
 
 
 class DDPMHFPipelineMixin:
-    """Saving and loading shared by the ddpm-hf pipelines (see the README's "Loading" section)."""
+    """What the ddpm-hf pipelines share: saving and loading (see the README's "Loading" section) and the chain."""
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike], safe_serialization: bool = True, **kwargs):
         """`DiffusionPipeline.save_pretrained`, plus the shipped code, written beside `save_directory` and swapped in.
@@ -183,6 +183,65 @@ class DDPMHFPipelineMixin:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+    def prepare_noise(self, batch_size: int, generator, device, dtype) -> torch.Tensor:
+        """x_T ~ N(0, I), drawn exactly as diffusers' DDPMPipeline draws it (same generator, same images)."""
+        size = self.unet.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else size
+        shape = (batch_size, self.unet.config.in_channels, height, width)
+        if device.type == "mps":  # randn does not exist on mps
+            return randn_tensor(shape, generator=generator, dtype=dtype).to(device)
+        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+    def check_sampling_arguments(self, batch_size: int, generator, callback_on_step_end_tensor_inputs) -> None:
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs may name {self._callback_tensor_inputs}, not {sorted(unknown)}."
+            )
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for {batch_size} images: pass one per image.")
+
+    def sample_chain(
+        self, latents, predict, generator, num_inference_steps, timesteps, callback_on_step_end,
+        callback_on_step_end_tensor_inputs, trajectory_every, output_type, return_dict,
+    ):
+        """Algorithm 2 of Ho et al.: x_T -> x_0 through the scheduler's chain; `predict(x_t, t)` is the model call."""
+        if timesteps is not None:
+            self.scheduler.set_timesteps(timesteps=timesteps)
+        else:
+            self.scheduler.set_timesteps(num_inference_steps)
+        chain = self.scheduler.timesteps
+        recorder = TrajectoryRecorder(trajectory_every, latents, len(chain)) if trajectory_every else None
+
+        for i, t in enumerate(self.progress_bar(chain)):
+            step = self.scheduler.step(predict(latents, t), t, latents, generator=generator)
+            latents, pred_original_sample = step.prev_sample, step.pred_original_sample
+            if recorder is not None:
+                recorder.record(i, t, latents, pred_original_sample)
+            if callback_on_step_end is not None:
+                tensors = {"latents": latents, "pred_original_sample": pred_original_sample}
+                outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+                latents = (outputs or {}).get("latents", latents)
+
+        images = postprocess_images(latents, output_type, self.numpy_to_pil)
+        self.maybe_free_model_hooks()
+        trajectory = recorder.result() if recorder is not None else None
+        if not return_dict:
+            return (images,) if trajectory is None else (images, trajectory)
+        return DDPMPipelineOutput(images=images, trajectory=trajectory)
+
+    def variational_bound(self, images: torch.Tensor, generator=None, batch_size: int = 64, timesteps=None, **kwargs):
+        """The seed's ELBO in bits/dim for `images` in [-1, 1]: see `ddpm_hf.likelihood.variational_bound`.
+
+        Text-to-image pipelines pass `encoder_hidden_states=pipe.encode_prompt(prompts, device)`.
+        """
+        try:
+            from ddpm_hf.likelihood import variational_bound
+        except ImportError as error:  # loaded with trust_remote_code where the package is absent
+            raise ImportError("variational_bound needs the ddpm-hf package: pip install ddpm-hf.") from error
+        return variational_bound(self.unet, self.scheduler, images, generator=generator, batch_size=batch_size,
+                                 timesteps=timesteps, **kwargs)
 
     @classmethod
     def load_config(cls, *args, **kwargs):
@@ -221,15 +280,6 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
-    def prepare_noise(self, batch_size: int, generator, device, dtype) -> torch.Tensor:
-        """x_T ~ N(0, I), drawn exactly as diffusers' DDPMPipeline draws it (same generator, same images)."""
-        size = self.unet.config.sample_size
-        height, width = (size, size) if isinstance(size, int) else size
-        shape = (batch_size, self.unet.config.in_channels, height, width)
-        if device.type == "mps":  # randn does not exist on mps
-            return randn_tensor(shape, generator=generator, dtype=dtype).to(device)
-        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-
     @torch.no_grad()
     def __call__(
         self,
@@ -261,34 +311,143 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
         Returns:
             [`DDPMPipelineOutput`] with `images` (and `trajectory`), or the tuple `(images,)` / `(images, trajectory)`.
         """
-        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs may name {self._callback_tensor_inputs}, not {sorted(unknown)}.")
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"Got {len(generator)} generators for batch_size={batch_size}: pass one per image.")
-
+        self.check_sampling_arguments(batch_size, generator, callback_on_step_end_tensor_inputs)
         latents = self.prepare_noise(batch_size, generator, self._execution_device, self.unet.dtype)
-        if timesteps is not None:
-            self.scheduler.set_timesteps(timesteps=timesteps)
+
+        def predict(x_t, t):
+            return self.unet(x_t, t).sample
+
+        return self.sample_chain(
+            latents, predict, generator, num_inference_steps, timesteps, callback_on_step_end,
+            callback_on_step_end_tensor_inputs, trajectory_every, output_type, return_dict,
+        )
+
+
+class DDPMTextToImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
+    r"""
+    Text-to-image DDPM in pixel space: every denoising step sees the same CLIP encoding of the prompt (through the
+    UNet's cross-attention), with classifier-free guidance (Ho & Salimans 2022).
+
+    Args:
+        unet ([`UNet2DConditionModel`]): cross-attends to the text encoder's hidden states.
+        scheduler ([`DDPMPosteriorScheduler`]): the reverse step.
+        text_encoder ([`transformers.CLIPTextModel`]): encodes the prompt.
+        tokenizer ([`transformers.CLIPTokenizer`]): tokenizes the prompt.
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet"
+    _callback_tensor_inputs = ["latents", "pred_original_sample"]
+
+    def __init__(self, unet: UNet2DConditionModel, scheduler, text_encoder, tokenizer):
+        super().__init__()
+        check_text_components(unet, text_encoder, tokenizer)
+        self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
+
+    def encode_prompt(self, prompt: List[str], device) -> torch.Tensor:
+        """CLIP's last hidden states for each prompt, padded to the tokenizer's maximum length."""
+        tokens = self.tokenizer(
+            prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        )
+        return self.text_encoder(tokens.input_ids.to(device))[0]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Union[str, List[str], None] = None,
+        negative_prompt: Union[str, List[str], None] = None,
+        num_images_per_prompt: int = 1,
+        guidance_scale: float = 3.0,
+        num_inference_steps: int = 1000,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
+        callback_on_step_end: Optional[Callable] = None,
+        callback_on_step_end_tensor_inputs: List[str] = ["latents"],
+        timesteps: Optional[List[int]] = None,
+        trajectory_every: Optional[int] = None,
+    ) -> Union[DDPMPipelineOutput, tuple]:
+        r"""
+        Args:
+            prompt (`str` or `list[str]`): what to draw; or pass `prompt_embeds`.
+            negative_prompt (`str` or `list[str]`, *optional*): the unconditional side of guidance (default: the empty
+                prompt, which the trainer's `--conditioning_dropout_prob` teaches); one per prompt when a list.
+            num_images_per_prompt (`int`, defaults to 1): images for each prompt.
+            guidance_scale (`float`, defaults to 3.0): w in eps_uncond + w (eps_cond - eps_uncond); 1.0 disables
+                guidance and skips the unconditional pass.
+            num_inference_steps, generator, output_type, return_dict, callback_on_step_end,
+            callback_on_step_end_tensor_inputs, timesteps, trajectory_every: as in [`DDPMImagePipeline`].
+            prompt_embeds / negative_prompt_embeds (`torch.Tensor`, *optional*): precomputed text encodings
+                (batch, tokens, hidden size), instead of `prompt` / `negative_prompt`.
+        """
+        device = self._execution_device
+        prompt_embeds = self.prompt_embeddings(prompt, prompt_embeds, "prompt", device)
+        batch = prompt_embeds.shape[0]
+        do_guidance = guidance_scale != 1.0
+        if do_guidance:
+            if negative_prompt is None and negative_prompt_embeds is None:
+                negative_prompt = [""] * batch
+            elif isinstance(negative_prompt, str):
+                negative_prompt = [negative_prompt] * batch
+            negative_prompt_embeds = self.prompt_embeddings(negative_prompt, negative_prompt_embeds, "negative_prompt", device)
+            if negative_prompt_embeds.shape != prompt_embeds.shape:
+                raise ValueError(
+                    f"negative prompts give {tuple(negative_prompt_embeds.shape)} embeddings but the prompts give"
+                    f" {tuple(prompt_embeds.shape)}: pass one negative prompt per prompt."
+                )
+            # One batched UNet call per step: unconditional half first, conditional half second.
+            embeds = torch.cat([negative_prompt_embeds, prompt_embeds]).repeat_interleave(num_images_per_prompt, 0)
         else:
-            self.scheduler.set_timesteps(num_inference_steps)
-        chain = self.scheduler.timesteps
-        recorder = TrajectoryRecorder(trajectory_every, latents, len(chain)) if trajectory_every else None
+            embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, 0)
+        embeds = embeds.to(self.unet.dtype)
+        batch_size = batch * num_images_per_prompt
+        self.check_sampling_arguments(batch_size, generator, callback_on_step_end_tensor_inputs)
+        latents = self.prepare_noise(batch_size, generator, device, self.unet.dtype)
 
-        for i, t in enumerate(self.progress_bar(chain)):
-            model_output = self.unet(latents, t).sample
-            step = self.scheduler.step(model_output, t, latents, generator=generator)
-            latents, pred_original_sample = step.prev_sample, step.pred_original_sample
-            if recorder is not None:
-                recorder.record(i, t, latents, pred_original_sample)
-            if callback_on_step_end is not None:
-                tensors = {"latents": latents, "pred_original_sample": pred_original_sample}
-                outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
-                latents = (outputs or {}).get("latents", latents)
+        def predict(x_t, t):
+            if not do_guidance:
+                return self.unet(x_t, t, encoder_hidden_states=embeds).sample
+            unconditional, conditional = self.unet(torch.cat([x_t, x_t]), t, encoder_hidden_states=embeds).sample.chunk(2)
+            c = x_t.shape[1]  # guide the prediction; a learned variance (channels c:) comes from the conditional half
+            guided = unconditional[:, :c] + guidance_scale * (conditional[:, :c] - unconditional[:, :c])
+            return torch.cat([guided, conditional[:, c:]], dim=1)
 
-        images = postprocess_images(latents, output_type, self.numpy_to_pil)
-        self.maybe_free_model_hooks()
-        trajectory = recorder.result() if recorder is not None else None
-        if not return_dict:
-            return (images,) if trajectory is None else (images, trajectory)
-        return DDPMPipelineOutput(images=images, trajectory=trajectory)
+        return self.sample_chain(
+            latents, predict, generator, num_inference_steps, timesteps, callback_on_step_end,
+            callback_on_step_end_tensor_inputs, trajectory_every, output_type, return_dict,
+        )
+
+    def prompt_embeddings(self, prompt, embeds, name: str, device) -> torch.Tensor:
+        """Exactly one of a prompt (or list) and precomputed embeddings, as a (batch, tokens, hidden) tensor."""
+        if (prompt is None) == (embeds is None):
+            raise ValueError(f"Pass exactly one of {name} and {name}_embeds.")
+        if embeds is not None:
+            if embeds.ndim != 3 or embeds.shape[-1] != self.unet.config.cross_attention_dim:
+                raise ValueError(
+                    f"{name}_embeds must be (batch, tokens, {self.unet.config.cross_attention_dim}), got"
+                    f" {tuple(embeds.shape)}."
+                )
+            return embeds.to(device)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"{name} must be a string or a non-empty list of strings.")
+        return self.encode_prompt(prompts, device)
+
+
+def check_text_components(unet, text_encoder, tokenizer) -> None:
+    """Refuse parts that cannot work together, with the number each one has."""
+    if text_encoder is None or unet is None or tokenizer is None:
+        return  # diffusers builds pipelines with missing optional parts; nothing to compare
+    hidden = text_encoder.config.hidden_size
+    if unet.config.cross_attention_dim != hidden:
+        raise ValueError(
+            f"The UNet cross-attends to {unet.config.cross_attention_dim}-dim states but the text encoder emits"
+            f" {hidden}: build the UNet with cross_attention_dim={hidden}."
+        )
+    if len(tokenizer) > text_encoder.config.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the text encoder embeds only"
+            f" {text_encoder.config.vocab_size}: use the tokenizer the encoder was trained with."
+        )

@@ -1,0 +1,484 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""The variational bound on -log p(x_0) of a DDPM, in bits per dimension (Ho et al. 2020, eq. 5; Nichol & Dhariwal
+2021, section 2 and appendix; openai/improved-diffusion's `_vb_terms_bpd`, `_prior_bpd` and `calc_bpd_loop`).
+
+The seed derivation bounds the log-likelihood of an image by
+
+    log p(x_0) >= E_q[log p(x_0 | x_1)]                                       decoder term   (-L_0)
+                  - KL(q(x_T | x_0) || p(x_T))                                 prior term     (L_T)
+                  - sum_{t=2..T} E_q[KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))]   denoising terms (L_{t-1})
+
+so -log p(x_0) <= L_T + sum_t L_{t-1} + L_0. Here every term is estimated with ONE draw x_t ~ q(x_t | x_0) per
+(image, timestep), the terms are averaged over the C*H*W dimensions and divided by ln 2 (bits/dim), and the sum is
+taken over the steps of the scheduler's chain: after `scheduler.set_timesteps(n)` the same code bounds the n-step
+respaced chain (its alpha_t = abar_t / abar_prev, already in the scheduler's tables).
+
+Timesteps are diffusers' 0-based ones: the chain's last visited timestep (0 on the full chain, the paper's t = 1) is
+the decoder step, where x_{t-1} is x_0 itself and the term is the negative log-likelihood of the 8-bit image under
+the discretized Gaussian p_theta(x_0 | x_1).
+
+    bound = variational_bound(pipe.unet, pipe.scheduler, images, generator=torch.Generator().manual_seed(0))
+    bound.total_bpd.mean()        # bits/dim, an upper bound on the model's negative log-likelihood
+"""
+
+import copy
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+LN2 = math.log(2.0)
+BIN_HALF_WIDTH = 1.0 / 255.0  # 8-bit data in [-1, 1]: 256 bins of width 2/255
+EDGE = 0.999  # x below -EDGE is the first bin (-inf edge), above EDGE the last (+inf edge), as improved-diffusion
+MIN_BIN_PROB = 1e-12  # improved-diffusion's floor on a bin's probability (log 1e-12 = -27.6 nats)
+_MASK64 = (1 << 64) - 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Elementwise densities
+# ----------------------------------------------------------------------------------------------------------------
+def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
+    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) elementwise, in nats (inputs broadcast; floats allowed).
+
+    Written as 0.5 * (expm1(d) - d + (mean1 - mean2)^2 / var2), d = logvar1 - logvar2, which equals the usual
+    0.5 * (-1 + logvar2 - logvar1 + exp(logvar1 - logvar2) + (mean1 - mean2)^2 exp(-logvar2)) without its
+    cancellation when the two variances are close (the denoising terms of a good model).
+    """
+    reference = next((x for x in (mean1, logvar1, mean2, logvar2) if torch.is_tensor(x)), None)
+    if reference is None:
+        raise TypeError("normal_kl needs at least one tensor argument.")
+    dtype = reference.dtype if reference.is_floating_point() else torch.get_default_dtype()
+    mean1, logvar1, mean2, logvar2 = (
+        x if torch.is_tensor(x) else torch.tensor(x, dtype=dtype, device=reference.device)
+        for x in (mean1, logvar1, mean2, logvar2)
+    )
+    d = logvar1 - logvar2
+    return 0.5 * (torch.expm1(d) - d + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def _log1mexp(d: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(d)) for d <= 0, accurate everywhere (Maechler 2012); finite values and gradients on both branches."""
+    near = d > -LN2
+    tiny = torch.finfo(d.dtype).tiny
+    d_near = torch.where(near, d, torch.full_like(d, -LN2)).clamp(max=-tiny)
+    d_far = torch.where(near, torch.full_like(d, -1.0), d)
+    return torch.where(near, torch.log(-torch.expm1(d_near)), torch.log1p(-torch.exp(d_far)))
+
+
+def _log_normal_mass(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """log(Phi(upper) - Phi(lower)) for lower <= upper <= (about) 0, from log-CDFs: no cancellation, no underflow."""
+    log_upper = torch.special.log_ndtr(upper)
+    return log_upper + _log1mexp(torch.special.log_ndtr(lower) - log_upper)
+
+
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor, min_prob: float = MIN_BIN_PROB
+) -> torch.Tensor:
+    """Elementwise log-probability (nats) of 8-bit data `x` in [-1, 1] under a Gaussian discretized to 256 bins.
+
+    The bin of x is [x - 1/255, x + 1/255], widened to (-inf, -1 + 1/255] for x = -1 and [1 - 1/255, inf) for x = 1,
+    so the 256 bin probabilities sum to 1. The normal CDF is exact (`torch.special.log_ndtr`, not improved-diffusion's
+    tanh approximation), and a bin's mass is taken in the tail away from the mean, in log space, so it is accurate
+    for bins far from the mean too; it is computed in float64 whatever the inputs' dtype (but on MPS), and returned in
+    their dtype. As improved-diffusion does, a bin's probability is floored at `min_prob` (1e-12).
+
+    Args:
+        x: the data, on the grid k / 127.5 - 1, k = 0..255.
+        means, log_scales: the Gaussian's mean and log standard deviation (broadcast against x).
+    """
+    x, means, log_scales = torch.broadcast_tensors(x, means, log_scales)
+    out_dtype = torch.promote_types(torch.promote_types(x.dtype, means.dtype), log_scales.dtype)
+    if x.device.type != "mps":  # a bin is ~1e-3 of the mass: float32 CDF differences lose ~1e-5 of it, float64 does not
+        x, means, log_scales = x.double(), means.double(), log_scales.double()
+    inv_stdv = torch.exp(-log_scales)
+    centered = x - means
+    upper = (centered + BIN_HALF_WIDTH) * inv_stdv
+    lower = (centered - BIN_HALF_WIDTH) * inv_stdv
+    # A bin above the mean is reflected to the lower tail: Phi(u) - Phi(l) = Phi(-l) - Phi(-u).
+    above = centered > 0
+    log_mass = _log_normal_mass(torch.where(above, -upper, lower), torch.where(above, -lower, upper))
+    log_cdf_upper = torch.special.log_ndtr(upper)  # first bin: P(X <= -1 + 1/255)
+    log_sf_lower = torch.special.log_ndtr(-lower)  # last bin: P(X >= 1 - 1/255)
+    log_probs = torch.where(x < -EDGE, log_cdf_upper, torch.where(x > EDGE, log_sf_lower, log_mass))
+    return log_probs.clamp(min=math.log(min_prob)).to(out_dtype)
+
+
+def bits_per_dim(nats, dims):
+    """Nats (of a whole image) -> bits per dimension: nats / (dims ln 2), dims = C*H*W."""
+    return nats / (dims * LN2)
+
+
+def _mean_flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).mean(dim=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The bound
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class VariationalBound:
+    """The terms of the variational bound, per image, in bits/dim.
+
+    Args:
+        prior_bpd (`torch.Tensor`): (B,) KL(q(x_T | x_0) || N(0, I)), T the chain's first (largest) timestep.
+        terms_bpd (`torch.Tensor`): (B, K) one term per step of the chain, in ascending timestep order: column 0 is
+            the decoder term -log p(x_0 | x_1) at the chain's last timestep, column k > 0 the denoising KL term
+            KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) at t = timesteps[k].
+        decoder_bpd (`torch.Tensor`): (B,) terms_bpd[:, 0].
+        total_bpd (`torch.Tensor`): (B,) prior_bpd + terms_bpd.sum(1): the bound on -log2 p(x_0) / (C H W).
+        timesteps (`torch.Tensor`): (K,) the chain's timesteps, ascending (scheduler.timesteps reversed).
+    """
+
+    prior_bpd: torch.Tensor
+    terms_bpd: torch.Tensor
+    decoder_bpd: torch.Tensor
+    total_bpd: torch.Tensor
+    timesteps: torch.Tensor
+
+    def summary(self) -> Dict[str, float]:
+        """Means over the images, with the standard error of the total (0 for a single image)."""
+        n = self.total_bpd.shape[0]
+        stderr = float(self.total_bpd.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0
+        return {
+            "num_images": n,
+            "total_bpd": float(self.total_bpd.mean()),
+            "total_bpd_stderr": stderr,
+            "prior_bpd": float(self.prior_bpd.mean()),
+            "decoder_bpd": float(self.decoder_bpd.mean()),
+            "denoising_bpd": float(self.terms_bpd[:, 1:].sum(1).mean()),
+        }
+
+
+def _module_device_dtype(module: torch.nn.Module):
+    tensor = next(module.parameters(), None)
+    if tensor is None:
+        tensor = next(module.buffers(), None)
+    if tensor is None:
+        return torch.device("cpu"), torch.float32
+    return tensor.device, tensor.dtype
+
+
+def _as_posterior_scheduler(scheduler):
+    """The scheduler itself when it has the posterior API; a DDPMPosteriorScheduler with its config otherwise."""
+    if all(hasattr(scheduler, name) for name in ("posterior_mean", "model_log_variance", "_table")):
+        return scheduler
+    from .scheduling_ddpm_posterior import DDPMPosteriorScheduler
+
+    converted = DDPMPosteriorScheduler.from_config(scheduler.config)
+    if getattr(scheduler, "num_inference_steps", None):
+        converted.set_timesteps(timesteps=[int(t) for t in scheduler.timesteps])
+    return converted
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _base_seed(generator: Optional[torch.Generator]) -> int:
+    if generator is None:
+        return int(torch.randint(0, 2**62, (1,)))
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+
+
+def _pair_noise(base_seed: int, images: Sequence[int], timesteps: Sequence[int], shape, dtype) -> torch.Tensor:
+    """One N(0, I) draw per (image index, timestep), on the CPU, from a seed of its own.
+
+    The draw for a pair depends only on (base seed, image index, timestep), so it does not change with the batch
+    size, the order of evaluation, the chain (a timestep shared by two chains gets the same x_t) or the device.
+    """
+    out = torch.empty((len(images), *shape), dtype=dtype)
+    g = torch.Generator()
+    for row, (b, t) in enumerate(zip(images, timesteps)):
+        seed = _splitmix64(_splitmix64(_splitmix64(base_seed) ^ int(b)) ^ int(t)) & ((1 << 63) - 1)
+        g.manual_seed(seed)
+        out[row] = torch.randn(shape, generator=g, dtype=dtype)
+    return out
+
+
+def _gather_model_kwargs(model_kwargs: Dict[str, Any], num_images: int, index: torch.Tensor) -> Dict[str, Any]:
+    """Per-pair model kwargs: a tensor whose first dimension is the number of images is indexed by each pair's image."""
+    gathered = {}
+    for key, value in model_kwargs.items():
+        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == num_images:
+            value = value[index.to(value.device)]
+        gathered[key] = value
+    return gathered
+
+
+def _model_output(unet, x_t, t, kwargs) -> torch.Tensor:
+    output = unet(x_t, t, **kwargs)
+    if hasattr(output, "sample"):
+        return output.sample
+    if isinstance(output, (tuple, list)):
+        return output[0]
+    return output
+
+
+def prior_bpd(scheduler, x_0: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
+    """KL(q(x_T | x_0) || N(0, I)) per image in bits/dim, in closed form; T = the chain's first timestep by default.
+
+    q(x_T | x_0) = N(sqrt(abar_T) x_0, (1 - abar_T) I); it does not depend on the model.
+    """
+    t = int(scheduler.timesteps[0]) if timestep is None else int(timestep)
+    sqrt_abar = scheduler._table("sqrt_alpha_bar_train", t, x_0)
+    sqrt_one_minus_abar = scheduler._table("sqrt_one_minus_alpha_bar_train", t, x_0)
+    kl = normal_kl(sqrt_abar * x_0, 2.0 * math.log(sqrt_one_minus_abar), 0.0, 0.0)
+    return _mean_flat(kl) / LN2
+
+
+def vb_terms_bpd(
+    unet, scheduler, x_0: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor, is_decoder: torch.Tensor,
+    clip_denoised: bool = True, model_kwargs: Optional[Dict[str, Any]] = None, model_dtype=None,
+) -> torch.Tensor:
+    """One term of the bound per row (bits/dim): the denoising KL, or the decoder NLL where `is_decoder`.
+
+    x_0, x_t: (N, C, H, W) in the precision the bound is computed in; timesteps: (N,) on the chain.
+    """
+    model_dtype = model_dtype or x_t.dtype
+    t_model = timesteps.to(x_t.device)
+    output = _model_output(unet, x_t.to(model_dtype), t_model, model_kwargs or {}).to(x_t.dtype)
+    prediction, predicted_variance = scheduler.split_model_output(output, x_t)
+    x0_hat = scheduler.predict_original_sample(prediction, t_model, x_t)
+    if clip_denoised:
+        x0_hat = x0_hat.clamp(-1.0, 1.0)
+    model_mean = scheduler.posterior_mean(x_t, x0_hat, t_model)
+    model_log_variance = scheduler.model_log_variance(predicted_variance, t_model, x_t)
+    if not torch.is_tensor(model_log_variance):
+        model_log_variance = torch.tensor(model_log_variance, dtype=x_t.dtype, device=x_t.device)
+    model_log_variance = model_log_variance.expand_as(x_t)
+
+    terms = torch.empty(x_t.shape[0], dtype=x_t.dtype, device=x_t.device)
+    kl_rows = (~is_decoder).nonzero().flatten().to(x_t.device)
+    dec_rows = is_decoder.nonzero().flatten().to(x_t.device)
+    if len(kl_rows):
+        t = t_model[kl_rows]
+        true_mean = scheduler.posterior_mean(x_t[kl_rows], x_0[kl_rows], t)
+        # The true (unclipped) Sigma_q: positive everywhere but at the chain's last step, which is a decoder row.
+        true_log_variance = torch.log(scheduler.posterior_variance(t, like=x_t[kl_rows]))
+        kl = normal_kl(true_mean, true_log_variance, model_mean[kl_rows], model_log_variance[kl_rows])
+        terms[kl_rows] = _mean_flat(kl) / LN2
+    if len(dec_rows):
+        log_likelihood = discretized_gaussian_log_likelihood(
+            x_0[dec_rows], model_mean[dec_rows], 0.5 * model_log_variance[dec_rows]
+        )
+        terms[dec_rows] = -_mean_flat(log_likelihood) / LN2
+    return terms
+
+
+@torch.no_grad()
+def variational_bound(
+    unet: torch.nn.Module,
+    scheduler,
+    images: torch.Tensor,
+    generator: Optional[torch.Generator] = None,
+    batch_size: int = 64,
+    timesteps: Union[None, int, Sequence[int]] = None,
+    show_progress: bool = True,
+    clip_denoised: bool = True,
+    model_kwargs: Optional[Dict[str, Any]] = None,
+    encoder_hidden_states: Optional[torch.Tensor] = None,
+) -> VariationalBound:
+    """The variational bound on -log p(x_0) of `images` under the DDPM (unet, scheduler), per image and per step.
+
+    Args:
+        unet: called as `unet(x_t, t, **model_kwargs).sample` (a UNet2DModel, or a UNet2DConditionModel with
+            `encoder_hidden_states`); evaluated in eval mode, on its own device and dtype.
+        scheduler: a `DDPMPosteriorScheduler` (a stock diffusers DDPM scheduler is converted from its config). Its
+            `variance_type` and `prediction_type` define p_theta; its current chain (`scheduler.timesteps`) is the
+            chain bounded, unless `timesteps` is given.
+        images (`torch.Tensor`): (B, C, H, W) 8-bit data mapped to [-1, 1] (`ddpm_hf.data.to_model_range`).
+        generator (`torch.Generator`, *optional*): fixes the draws x_t ~ q(x_t | x_0). One draw per (image, t),
+            seeded from (a number drawn from `generator`, image index, t): results do not depend on `batch_size`.
+        batch_size (`int`, defaults to 64): (image, timestep) pairs per model call.
+        timesteps (`int` or `list[int]`, *optional*): bound a respaced chain: a number of steps (spaced by the
+            scheduler's `timestep_spacing`) or descending custom timesteps. The scheduler passed in is not changed.
+        show_progress (`bool`, defaults to True): a tqdm bar over the pairs.
+        clip_denoised (`bool`, defaults to True): clamp the x_0 estimate to [-1, 1] before forming p_theta's mean
+            (improved-diffusion's `clip_denoised`).
+        model_kwargs (`dict`, *optional*): extra model arguments; a tensor whose first dimension is B is indexed by
+            each pair's image (e.g. `encoder_hidden_states` (B, L, D)); anything else is passed as is.
+        encoder_hidden_states (`torch.Tensor`, *optional*): (B, L, D) text conditioning, a shortcut for
+            `model_kwargs={"encoder_hidden_states": ...}`.
+
+    Returns:
+        [`VariationalBound`], on the CPU in float64. The arithmetic of the bound is float64 (float32 on MPS); the
+        model runs in its own dtype.
+    """
+    if not torch.is_tensor(images) or images.ndim != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}.")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be floats in [-1, 1] (use ddpm_hf.data.to_model_range), got {images.dtype}.")
+    if images.numel() and (images.min() < -1 - 1e-6 or images.max() > 1 + 1e-6):
+        raise ValueError(
+            f"images must lie in [-1, 1] (8-bit data mapped by ddpm_hf.data.to_model_range), got values in"
+            f" [{float(images.min()):.3g}, {float(images.max()):.3g}]."
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    scheduler = _as_posterior_scheduler(scheduler)
+    if timesteps is not None:
+        scheduler = copy.deepcopy(scheduler)
+        if isinstance(timesteps, (int, np.integer)):
+            scheduler.set_timesteps(int(timesteps))
+        else:
+            scheduler.set_timesteps(timesteps=[int(t) for t in timesteps])
+    model_kwargs = dict(model_kwargs or {})
+    if encoder_hidden_states is not None:
+        model_kwargs["encoder_hidden_states"] = encoder_hidden_states
+
+    device, model_dtype = _module_device_dtype(unet)
+    work_dtype = torch.float32 if device.type == "mps" else torch.float64
+    chain = scheduler.timesteps.detach().cpu().long()
+    ascending = chain.flip(0)  # column 0 = the chain's last step (the decoder)
+    num_images, num_steps = images.shape[0], len(ascending)
+    sample_shape = tuple(images.shape[1:])
+    x_0_all = images.to(device=device, dtype=work_dtype)
+
+    prior = prior_bpd(scheduler, x_0_all).cpu().double()
+    terms = torch.empty(num_images, num_steps, dtype=torch.float64)
+    base_seed = _base_seed(generator)
+
+    from tqdm.auto import tqdm
+
+    total_pairs = num_images * num_steps
+    was_training = unet.training
+    unet.eval()
+    try:
+        with tqdm(total=total_pairs, unit="pair", desc="variational bound", disable=not show_progress) as bar:
+            # Pairs in a fixed order, image-major then ascending t; a model call takes `batch_size` consecutive pairs.
+            for start in range(0, total_pairs, batch_size):
+                pair = torch.arange(start, min(start + batch_size, total_pairs))
+                b, k = pair // num_steps, pair % num_steps
+                t = ascending[k]
+                noise = _pair_noise(base_seed, b.tolist(), t.tolist(), sample_shape, work_dtype).to(device)
+                x_0 = x_0_all[b.to(device)]
+                x_t = scheduler.add_noise(x_0, noise, t.to(device))
+                kwargs = _gather_model_kwargs(model_kwargs, num_images, b)
+                terms[b, k] = vb_terms_bpd(
+                    unet, scheduler, x_0, x_t, t, k == 0, clip_denoised, kwargs, model_dtype
+                ).cpu().double()
+                bar.update(len(pair))
+    finally:
+        unet.train(was_training)
+
+    return VariationalBound(
+        prior_bpd=prior,
+        terms_bpd=terms,
+        decoder_bpd=terms[:, 0].clone(),
+        total_bpd=prior + terms.sum(dim=1),
+        timesteps=ascending,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The `ddpm-hf nll` command (wired into cli.py by its owner)
+# ----------------------------------------------------------------------------------------------------------------
+def load_evaluation_images(data: str, num_images: int, resolution: int, channels: int, seed: int) -> torch.Tensor:
+    """`num_images` images of `data` (embedded:NAME, an image folder, or a datasets name/path) in [-1, 1]."""
+    from pathlib import Path
+
+    from .data import _is_saved_dataset, load_image_dataset, to_model_range
+
+    options = dict(resolution=resolution, channels=channels, max_train_samples=num_images, seed=seed)
+    if data.startswith("embedded:"):
+        dataset = load_image_dataset(embedded=data.split(":", 1)[1], **options)
+    elif os.path.isdir(data) and not _is_saved_dataset(Path(data)):
+        dataset = load_image_dataset(train_data_dir=data, **options)
+    else:
+        dataset = load_image_dataset(dataset_name=data, **options)
+    return to_model_range(dataset.pixels)
+
+
+def plot_terms(bound: VariationalBound, path: str, title: str = "") -> None:
+    """The mean term per timestep (log-scale y), decoder term marked; the prior and the total in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = bound.timesteps.numpy()
+    mean_terms = bound.terms_bpd.mean(0).numpy()
+    floor = max(float(mean_terms[mean_terms > 0].min()) if np.any(mean_terms > 0) else 1e-12, 1e-12)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.plot(t[1:], np.maximum(mean_terms[1:], floor), lw=1.2, label="denoising KL terms $L_{t-1}$")
+    ax.scatter(t[:1], mean_terms[:1], color="C3", zorder=3, label=f"decoder $L_0$ = {mean_terms[0]:.3f}")
+    summary = bound.summary()
+    ax.plot([], [], " ", label=f"prior $L_T$ = {summary['prior_bpd']:.2e}")
+    ax.plot([], [], " ", label=f"total = {summary['total_bpd']:.3f} ± {summary['total_bpd_stderr']:.3f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("timestep t (diffusers, 0-based)")
+    ax.set_ylabel("bits/dim")
+    ax.set_title(title or "variational bound: mean term per timestep")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_nll_command(args) -> Dict[str, Any]:
+    """`ddpm-hf nll PIPELINE --data ... --num-images N`: the bound of a saved pipeline on a data set.
+
+    Reads args.pipeline, .data, .num_images, .batch_size, .steps (None: the full chain), .seed, .out_png, .out_json
+    (either may be None/empty to skip), .device. Prints the mean total bits/dim with its standard error and the
+    prior and decoder means; returns the JSON record.
+    """
+    from .pipeline_ddpm_hf import DDPMImagePipeline
+
+    for out in (args.out_png, args.out_json):
+        if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+            raise FileNotFoundError(f"Cannot write {out}: its folder does not exist.")
+    if os.path.sep in args.pipeline or args.pipeline.startswith("."):
+        if not os.path.isfile(os.path.join(args.pipeline, "model_index.json")):
+            raise FileNotFoundError(f"{args.pipeline} is not a saved pipeline folder (no model_index.json).")
+    pipeline = DDPMImagePipeline.from_pretrained(args.pipeline).to(args.device)
+    unet, scheduler = pipeline.unet, pipeline.scheduler
+    size = unet.config.sample_size
+    if not isinstance(size, int):
+        if len(set(size)) != 1:
+            raise ValueError(f"The UNet's sample_size {tuple(size)} is not square; nll needs square images.")
+        size = int(size[0])
+    images = load_evaluation_images(args.data, args.num_images, size, unet.config.in_channels, args.seed)
+
+    if args.steps is None:  # the full training chain, whatever chain the saved scheduler was left on
+        scheduler = _as_posterior_scheduler(scheduler)
+        steps = list(range(scheduler.config.num_train_timesteps - 1, -1, -1))
+    else:
+        steps = args.steps
+    bound = variational_bound(
+        unet, scheduler, images, generator=torch.Generator().manual_seed(args.seed), batch_size=args.batch_size,
+        timesteps=steps,
+    )
+    summary = bound.summary()
+    print(
+        f"NLL bound on {summary['num_images']} images ({len(bound.timesteps)}-step chain): "
+        f"{summary['total_bpd']:.4f} ± {summary['total_bpd_stderr']:.4f} bits/dim "
+        f"(prior {summary['prior_bpd']:.3g}, decoder {summary['decoder_bpd']:.4f}, "
+        f"denoising {summary['denoising_bpd']:.4f})"
+    )
+    record = {
+        "pipeline": args.pipeline,
+        "data": args.data,
+        "seed": args.seed,
+        "steps": len(bound.timesteps),
+        **summary,
+        "timesteps": bound.timesteps.tolist(),
+        "mean_terms_bpd": bound.terms_bpd.mean(0).tolist(),
+        "per_image_total_bpd": bound.total_bpd.tolist(),
+    }
+    if args.out_png:
+        plot_terms(bound, args.out_png, title=f"{args.pipeline} on {args.data}")
+        print(f"wrote {args.out_png}")
+    if args.out_json:
+        with open(args.out_json, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.out_json}")
+    return record
