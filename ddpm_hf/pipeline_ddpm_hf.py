@@ -244,6 +244,31 @@ class DDPMHFPipelineMixin:
                                  timesteps=timesteps, **kwargs)
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """`DiffusionPipeline.from_pretrained` for a folder or a Hub repo id, online or offline from the cache.
+
+        A Hub repo is downloaded whole first, so the installed classes load it without running the repo's code.
+        """
+        name = os.fspath(pretrained_model_name_or_path)
+        if not os.path.isdir(name):
+            try:
+                from ddpm_hf.hub import HUB_DOWNLOAD_KWARGS, resolve_pipeline_folder
+            except ImportError:  # a shipped copy where ddpm_hf is absent: diffusers resolves the id itself
+                pass
+            else:
+                hub_kwargs = {k: kwargs.pop(k) for k in HUB_DOWNLOAD_KWARGS if k in kwargs}
+                name = resolve_pipeline_folder(name, **hub_kwargs)
+        return super().from_pretrained(name, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Save, render the model card and upload: see `ddpm_hf.hub.push_pipeline_to_hub`."""
+        try:
+            from ddpm_hf.hub import push_pipeline_to_hub
+        except ImportError as error:
+            raise ImportError("push_to_hub needs the ddpm-hf package: pip install ddpm-hf.") from error
+        return push_pipeline_to_hub(self, repo_id, **kwargs)
+
+    @classmethod
     def load_config(cls, *args, **kwargs):
         """Read `model_index.json` so that the installed classes load it, without running the folder's code.
 

@@ -78,9 +78,8 @@ def build_clip_text_encoder(preset: str = "tiny", seed: int = 0, **overrides) ->
 
     if preset not in TEXT_ENCODER_PRESETS:
         raise ValueError(f"Unknown text encoder preset {preset!r}: choose one of {sorted(TEXT_ENCODER_PRESETS)}.")
-    config = CLIPTextConfig(
-        vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=CLIP_MAX_LENGTH, bos_token_id=49406, eos_token_id=49407,
-        pad_token_id=49407, **{**TEXT_ENCODER_PRESETS[preset], **overrides},
-    )
+    settings = dict(vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=CLIP_MAX_LENGTH, bos_token_id=49406,
+                    eos_token_id=49407, pad_token_id=49407, **TEXT_ENCODER_PRESETS[preset])
+    config = CLIPTextConfig(**{**settings, **overrides})
     torch.manual_seed(seed)
     return CLIPTextModel(config)

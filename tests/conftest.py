@@ -54,3 +54,26 @@ def run_python(code: str, cwd=None, env=None, timeout: int = 300) -> str:
     if result.returncode != 0:
         pytest.fail(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result.stdout
+
+
+def tiny_text_to_image_pipeline(tokenizer_dir, in_channels: int = 1, out_channels=None, seed: int = 0):
+    """DDPMTextToImagePipeline with the real CLIP tokenizer, a tiny CLIP text encoder and a tiny conditional UNet."""
+    from diffusers import UNet2DConditionModel
+
+    from ddpm_hf import DDPMPosteriorScheduler, DDPMTextToImagePipeline
+    from ddpm_hf.text_encoders import build_clip_text_encoder, build_clip_tokenizer
+
+    text_encoder = build_clip_text_encoder("tiny", seed=seed)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=in_channels, out_channels=out_channels or in_channels,
+        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=text_encoder.config.hidden_size, attention_head_dim=4,
+    )
+    pipe = DDPMTextToImagePipeline(
+        unet=unet, scheduler=DDPMPosteriorScheduler(), text_encoder=text_encoder,
+        tokenizer=build_clip_tokenizer(str(tokenizer_dir)),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

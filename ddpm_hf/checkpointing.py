@@ -1,0 +1,304 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""Training checkpoints: what one holds, and saving it so that a crash at any moment leaves a usable one.
+
+Layout of `<output_dir>/checkpoints/`:
+
+    checkpoint-<step>/              one complete checkpoint (never a partial one: see `save_checkpoint`)
+        unet/                       the trained weights (UNet2DModel.from_pretrained loads it)
+        unet_ema/                   the EMA weights and the EMA's counters, with --use_ema (EMAModel.from_pretrained)
+        optimizer.pt, lr_scheduler.pt, grad_scaler.pt (fp16 only), random_states.pt
+        trainer_state.json          step, data position, loss history; written last
+    latest                          a text file naming the newest complete checkpoint
+
+A checkpoint is written into a hidden temporary folder beside its final place, flushed to disk, and renamed into
+place in one step; `latest` is then replaced atomically. A temporary left by a crash is hidden (its name starts with
+a dot, so it never matches `checkpoint-*`) and removed by the next run.
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+CHECKPOINT_PREFIX = "checkpoint-"
+LATEST_FILE = "latest"
+STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
+_CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+_TEMPORARY_MARK = ".tmp-"  # hidden temporaries are named ".<final name>.<purpose>.tmp-<pid>"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message says why."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Durable, atomic writes
+# ----------------------------------------------------------------------------------------------------------------
+def fsync_path(path: str) -> None:
+    """Flush a file's or a folder's entry list to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fsync_path(os.path.join(folder, name))
+        fsync_path(folder)
+
+
+def temporary_path(path: str, purpose: str = "new") -> str:
+    """A hidden name beside `path`: where its new version is written, or (purpose "old") where it goes to die."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{purpose}{_TEMPORARY_MARK}{os.getpid()}")
+
+
+def write_atomically(path: str, write: Callable[[str], None]) -> None:
+    """Call `write(temporary)` and rename the result onto `path`: readers see the old file or the whole new one."""
+    temporary = temporary_path(path)
+    try:
+        write(temporary)
+        fsync_path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    fsync_path(os.path.dirname(os.path.abspath(path)))
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    def write(temporary):
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    write_atomically(path, write)
+
+
+def save_image_atomically(image, path: str) -> None:
+    """A PIL image to `path`, in the format its extension names."""
+    file_format = os.path.splitext(path)[1].lstrip(".").upper().replace("JPG", "JPEG")
+    write_atomically(path, lambda temporary: image.save(temporary, format=file_format))
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Delete what interrupted writes left in `folder` (hidden `.<name>...tmp-<pid>` entries); returns their names."""
+    if not os.path.isdir(folder):
+        return []
+    stale = [name for name in os.listdir(folder) if name.startswith(".") and _TEMPORARY_MARK in name]
+    for name in stale:
+        path = os.path.join(folder, name)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+    return stale
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Finding checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+def is_complete(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, STATE_FILE))
+
+
+def list_checkpoints(root: str) -> List[Tuple[int, str]]:
+    """The complete checkpoints in `root` as (step, path), oldest first."""
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        match = _CHECKPOINT_NAME.match(name)
+        if match and is_complete(os.path.join(root, name)):
+            found.append((int(match.group(1)), os.path.join(root, name)))
+    return sorted(found)
+
+
+def latest_checkpoint(root: str) -> Optional[str]:
+    """The checkpoint `latest` names, or the newest complete one if that is missing (None when there is none)."""
+    pointer = os.path.join(root, LATEST_FILE)
+    if os.path.isfile(pointer):
+        with open(pointer, encoding="utf-8") as f:
+            path = os.path.join(root, f.read().strip())
+        if is_complete(path):
+            return path
+    checkpoints = list_checkpoints(root)
+    return checkpoints[-1][1] if checkpoints else None
+
+
+def resolve_checkpoint(root: str, name_or_path: str) -> Optional[str]:
+    """`--resume_from_checkpoint`: "latest" (None when there is no checkpoint yet), a path, or a name in `root`."""
+    if name_or_path == "latest":
+        return latest_checkpoint(root)
+    for path in (name_or_path, os.path.join(root, name_or_path)):
+        if is_complete(path):
+            return path
+    if os.path.isdir(name_or_path):
+        raise CheckpointError(f"{name_or_path} is not a complete checkpoint (it has no {STATE_FILE})")
+    raise CheckpointError(
+        f"checkpoint {name_or_path!r} not found; pass 'latest', a checkpoint folder, or one of: "
+        + (", ".join(os.path.basename(path) for _, path in list_checkpoints(root)) or f"(none in {root})")
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Saving and pruning
+# ----------------------------------------------------------------------------------------------------------------
+def save_checkpoint(
+    root: str, step: int, write_contents: Callable[[str], None], total_limit: Optional[int] = None
+) -> str:
+    """Write checkpoint `step` with `write_contents(folder)`, atomically; then point `latest` at it and prune.
+
+    `write_contents` must write STATE_FILE last. A crash at any moment leaves the previous checkpoints and a
+    `latest` that names a complete one.
+    """
+    os.makedirs(root, exist_ok=True)
+    name = f"{CHECKPOINT_PREFIX}{step}"
+    final, temporary = os.path.join(root, name), temporary_path(os.path.join(root, name))
+    if os.path.exists(temporary):
+        shutil.rmtree(temporary)
+    os.makedirs(temporary)
+    write_contents(temporary)
+    fsync_tree(temporary)
+    if os.path.exists(final):  # a run resumed from an older checkpoint reaches this step again
+        _remove_checkpoint(final)
+    os.rename(temporary, final)
+    fsync_path(root)
+    write_text_atomically(os.path.join(root, LATEST_FILE), name + "\n")
+    if total_limit is not None:
+        prune_checkpoints(root, total_limit)
+    return final
+
+
+def prune_checkpoints(root: str, total_limit: int) -> List[str]:
+    """Delete the oldest complete checkpoints so that at most `total_limit` remain (never the newest)."""
+    checkpoints = list_checkpoints(root)
+    doomed = [path for _, path in checkpoints[: max(0, len(checkpoints) - max(1, total_limit))]]
+    for path in doomed:
+        _remove_checkpoint(path)
+    return doomed
+
+
+def _remove_checkpoint(path: str) -> None:
+    # Rename first: a crash half-way through rmtree then leaves a hidden temporary, not a broken checkpoint-N.
+    doomed = temporary_path(path, purpose="old")
+    os.rename(path, doomed)
+    shutil.rmtree(doomed)
+
+
+def _pause_if_testing(step: int, folder: str) -> None:
+    """Test hook: with DDPM_HF_TEST_PAUSE_IN_SAVE=<step>, the save of that step stops half-written.
+
+    It leaves a `PAUSED` file in the temporary folder and sleeps, so that a test can kill the run mid-save.
+    """
+    if os.environ.get("DDPM_HF_TEST_PAUSE_IN_SAVE") == str(step):
+        open(os.path.join(folder, "PAUSED"), "w").close()
+        time.sleep(3600)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a training checkpoint holds
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainerState:
+    """The loop's own counters. With them, resuming needs nothing else: every random draw derives from them."""
+
+    global_step: int = 0  # optimizer steps done
+    samples_seen: int = 0  # the position in the data stream: (epoch, index in epoch) = divmod(samples_seen, num_images)
+    num_images: int = 0  # the size of the training set (a different size reorders the stream)
+    num_processes: int = 1  # informational: how the run that wrote the checkpoint was laid out
+    global_batch_size: int = 0
+    loss_history: List[List[float]] = field(default_factory=list)  # [step, mean loss] per logging interval
+    args: Dict[str, Any] = field(default_factory=dict)  # the flags of the run that wrote the checkpoint
+
+
+def capture_random_states() -> Dict[str, Any]:
+    """The global RNG states as tensors and numbers only, so that `torch.load(weights_only=True)` reads them."""
+    python_version, python_state, python_gauss = random.getstate()
+    numpy_name, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
+    states = {
+        "python": (python_version, torch.tensor(python_state, dtype=torch.int64), python_gauss),
+        "numpy": (numpy_name, torch.from_numpy(numpy_keys.astype(np.int64)), numpy_pos, numpy_has_gauss, numpy_gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_random_states(states: Dict[str, Any]) -> None:
+    python_version, python_state, python_gauss = states["python"]
+    random.setstate((python_version, tuple(python_state.tolist()), python_gauss))
+    numpy_name, numpy_keys, *numpy_rest = states["numpy"]
+    np.random.set_state((numpy_name, numpy_keys.numpy().astype(np.uint32), *numpy_rest))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def write_training_state(
+    folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, state: TrainerState, step: int
+) -> None:
+    """Everything an exactly resumed run needs, into `folder` (trainer_state.json last)."""
+    unet.save_pretrained(os.path.join(folder, "unet"))  # safetensors
+    _pause_if_testing(step, folder)
+    if ema is not None:
+        ema.save_pretrained(os.path.join(folder, "unet_ema"))  # weights + the EMA's counters in its config.json
+    torch.save(optimizer.state_dict(), os.path.join(folder, "optimizer.pt"))
+    torch.save(lr_scheduler.state_dict(), os.path.join(folder, "lr_scheduler.pt"))
+    if grad_scaler is not None:
+        torch.save(grad_scaler.state_dict(), os.path.join(folder, "grad_scaler.pt"))
+    # Training itself reseeds every draw per step; these cover anything else that draws from the global RNGs.
+    torch.save(capture_random_states(), os.path.join(folder, "random_states.pt"))
+    with open(os.path.join(folder, STATE_FILE), "w", encoding="utf-8") as f:
+        json.dump(asdict(state), f)
+
+
+def _architecture(config) -> Dict[str, Any]:
+    return {key: value for key, value in dict(config).items() if not key.startswith("_")}
+
+
+def read_training_state(
+    folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, restore_rng: bool
+) -> TrainerState:
+    """Load a checkpoint written by `write_training_state` into the live objects; returns its TrainerState."""
+    with open(os.path.join(folder, "unet", "config.json"), encoding="utf-8") as f:
+        saved = _architecture(json.load(f))
+    current = _architecture(unet.config)
+    differences = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
+    if differences:
+        shown = ", ".join(f"{key}: {saved.get(key)!r} there, {current.get(key)!r} now" for key in differences)
+        raise CheckpointError(f"{folder} holds a different UNet ({shown}); resume with the flags that trained it")
+    unet.load_state_dict(load_file(os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors")))
+
+    ema_folder = os.path.join(folder, "unet_ema")
+    if ema is not None:
+        if not os.path.isdir(ema_folder):
+            raise CheckpointError(f"{folder} has no EMA weights: resume without --use_ema, or from a run that had it")
+        # EMAModel.save_pretrained wrote the averaged weights as a UNet and the EMA's counters into its config.
+        with open(os.path.join(ema_folder, "config.json"), encoding="utf-8") as f:
+            ema_config = json.load(f)
+        counters = {key: ema_config[key] for key in ema.state_dict() if key in ema_config}
+        weights = load_file(os.path.join(ema_folder, "diffusion_pytorch_model.safetensors"))
+        device = ema.shadow_params[0].device
+        ema.load_state_dict({**counters, "shadow_params": [weights[name] for name, _ in unet.named_parameters()]})
+        ema.to(device)
+
+    optimizer.load_state_dict(torch.load(os.path.join(folder, "optimizer.pt"), map_location="cpu", weights_only=True))
+    lr_scheduler.load_state_dict(torch.load(os.path.join(folder, "lr_scheduler.pt"), weights_only=True))
+    scaler_file = os.path.join(folder, "grad_scaler.pt")
+    if grad_scaler is not None and os.path.isfile(scaler_file):
+        grad_scaler.load_state_dict(torch.load(scaler_file, weights_only=True))
+    if restore_rng:
+        restore_random_states(torch.load(os.path.join(folder, "random_states.pt"), weights_only=True))
+
+    with open(os.path.join(folder, STATE_FILE), encoding="utf-8") as f:
+        return TrainerState(**json.load(f))

@@ -1,0 +1,392 @@
+"""The trainer (training/train.py), run as real subprocesses on the CPU with the tiny preset.
+
+Runs that end normally go through `accelerate launch`, as users run them. Runs whose exit code is under test go
+through `python training/train.py`: `accelerate launch` replaces a failing script's exit code with its own and adds
+a traceback of the launcher.
+"""
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPO / "training" / "train.py"
+
+# The tiny preset on 8x8 digits: each step takes milliseconds, so a run is mostly interpreter start-up.
+TINY = [
+    "--preset", "tiny", "--resolution", "8", "--max_train_samples", "64", "--train_batch_size", "8",
+    "--validation_inference_steps", "5", "--num_validation_images", "4", "--logging_steps", "2",
+]
+# What the exactness tests exercise: EMA, flips, dropout (in the tiny preset), accumulation, checkpoint pruning.
+RESUMABLE = TINY + [
+    "--max_train_steps", "8", "--checkpointing_steps", "2", "--checkpoints_total_limit", "2", "--use_ema",
+    "--random_flip", "--gradient_accumulation_steps", "2", "--report_to", "none",
+]
+
+
+def run_env(**extra) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", ACCELERATE_USE_CPU="1", TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_command(*args, num_processes: int = 1) -> list:
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if num_processes > 1:
+        command += ["--multi_gpu", "--main_process_port", str(free_port())]
+    return command + [str(TRAIN_SCRIPT), *map(str, args)]
+
+
+def launch(*args, num_processes: int = 1, env=None, timeout: int = 240) -> subprocess.CompletedProcess:
+    """`accelerate launch training/train.py ARGS`; fails the test unless it succeeds."""
+    result = subprocess.run(launch_command(*args, num_processes=num_processes), env=run_env(**(env or {})),
+                            cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        pytest.fail(f"training failed ({result.returncode}):\n{result.stderr[-5000:]}")
+    return result
+
+
+def run_script(*args, timeout: int = 240) -> subprocess.CompletedProcess:
+    """`python training/train.py ARGS`, whatever its exit code."""
+    return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *map(str, args)], env=run_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_killable(*args, env=None) -> subprocess.Popen:
+    """A launch in a process group of its own, so that SIGKILL reaches the launcher and the training process."""
+    return subprocess.Popen(launch_command(*args), env=run_env(**(env or {})), cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_when(process: subprocess.Popen, condition, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before it could be killed:\n{process.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail("the awaited moment never came")
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def unet_weights(folder: Path) -> dict:
+    return load_file(folder / "diffusion_pytorch_model.safetensors")
+
+
+def assert_bitwise_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} differs"
+
+
+def error_lines(stderr: str) -> list:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def load_train_module():
+    spec = importlib.util.spec_from_file_location("ddpm_hf_train_script", TRAIN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A whole run: outputs, the saved pipeline, TensorBoard
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    output_dir = tmp_path_factory.mktemp("run") / "out"
+    launch(*TINY, "--max_train_steps", "6", "--validation_steps", "3", "--checkpointing_steps", "3",
+           "--report_to", "tensorboard", "--output_dir", output_dir)
+    return output_dir
+
+
+def test_run_writes_pipeline_pictures_and_args(finished_run):
+    for name in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                 "scheduler/scheduler_config.json", "samples.png", "loss_curve.png", "training_args.json",
+                 "validation/step-3.png", "validation/step-6.png", "checkpoints/checkpoint-6/trainer_state.json"):
+        assert (finished_run / name).is_file(), name
+    args = json.loads((finished_run / "training_args.json").read_text())
+    assert args["preset"] == "tiny" and args["max_train_steps"] == 6 and args["embedded_dataset"] == "digits"
+    assert not [key for key in args if "token" in key]
+    from PIL import Image
+
+    assert Image.open(finished_run / "samples.png").size == (128, 128)  # 2x2 grid of 8x8 digits scaled to 64 px
+
+
+def test_saved_pipeline_loads_and_samples(finished_run):
+    from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
+
+    pipeline = DDPMImagePipeline.from_pretrained(finished_run)
+    assert isinstance(pipeline.scheduler, DDPMPosteriorScheduler)
+    assert pipeline.scheduler.config.num_train_timesteps == 1000
+    assert pipeline.unet.config.in_channels == 1 and pipeline.unet.config.sample_size == 8
+    images = pipeline(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=3,
+                      output_type="np").images
+    assert images.shape == (2, 8, 8, 1)
+
+
+def test_tensorboard_logs_scalars_and_images(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    event_files = list((finished_run / "logs").rglob("events.out.tfevents.*"))
+    assert event_files
+    tags = {"scalars": set(), "images": set()}
+    for event_file in event_files:
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        for kind in tags:
+            tags[kind] |= set(accumulator.Tags()[kind])
+    assert {"loss", "lr", "images_per_second", "grad_norm"} <= tags["scalars"]
+    assert any(tag.startswith("validation") for tag in tags["images"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Exact resume, atomic saves, pruning
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """The uninterrupted run that interrupted ones must reproduce bit for bit."""
+    output_dir = tmp_path_factory.mktemp("reference") / "out"
+    launch(*RESUMABLE, "--output_dir", output_dir)
+    return output_dir
+
+
+def assert_same_result(run: Path, reference: Path) -> None:
+    assert_bitwise_equal(unet_weights(run / "unet"), unet_weights(reference / "unet"))  # EMA weights
+    checkpoint = Path("checkpoints") / "checkpoint-8"
+    assert_bitwise_equal(unet_weights(run / checkpoint / "unet"), unet_weights(reference / checkpoint / "unet"))
+    optimizer = [torch.load(folder / checkpoint / "optimizer.pt", weights_only=True) for folder in (run, reference)]
+    assert_bitwise_equal({k: v for k, v in optimizer[0]["state"][0].items()},
+                         {k: v for k, v in optimizer[1]["state"][0].items()})
+
+
+def test_resume_after_sigkill_is_bitwise_exact(reference_run, tmp_path):
+    output_dir = tmp_path / "out"
+    checkpoint_4 = output_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json"
+    process = start_killable(*RESUMABLE, "--output_dir", output_dir, env={"DDPM_HF_TEST_STEP_DELAY": "0.4"})
+    kill_when(process, checkpoint_4.is_file)
+    assert not (output_dir / "model_index.json").exists(), "the run finished before the kill"
+
+    launch(*RESUMABLE, "--output_dir", output_dir, "--resume_from_checkpoint", "latest")
+    assert_same_result(output_dir, reference_run)
+
+
+def test_kill_during_a_save_leaves_the_previous_checkpoint_usable(reference_run, tmp_path):
+    output_dir = tmp_path / "out"
+    checkpoints = output_dir / "checkpoints"
+    process = start_killable(*RESUMABLE, "--output_dir", output_dir, env={"DDPM_HF_TEST_PAUSE_IN_SAVE": "4"})
+    kill_when(process, lambda: any(checkpoints.glob(".checkpoint-4.*tmp-*/PAUSED")))
+
+    # Half of checkpoint 4 is on disk, hidden; `latest` still names the complete checkpoint 2.
+    assert (checkpoints / "latest").read_text().strip() == "checkpoint-2"
+    assert (checkpoints / "checkpoint-2" / "trainer_state.json").is_file()
+    assert sorted(path.name for path in checkpoints.glob("checkpoint-*")) == ["checkpoint-2"]
+
+    launch(*RESUMABLE, "--output_dir", output_dir, "--resume_from_checkpoint", "latest")
+    assert not [name for name in os.listdir(checkpoints) if ".tmp-" in name], "stale temporaries were not removed"
+    assert_same_result(output_dir, reference_run)
+
+
+def test_checkpoints_total_limit_keeps_the_newest(reference_run):
+    checkpoints = reference_run / "checkpoints"
+    assert sorted(os.listdir(checkpoints)) == ["checkpoint-6", "checkpoint-8", "latest"]
+    assert (checkpoints / "latest").read_text().strip() == "checkpoint-8"
+
+
+def test_pruning_removes_only_complete_checkpoints(tmp_path):
+    from ddpm_hf.checkpointing import STATE_FILE, list_checkpoints, prune_checkpoints
+
+    for step, complete in ((1, True), (2, False), (3, True), (4, True)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / STATE_FILE).write_text("{}")
+    prune_checkpoints(str(tmp_path), 2)
+    assert [step for step, _ in list_checkpoints(str(tmp_path))] == [3, 4]
+    assert (tmp_path / "checkpoint-2").is_dir()  # not a checkpoint of ours: left alone
+
+
+def test_saving_a_step_again_replaces_it_and_stale_temporaries_go(tmp_path):
+    from ddpm_hf.checkpointing import STATE_FILE, latest_checkpoint, remove_stale_temporaries, save_checkpoint
+
+    def writer(text):
+        def write(folder):
+            Path(folder, "content").write_text(text)
+            Path(folder, STATE_FILE).write_text("{}")
+        return write
+
+    save_checkpoint(str(tmp_path), 5, writer("first"))
+    save_checkpoint(str(tmp_path), 5, writer("second"))  # a run resumed from an older checkpoint reaches step 5 again
+    assert (tmp_path / "checkpoint-5" / "content").read_text() == "second"
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-5")
+    (tmp_path / ".checkpoint-6.new.tmp-123").mkdir()  # what a crash mid-save leaves
+    assert remove_stale_temporaries(str(tmp_path)) == [".checkpoint-6.new.tmp-123"]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-5", "latest"]
+
+
+def test_non_finite_loss_stops_naming_the_step(tmp_path):
+    output_dir = tmp_path / "out"
+    # Adam moves every weight by about the learning rate: 1e30 overflows float32 activations at the next step.
+    result = run_script(*TINY, "--max_train_steps", "10", "--learning_rate", "1e30", "--lr_warmup_steps", "0",
+                        "--checkpointing_steps", "1", "--logging_steps", "1", "--report_to", "none",
+                        "--output_dir", output_dir)
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    [line] = error_lines(result.stderr)
+    assert "at step 2" in line and "checkpoint-1" in line
+    checkpoints = output_dir / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == "checkpoint-1"
+    assert sorted(path.name for path in checkpoints.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert not (output_dir / "model_index.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Two processes
+# ----------------------------------------------------------------------------------------------------------------
+def test_two_processes_shard_the_data_and_stay_in_sync(tmp_path):
+    output_dir = tmp_path / "out"
+    launch(*TINY, "--max_train_steps", "4", "--train_batch_size", "4", "--gradient_accumulation_steps", "2",
+           "--random_flip", "--use_ema", "--checkpointing_steps", "2", "--report_to", "none",
+           "--output_dir", output_dir, num_processes=2, env={"DDPM_HF_DEBUG_RANKS": "1"})
+    ranks = [json.loads((output_dir / "debug" / f"rank-{i}.json").read_text()) for i in range(2)]
+    assert ranks[0]["parameters"] == ranks[1]["parameters"]
+    batches = [rank["micro_batches"] for rank in ranks]
+    assert len(batches[0]) == len(batches[1]) == 4 * 2
+    assert {step for step, _ in batches[0]} == {0, 1, 2, 3}
+    assert not {digest for _, digest in batches[0]} & {digest for _, digest in batches[1]}
+    state = json.loads((output_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["num_processes"] == 2 and state["samples_seen"] == 4 * 16
+    assert (output_dir / "model_index.json").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input: one line, exit code 2, no traceback
+# ----------------------------------------------------------------------------------------------------------------
+def _image_folder(root: Path) -> Path:
+    from PIL import Image
+
+    root.mkdir()
+    for i in range(2):
+        Image.new("L", (8, 8), color=40 * i).save(root / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["empty folder", "missing column", "bad resolution"],
+)
+def test_bad_input_gives_a_one_line_error(case, tmp_path):
+    if case == "empty folder":
+        (tmp_path / "empty").mkdir()
+        flags, expected = ["--train_data_dir", tmp_path / "empty"], "no image files found"
+    elif case == "missing column":
+        flags = ["--dataset_name", _image_folder(tmp_path / "images"), "--image_column", "picture"]
+        expected = "image column 'picture' not found"
+    else:  # the default preset has three levels: resolutions must be multiples of 4
+        flags, expected = ["--resolution", "18"], "multiple of 4 (e.g. 16 or 20)"
+    result = run_script(*flags, "--max_train_steps", "1", "--report_to", "none", "--output_dir", tmp_path / "out")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    [line] = error_lines(result.stderr)
+    assert expected in line, line
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Presets and flags (in-process, no training)
+# ----------------------------------------------------------------------------------------------------------------
+def test_ddpm_cifar10_preset_is_the_papers_network():
+    from ddpm_hf.presets import count_parameters, load_preset, unet_config_for_data
+
+    preset = load_preset("ddpm-cifar10")
+    config = unet_config_for_data(preset.unet, channels=3, resolution=32, learned_variance=False)
+    assert abs(count_parameters(config) - 35.7e6) / 35.7e6 < 0.01
+    training = preset.training
+    assert (training["learning_rate"], training["train_batch_size"], training["lr_warmup_steps"]) == (2e-4, 128, 5000)
+    assert (training["max_grad_norm"], training["ema_max_decay"], training["random_flip"]) == (1.0, 0.9999, True)
+
+
+def test_learned_range_doubles_the_output_channels():
+    from ddpm_hf.presets import load_preset, unet_config_for_data
+
+    config = unet_config_for_data(load_preset("tiny").unet, channels=3, resolution=16, learned_variance=True)
+    assert (config["in_channels"], config["out_channels"], config["sample_size"]) == (3, 6, 16)
+
+
+def test_every_preset_parses_and_explicit_flags_win():
+    from ddpm_hf.presets import DEFAULT_PRESET, available_presets, count_parameters, load_preset
+
+    train = load_train_module()
+    assert {"tiny", "ddpm-cifar10", DEFAULT_PRESET} <= set(available_presets())
+    for name in available_presets():
+        args = train.parse_args(["--preset", name])
+        for flag, value in load_preset(name).training.items():
+            assert getattr(args, flag) == value, (name, flag)
+        count_parameters(dict(load_preset(name).unet, in_channels=1, out_channels=1))
+    assert train.parse_args([]).preset == DEFAULT_PRESET
+    args = train.parse_args(["--preset", "ddpm-cifar10", "--learning_rate", "1e-3", "--no-use_ema"])
+    assert (args.learning_rate, args.use_ema, args.train_batch_size) == (1e-3, False, 128)
+    # A data source on the command line replaces all of the preset's data settings.
+    args = train.parse_args(["--preset", "ddpm-cifar10", "--train_data_dir", "pictures"])
+    assert (args.dataset_name, args.image_column, args.train_data_dir) == (None, "image", "pictures")
+    # So does a training length: --num_epochs replaces the preset's step count.
+    args = train.parse_args(["--preset", "ddpm-cifar10", "--num_epochs", "2"])
+    assert (args.num_epochs, args.max_train_steps) == (2, None)
+
+
+def test_data_position_is_independent_of_the_process_layout():
+    from ddpm_hf.training_utils import BatchLayout, DataStream, MicroBatchKeys
+
+    stream = DataStream(num_samples=10, seed=3)
+    one = BatchLayout(batch_size=8)
+    [key] = list(MicroBatchKeys(stream, one, first_step=1, last_step=2, first_position=8))
+    # Two processes x two micro-batches of 2 images cover the same global batch, each position once.
+    shards = [list(MicroBatchKeys(stream, BatchLayout(2, 2, rank, 2), 1, 2, 8)) for rank in range(2)]
+    union = sorted(torch.cat([k.indices for shard in shards for k in shard]).tolist())
+    assert union == sorted(key.indices.tolist())
+    assert stream.indices(0, 20)[:10].sort().values.tolist() == list(range(10))  # epoch 0 is a permutation
+    assert not torch.equal(stream.indices(0, 10), stream.indices(10, 10))  # and epoch 1 another one
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_loss_is_l_simple_on_the_schedulers_forward_process(prediction_type):
+    from types import SimpleNamespace
+
+    from ddpm_hf import DDPMPosteriorScheduler
+    from ddpm_hf.training_utils import diffusion_loss
+
+    scheduler = DDPMPosteriorScheduler(prediction_type=prediction_type)
+    x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+    seen = {}
+
+    def model(x_t, timesteps):
+        seen.update(x_t=x_t, timesteps=timesteps)
+        return SimpleNamespace(sample=torch.zeros_like(x_t))
+
+    loss = diffusion_loss(model, scheduler, x0, torch.Generator().manual_seed(7))
+    generator = torch.Generator().manual_seed(7)  # the same draws, in the same order: noise, then timesteps
+    noise = torch.randn(x0.shape, generator=generator)
+    timesteps = torch.randint(0, 1000, (4,), generator=generator)
+    assert torch.equal(seen["timesteps"], timesteps)
+    assert torch.equal(seen["x_t"], scheduler.add_noise(x0, noise, timesteps))
+    target = {"epsilon": noise, "sample": x0, "v_prediction": scheduler.get_velocity(x0, noise, timesteps)}
+    torch.testing.assert_close(loss, target[prediction_type].pow(2).mean())

@@ -1,0 +1,707 @@
+#!/usr/bin/env python
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""Train a DDPM (Ho et al. 2020) noise predictor with Accelerate, and save it as a `DDPMImagePipeline`.
+
+    accelerate launch training/train.py                        # the default: MNIST digits, ~10 min on 2 CPU cores
+    accelerate launch training/train.py --preset ddpm-cifar10  # the paper's CIFAR-10 model (data from the Hub)
+    accelerate launch training/train.py --preset tiny --train_data_dir my_pictures --resolution 32
+
+The story: read the flags (a preset supplies the UNet and its training defaults; explicit flags win), load the
+images once into memory, build the UNet, the noise scheduler, the optimizer and the EMA, resume from a checkpoint if
+asked, then loop over optimizer steps (logging, checkpointing and drawing validation grids now and then), and finally
+write the pipeline, samples.png, loss_curve.png and training_args.json into --output_dir.
+
+Every random draw is a function of (seed, step, process, micro-batch) and checkpoints store the data position, so a
+resumed run continues exactly as the uninterrupted one would have (see ddpm_hf/training_utils.py). Checkpoints are
+written atomically (see ddpm_hf/checkpointing.py). Exit codes: 0 done, 2 bad flags or data, 3 the loss diverged.
+"""
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import UNet2DModel
+from diffusers.optimization import SchedulerType, get_scheduler
+from diffusers.training_utils import EMAModel
+from diffusers.utils import make_image_grid
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
+from ddpm_hf.checkpointing import (
+    CheckpointError,
+    TrainerState,
+    latest_checkpoint,
+    read_training_state,
+    remove_stale_temporaries,
+    resolve_checkpoint,
+    save_checkpoint,
+    save_image_atomically,
+    write_atomically,
+    write_text_atomically,
+    write_training_state,
+)
+from ddpm_hf.data import EMBEDDED_DATASETS, DataError, load_image_dataset
+from ddpm_hf.presets import (
+    DEFAULT_PRESET,
+    PresetError,
+    available_presets,
+    check_resolution,
+    load_preset,
+    unet_config_for_data,
+)
+from ddpm_hf.scheduling_ddpm_posterior import BETA_SCHEDULES
+from ddpm_hf.training_utils import (
+    LOSSES,
+    BatchLayout,
+    LossMeter,
+    NonFiniteLossError,
+    StepRandomness,
+    micro_batch_loader,
+    prepare_micro_batch,
+    train_step,
+)
+
+logger = get_logger(__name__)
+
+# Flags that go together: when the command line gives any flag of a group, the preset's values for the whole group
+# are dropped (a preset's Hub dataset and image column make no sense for your --train_data_dir, nor its step count
+# for your --num_epochs).
+DATA_SOURCE_FLAGS = ("dataset_name", "dataset_config_name", "train_data_dir", "embedded_dataset", "image_column",
+                     "caption_column")
+PRESET_FLAG_GROUPS = (DATA_SOURCE_FLAGS, ("num_epochs", "max_train_steps"))
+DEFAULT_EMBEDDED_DATASET = "mnist"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Flags
+# ----------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    bool_flag = argparse.BooleanOptionalAction
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--preset", help=f"a shipped recipe: UNet + training defaults ({', '.join(available_presets())};"
+                       f" default {DEFAULT_PRESET} unless --model_config_name_or_path is given)")
+    model.add_argument("--model_config_name_or_path", help="a UNet2DModel config: a folder with config.json, or a JSON"
+                       " file; in/out channels and sample_size follow the data")
+    model.add_argument("--ddpm_num_steps", type=int, default=1000, help="T, the length of the forward process")
+    model.add_argument("--ddpm_beta_schedule", default="linear", choices=BETA_SCHEDULES, help="linear: the paper's")
+    model.add_argument("--prediction_type", default="epsilon", choices=["epsilon", "sample", "v_prediction"])
+    model.add_argument("--variance_type", default="fixed_small",
+                       choices=["fixed_small", "fixed_large", "learned_range"],
+                       help="the sampler's reverse variance; learned_range doubles the UNet's output channels")
+    model.add_argument("--loss_type", default="simple", choices=sorted(LOSSES), help="simple: the paper's L_simple")
+
+    data = parser.add_argument_group("data (one source; with none, an embedded digit set)")
+    data.add_argument("--dataset_name", help="a Hub dataset id, a local dataset folder or a .parquet/.arrow/.csv file")
+    data.add_argument("--dataset_config_name")
+    data.add_argument("--train_data_dir", help="a folder of images (searched recursively)")
+    data.add_argument("--embedded_dataset", choices=EMBEDDED_DATASETS, help="digit sets shipped inside installed"
+                      f" packages, no download (default {DEFAULT_EMBEDDED_DATASET})")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--caption_column", help="loaded and checked, unused by unconditional training")
+    data.add_argument("--resolution", type=int, help="images are resized to resolution x resolution (default: the"
+                      " preset's, else the model config's sample_size, else 32)")
+    data.add_argument("--center_crop", action=bool_flag, default=False, help="crop the centre square, do not squash")
+    data.add_argument("--random_flip", action=bool_flag, default=False, help="random horizontal flips")
+    data.add_argument("--channels", type=int, choices=[1, 3], help="force grayscale (1) or RGB (3)")
+    data.add_argument("--max_train_samples", type=int, help="train on a seeded subset")
+    data.add_argument("--dataloader_num_workers", type=int, default=0, help="worker processes that index the images")
+
+    loop = parser.add_argument_group("training loop")
+    loop.add_argument("--output_dir", default="ddpm-digits")
+    loop.add_argument("--seed", type=int, default=0)
+    loop.add_argument("--train_batch_size", type=int, default=16, help="per process and micro-batch")
+    loop.add_argument("--num_epochs", type=float, default=100, help="ignored when --max_train_steps is given")
+    loop.add_argument("--max_train_steps", type=int, help="optimizer steps")
+    loop.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    loop.add_argument("--learning_rate", type=float, default=1e-4)
+    loop.add_argument("--lr_scheduler", default="constant_with_warmup", choices=[t.value for t in SchedulerType])
+    loop.add_argument("--lr_warmup_steps", type=int, default=500)
+    loop.add_argument("--adam_beta1", type=float, default=0.9)
+    loop.add_argument("--adam_beta2", type=float, default=0.999)
+    loop.add_argument("--adam_weight_decay", type=float, default=0.0)
+    loop.add_argument("--adam_epsilon", type=float, default=1e-8)
+    loop.add_argument("--max_grad_norm", type=float, default=1.0, help="0 disables gradient clipping")
+    loop.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="default: accelerate's config")
+    loop.add_argument("--gradient_checkpointing", action=bool_flag, default=False)
+    loop.add_argument("--use_ema", action=bool_flag, default=False, help="keep an EMA of the weights; validation"
+                      " and the saved pipeline use it")
+    loop.add_argument("--ema_max_decay", type=float, default=0.9999)
+    loop.add_argument("--ema_min_decay", type=float, default=0.0)
+    loop.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up: decay = 1 - (1 + step / inv_gamma)"
+                      " ** -power, clamped to [min, max]")
+    loop.add_argument("--ema_power", type=float, default=3 / 4)
+
+    report = parser.add_argument_group("logging, validation and checkpoints")
+    report.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "wandb", "none"])
+    report.add_argument("--logging_dir", default="logs", help="relative to --output_dir")
+    report.add_argument("--logging_steps", type=int, default=10, help="read the loss back from the device this often")
+    report.add_argument("--validation_steps", type=int, help="draw a sample grid every N steps (0: never)")
+    report.add_argument("--validation_inference_steps", type=int, default=100, help="steps of the respaced sampling"
+                        " chain for the validation grids and samples.png")
+    report.add_argument("--num_validation_images", type=int, default=16)
+    report.add_argument("--checkpointing_steps", type=int, default=500, help="0 disables checkpoints")
+    report.add_argument("--checkpoints_total_limit", type=int, help="keep only the newest N checkpoints")
+    report.add_argument("--resume_from_checkpoint", help="'latest' (starts afresh when there is none yet), a"
+                        " checkpoint folder, or a checkpoint name under output_dir/checkpoints")
+    return parser
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
+    """The destinations of the flags written on the command line (so that presets fill in only the others)."""
+    actions = parser._option_string_actions
+    return {actions[token.split("=", 1)[0]].dest for token in argv if token.split("=", 1)[0] in actions}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    given = explicit_flags(parser, argv)
+    if args.preset is None and args.model_config_name_or_path is None:
+        args.preset = DEFAULT_PRESET
+    if args.preset is not None:
+        apply_preset_defaults(args, load_preset(args.preset).training, given, parser)
+    if not any(getattr(args, flag) for flag in ("dataset_name", "train_data_dir", "embedded_dataset")):
+        args.embedded_dataset = DEFAULT_EMBEDDED_DATASET
+    check_args(args, parser)
+    return args
+
+
+def apply_preset_defaults(args, defaults: dict, given: set, parser) -> None:
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        raise PresetError(f"preset {args.preset!r} sets unknown flags: {', '.join(unknown)}")
+    overridden = set(given)
+    for group in PRESET_FLAG_GROUPS:
+        if overridden & set(group):
+            overridden |= set(group)
+    for flag, value in defaults.items():
+        if flag not in overridden:
+            setattr(args, flag, value)
+
+
+def check_args(args, parser: argparse.ArgumentParser) -> None:
+    """What argparse cannot check by itself (it exits with the usage and a one-line error)."""
+    at_least_one = ["train_batch_size", "gradient_accumulation_steps", "logging_steps", "validation_inference_steps",
+                    "num_validation_images", "ddpm_num_steps", "max_train_steps", "checkpoints_total_limit"]
+    for flag in at_least_one:
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag} must be at least 1, got {value}")
+    if args.validation_inference_steps > args.ddpm_num_steps:
+        parser.error(f"--validation_inference_steps {args.validation_inference_steps} exceeds --ddpm_num_steps"
+                     f" {args.ddpm_num_steps}")
+    for flag in ("dataloader_num_workers", "checkpointing_steps", "validation_steps"):
+        if (getattr(args, flag) or 0) < 0:
+            parser.error(f"--{flag} must be 0 or more, got {getattr(args, flag)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model, scheduler, optimizer
+# ----------------------------------------------------------------------------------------------------------------
+def model_architecture(args) -> dict:
+    """The UNet2DModel config keys that do not depend on the data: from --model_config_name_or_path, else the preset."""
+    path = args.model_config_name_or_path
+    if path is None:
+        return dict(load_preset(args.preset).unet)
+    config_file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    if not os.path.isfile(config_file):
+        raise PresetError(f"--model_config_name_or_path {path}: no such JSON file or folder with config.json")
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+    except json.JSONDecodeError as err:
+        raise PresetError(f"{config_file} is not valid JSON: {err}") from None
+    if not isinstance(config, dict) or "block_out_channels" not in config:
+        raise PresetError(f"{config_file} is not a UNet2DModel config (it has no block_out_channels)")
+    return config
+
+
+def default_resolution(architecture: dict) -> int:
+    sample_size = architecture.get("sample_size")
+    return sample_size if isinstance(sample_size, int) else 32
+
+
+def make_noise_scheduler(args) -> DDPMPosteriorScheduler:
+    return DDPMPosteriorScheduler(
+        num_train_timesteps=args.ddpm_num_steps,
+        beta_schedule=args.ddpm_beta_schedule,
+        prediction_type=args.prediction_type,
+        variance_type=args.variance_type,
+    )
+
+
+def make_ema(unet: UNet2DModel, args) -> EMAModel:
+    return EMAModel(
+        unet.parameters(),
+        decay=args.ema_max_decay,
+        min_decay=args.ema_min_decay,
+        use_ema_warmup=True,
+        inv_gamma=args.ema_inv_gamma,
+        power=args.ema_power,
+        foreach=True,
+        model_cls=UNet2DModel,
+        model_config=unet.config,
+    )
+
+
+@contextlib.contextmanager
+def ema_weights(ema, unet):
+    """Temporarily put the EMA weights into `unet` (exactly restored afterwards); a no-op without EMA."""
+    if ema is None:
+        yield unet
+        return
+    ema.store(unet.parameters())
+    ema.copy_to(unet.parameters())
+    try:
+        yield unet
+    finally:
+        ema.restore(unet.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling and pictures
+# ----------------------------------------------------------------------------------------------------------------
+def image_grid(images, min_cell: int = 64):
+    """A near-square grid, each image scaled up (nearest) to at least `min_cell` pixels so small digits are visible."""
+    rows = int(math.sqrt(len(images)))
+    while len(images) % rows:
+        rows -= 1
+    scale = max(1, -(-min_cell // images[0].width))
+    if scale > 1:
+        images = [image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+                  for image in images]
+    return make_image_grid(images, rows=rows, cols=len(images) // rows)
+
+
+@torch.no_grad()
+def sample_grid(unet, noise_scheduler, args):
+    """A grid of `num_validation_images` samples from a fixed generator, so successive grids are comparable."""
+    pipeline = DDPMImagePipeline(unet=unet, scheduler=DDPMPosteriorScheduler.from_config(noise_scheduler.config))
+    pipeline.set_progress_bar_config(disable=True)
+    was_training = unet.training
+    unet.eval()
+    try:
+        images = pipeline(
+            batch_size=args.num_validation_images,
+            generator=torch.Generator("cpu").manual_seed(args.seed),  # the same noise on every device
+            num_inference_steps=args.validation_inference_steps,
+            output_type="pil",
+        ).images
+    finally:
+        unet.train(was_training)
+    return image_grid(images)
+
+
+def log_validation(training) -> None:
+    """Main process only: a sample grid to output_dir/validation/step-N.png and to the trackers. No collectives."""
+    args, step = training.args, training.state.global_step
+    unet = training.accelerator.unwrap_model(training.model)
+    with ema_weights(training.ema, unet):
+        grid = sample_grid(unet, training.noise_scheduler, args)
+    folder = os.path.join(args.output_dir, "validation")
+    os.makedirs(folder, exist_ok=True)
+    save_image_atomically(grid, os.path.join(folder, f"step-{step}.png"))
+    for tracker in training.accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({"validation": np.asarray(grid.convert("RGB"))[None]}, step=step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({"validation": [grid]}, step=step)
+
+
+def plot_loss_curve(loss_history, path: str) -> None:
+    """The logged loss (and a moving average) against the step, log-scaled, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    if loss_history:
+        steps, losses = np.asarray(loss_history, dtype=np.float64).T
+        axes.plot(steps, losses, linewidth=0.8, alpha=0.5, label="loss (mean of each logging interval)")
+        window = max(1, len(losses) // 20)
+        if window > 1:
+            smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+            axes.plot(steps[window - 1 :], smooth, linewidth=1.6, label=f"moving average ({window} points)")
+        axes.set_yscale("log")
+        axes.legend()
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss")
+    axes.set_title("Training loss")
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    try:
+        write_atomically(path, lambda temporary: figure.savefig(temporary, format="png"))
+    finally:
+        plt.close(figure)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small pieces of the loop
+# ----------------------------------------------------------------------------------------------------------------
+def saveable_args(args) -> dict:
+    """The flags as written to training_args.json and checkpoints: never anything that looks like a secret."""
+    return {key: value for key, value in sorted(vars(args).items()) if "token" not in key.lower()}
+
+
+def tracker_config(args) -> dict:
+    """TensorBoard's hparams accept only bool, int, float and str."""
+    return {key: value if isinstance(value, (bool, int, float, str)) else str(value)
+            for key, value in saveable_args(args).items()}
+
+
+class Throughput:
+    """Images per second over the training steps since the last reading (time spent elsewhere is excluded)."""
+
+    def __init__(self):
+        self.restart()
+
+    def restart(self) -> None:
+        self.start, self.images = time.perf_counter(), 0
+
+    def add(self, images: int) -> None:
+        self.images += images
+
+    def read(self) -> float:
+        rate = self.images / max(time.perf_counter() - self.start, 1e-9)
+        self.restart()
+        return rate
+
+
+class DebugRecorder:
+    """Test hooks, off unless their environment variable is set.
+
+    DDPM_HF_DEBUG_RANKS=1: each process writes output_dir/debug/rank-<i>.json with a hash of every micro-batch it
+    trained on and a hash of its final parameters (to check sharding and DDP synchronisation).
+    DDPM_HF_TEST_STEP_DELAY=<seconds>: sleep after every step (so a test can kill the run at a chosen moment).
+    """
+
+    def __init__(self, output_dir: str, process_index: int):
+        self.enabled = os.environ.get("DDPM_HF_DEBUG_RANKS") == "1"
+        self.delay = float(os.environ.get("DDPM_HF_TEST_STEP_DELAY", "0"))
+        self.path = os.path.join(output_dir, "debug", f"rank-{process_index}.json")
+        self.batches = []
+
+    def micro_batches(self, step: int, batches) -> None:
+        if self.enabled:
+            self.batches.extend([step, hashlib.sha1(pixels.numpy().tobytes()).hexdigest()] for pixels in batches)
+
+    def after_step(self) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+
+    def finish(self, unet) -> None:
+        if not self.enabled:
+            return
+        digest = hashlib.sha256()
+        for name, tensor in sorted(unet.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        write_text_atomically(self.path, json.dumps({"micro_batches": self.batches, "parameters": digest.hexdigest()}))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Training:
+    """What the loop updates, and how it is laid out over processes."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module  # prepared (DDP-wrapped when distributed)
+    ema: Optional[EMAModel]
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    noise_scheduler: DDPMPosteriorScheduler
+    layout: BatchLayout
+    state: TrainerState
+    args: argparse.Namespace
+
+    @property
+    def unet(self) -> UNet2DModel:
+        return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+
+
+def checkpoint_folder(output_dir: str) -> str:
+    return os.path.join(output_dir, "checkpoints")
+
+
+def make_accelerator(args) -> Accelerator:
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO if accelerator.is_local_main_process else logging.ERROR)
+    return accelerator
+
+
+def load_training_data(args, accelerator):
+    with accelerator.main_process_first():  # the main process downloads and caches Hub datasets first
+        return load_image_dataset(
+            dataset_name=args.dataset_name,
+            dataset_config_name=args.dataset_config_name,
+            train_data_dir=args.train_data_dir,
+            embedded=args.embedded_dataset,
+            image_column=args.image_column,
+            caption_column=args.caption_column,
+            resolution=args.resolution,
+            center_crop=args.center_crop,
+            channels=args.channels,
+            max_train_samples=args.max_train_samples,
+            seed=args.seed,
+            show_progress=accelerator.is_local_main_process,
+        )
+
+
+def build_unet(args, architecture: dict, channels: int) -> UNet2DModel:
+    learned_variance = args.variance_type == "learned_range"
+    if learned_variance and args.loss_type == "simple":
+        logger.warning("--variance_type learned_range with --loss_type simple: L_simple does not train the variance"
+                       " channels, so sampling uses an untrained variance.")
+    set_seed(args.seed)  # the same initial weights on every process
+    unet = UNet2DModel.from_config(unet_config_for_data(
+        architecture, channels=channels, resolution=args.resolution, learned_variance=learned_variance
+    ))
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    return unet
+
+
+def make_optimizer(unet, args, max_train_steps: int):
+    optimizer = torch.optim.AdamW(
+        unet.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
+    )
+    # Not passed to accelerator.prepare, which would step it once per process: we step it once per optimizer step.
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
+                                 num_training_steps=max_train_steps)
+    return optimizer, lr_scheduler
+
+
+def start_or_resume(training: Training, num_images: int) -> None:
+    """Clear what interrupted saves left behind, then load the checkpoint asked for, if any."""
+    accelerator, args = training.accelerator, training.args
+    checkpoints = checkpoint_folder(args.output_dir)
+    if accelerator.is_main_process:
+        os.makedirs(checkpoints, exist_ok=True)
+        for stale in remove_stale_temporaries(checkpoints) + remove_stale_temporaries(args.output_dir):
+            logger.info(f"Removed {stale}, left by an interrupted save")
+    accelerator.wait_for_everyone()
+
+    resume_from = resolve_checkpoint(checkpoints, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    if resume_from is not None:
+        # Every process reads the checkpoint (a shared filesystem, as with accelerator.load_state).
+        training.state = read_training_state(
+            resume_from, unet=training.unet, ema=training.ema, optimizer=training.optimizer,
+            lr_scheduler=training.lr_scheduler, grad_scaler=accelerator.scaler,
+            restore_rng=accelerator.is_main_process,  # the main process wrote its own RNG states
+        )
+        # The data position is a count of samples, so it carries over to any number of processes.
+        logger.info(f"Resumed from {resume_from}: step {training.state.global_step}, data position"
+                    f" {training.state.samples_seen} (saved by {training.state.num_processes} process(es), now"
+                    f" {accelerator.num_processes})")
+    elif args.resume_from_checkpoint:
+        logger.info(f"No checkpoint in {checkpoints} yet: starting a new run")
+        if training.state.num_images != num_images:
+            logger.warning(f"The checkpoint was trained on {training.state.num_images} images, this run has"
+                           f" {num_images}: the data order after resuming differs from the original run's.")
+    training.state.num_images = num_images
+    training.state.num_processes = accelerator.num_processes
+    training.state.global_batch_size = training.layout.global_batch_size
+    training.state.args = saveable_args(args)
+
+
+def train(args) -> None:
+    accelerator = make_accelerator(args)
+
+    # The UNet's depth decides which resolutions work: check that before spending time on the data.
+    architecture = model_architecture(args)
+    args.resolution = args.resolution or default_resolution(architecture)
+    check_resolution(args.resolution, architecture)
+    data = load_training_data(args, accelerator)
+
+    unet = build_unet(args, architecture, data.channels)
+    ema = make_ema(unet, args) if args.use_ema else None
+    layout = BatchLayout(args.train_batch_size, accelerator.num_processes, accelerator.process_index,
+                         args.gradient_accumulation_steps)
+    if args.max_train_steps is None:
+        args.max_train_steps = math.ceil(args.num_epochs * len(data) / layout.global_batch_size)
+    optimizer, lr_scheduler = make_optimizer(unet, args, args.max_train_steps)
+    # The dataloader is not prepared either: we shard each global batch ourselves, so that its position is exact.
+    model, optimizer = accelerator.prepare(unet, optimizer)
+    if ema is not None:
+        ema.to(accelerator.device)
+    training = Training(accelerator, model, ema, optimizer, lr_scheduler, make_noise_scheduler(args), layout,
+                        TrainerState(), args)
+    start_or_resume(training, num_images=len(data))
+
+    if accelerator.is_main_process:
+        write_text_atomically(os.path.join(args.output_dir, "training_args.json"),
+                              json.dumps(saveable_args(args), indent=2) + "\n")
+    accelerator.init_trackers("ddpm-hf", config=tracker_config(args))
+    state = training.state
+    final_position = state.samples_seen + (args.max_train_steps - state.global_step) * layout.global_batch_size
+    loader = micro_batch_loader(
+        data.pixels, seed=args.seed, layout=layout, first_step=state.global_step, last_step=args.max_train_steps,
+        first_position=state.samples_seen, flip=args.random_flip, num_workers=args.dataloader_num_workers,
+        pin_memory=accelerator.device.type == "cuda",
+    )
+    logger.info(
+        f"Training on {len(data)} images from {data.source} ({data.channels}x{args.resolution}x{args.resolution}),"
+        f" {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, {args.max_train_steps} steps of"
+        f" {layout.global_batch_size} images ({args.train_batch_size} per process x {accelerator.num_processes}"
+        f" processes x {args.gradient_accumulation_steps} accumulation), epoch"
+        f" {state.samples_seen / len(data):.2f} to {final_position / len(data):.2f}"
+    )
+    run_loop(training, loader, num_images=len(data))
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_final_outputs(training)
+        # Publishing (e.g. a future --push_to_hub) belongs here: everything it uploads is now in args.output_dir.
+    accelerator.end_training()
+
+
+def run_loop(training: Training, loader, num_images: int) -> None:
+    accelerator, state, args = training.accelerator, training.state, training.args
+    meter = LossMeter(check_grad_norm=accelerator.mixed_precision != "fp16")
+    throughput = Throughput()
+    debug = DebugRecorder(args.output_dir, accelerator.process_index)
+    progress = tqdm(total=args.max_train_steps, initial=state.global_step, desc="Steps", dynamic_ncols=True,
+                    disable=not accelerator.is_local_main_process)
+    micro_batches = iter(loader)
+    last_checkpoint_step = state.global_step or None  # a resumed run starts at its checkpoint's step
+
+    def every(n) -> bool:
+        return bool(n) and state.global_step % n == 0
+
+    with progress:  # closed on errors too, so that a message printed after it starts on a line of its own
+        while state.global_step < args.max_train_steps:
+            pixels = [next(micro_batches) for _ in range(args.gradient_accumulation_steps)]
+            debug.micro_batches(state.global_step, pixels)
+            output = train_step(
+                training.model, [prepare_micro_batch(batch, accelerator.device) for batch in pixels],
+                accelerator=accelerator, optimizer=training.optimizer, lr_scheduler=training.lr_scheduler,
+                noise_scheduler=training.noise_scheduler,
+                randomness=StepRandomness(args.seed, state.global_step, accelerator.process_index),
+                max_grad_norm=args.max_grad_norm, ema=training.ema, loss_type=args.loss_type,
+            )
+            state.global_step += 1
+            state.samples_seen += training.layout.global_batch_size
+            meter.add(state.global_step, output)
+            throughput.add(training.layout.global_batch_size)
+            progress.update(1)
+            debug.after_step()
+
+            checkpoint_due, validation_due = every(args.checkpointing_steps), every(args.validation_steps)
+            last_step = state.global_step == args.max_train_steps
+            if checkpoint_due or validation_due or last_step or every(args.logging_steps):
+                # The loop's only host sync; it also stops a diverged run before it can write a checkpoint.
+                log_progress(training, meter, throughput, progress, num_images)
+            if checkpoint_due:
+                save_training_checkpoint(training)
+                last_checkpoint_step = state.global_step
+            if validation_due and accelerator.is_main_process:
+                log_validation(training)
+            if checkpoint_due or validation_due:
+                throughput.restart()  # time spent saving or sampling is not training time
+
+    # A final checkpoint, so that the run can be extended later (resume with a larger --max_train_steps).
+    if args.checkpointing_steps and last_checkpoint_step != state.global_step:
+        save_training_checkpoint(training)
+    debug.finish(training.unet)
+
+
+def log_progress(training: Training, meter: LossMeter, throughput: Throughput, progress, num_images: int) -> None:
+    """Read the losses since the last call back from the device, check them, and report the latest."""
+    state = training.state
+    logged = meter.flush(training.accelerator)  # raises NonFiniteLossError, on every process alike
+    # One point per logging interval (its mean), so that checkpoints of long runs stay small.
+    state.loss_history.append([logged[-1].step, sum(entry.loss for entry in logged) / len(logged)])
+    logs = {"loss": logged[-1].loss, "lr": training.lr_scheduler.get_last_lr()[0],
+            "images_per_second": throughput.read(), "epoch": state.samples_seen / num_images}
+    if logged[-1].grad_norm is not None:
+        logs["grad_norm"] = logged[-1].grad_norm
+    progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", img_s=f"{logs['images_per_second']:.1f}")
+    training.accelerator.log(logs, step=state.global_step)
+
+
+def save_training_checkpoint(training: Training) -> None:
+    """The main process writes (the state is identical on every process); everyone waits for it, outside the branch."""
+    accelerator, state = training.accelerator, training.state
+    if accelerator.is_main_process:
+
+        def write(folder):
+            write_training_state(folder, unet=training.unet, ema=training.ema, optimizer=training.optimizer,
+                                 lr_scheduler=training.lr_scheduler, grad_scaler=accelerator.scaler, state=state,
+                                 step=state.global_step)
+
+        path = save_checkpoint(checkpoint_folder(training.args.output_dir), state.global_step, write,
+                               total_limit=training.args.checkpoints_total_limit)
+        logger.info(f"Saved {path}")
+    accelerator.wait_for_everyone()
+
+
+def save_final_outputs(training: Training) -> None:
+    """Main process only: the pipeline (EMA weights with --use_ema), samples.png and loss_curve.png."""
+    args, unet = training.args, training.unet
+    if training.ema is not None:
+        training.ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model now
+    scheduler = DDPMPosteriorScheduler.from_config(training.noise_scheduler.config)
+    DDPMImagePipeline(unet=unet, scheduler=scheduler).save_pretrained(args.output_dir)
+    save_image_atomically(sample_grid(unet, scheduler, args), os.path.join(args.output_dir, "samples.png"))
+    plot_loss_curve(training.state.loss_history, os.path.join(args.output_dir, "loss_curve.png"))
+    logger.info(f"Saved the pipeline, samples.png and loss_curve.png to {args.output_dir}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------------------------
+def report(message: str) -> None:
+    """Print a one-line message once, from the first process of the launch (every process fails the same way)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    args = None
+    try:
+        args = parse_args(argv)
+        train(args)
+    except (DataError, PresetError, CheckpointError) as err:
+        report(f"error: {err}")
+        return 2
+    except NonFiniteLossError as err:
+        last = latest_checkpoint(checkpoint_folder(args.output_dir))
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
+        report(f"error: training diverged: {err}; {kept}. Lower --learning_rate or lengthen --lr_warmup_steps,"
+               " then rerun with --resume_from_checkpoint latest.")
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
