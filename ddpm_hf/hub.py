@@ -52,6 +52,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 __all__ = [
     "HUB_DOWNLOAD_KWARGS",
     "HubPushError",
+    "create_hub_repo",
     "model_card_template_path",
     "push_folder_to_hub",
     "push_pipeline_to_hub",
@@ -550,6 +551,48 @@ def _link_or_copy_tree(folder: str, files: Sequence[str], snapshot: str) -> None
             shutil.copy2(source, target)
 
 
+def _ensure_repo(api: HfApi, repo_id: str, *, token, private: Optional[bool], revision: Optional[str]) -> str:
+    """Create the repo (and the `revision` branch) when missing; the full "namespace/name" id."""
+    repo_url = api.create_repo(repo_id, token=token, private=private, exist_ok=True)
+    target = getattr(repo_url, "repo_id", None) or repo_id
+    if revision not in (None, hub_constants.DEFAULT_REVISION):
+        api.create_branch(target, branch=revision, token=token, exist_ok=True)
+    return target
+
+
+def _retrying(action, api: HfApi, repo_id: str, *, what: str, max_retries: int, retry_backoff: float,
+              secrets: Sequence[str], kept_folder: Optional[str], advice: Optional[str] = None):
+    """`action()`, retrying transient failures with exponential backoff; a HubPushError when it finally fails.
+
+    The error's message ends with `advice`, by default what became of the local copy and how to retry the push.
+    """
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return action()
+        except Exception as error:
+            transient = _is_transient(error)
+            if transient and attempts <= max_retries:
+                wait = min(retry_backoff * (2 ** (attempts - 1)), 60.0)
+                logger.warning("%s %s failed (%s); retrying in %.1fs (attempt %d of %d).", what, repo_id,
+                               _describe(error, secrets), wait, attempts + 1, max_retries + 1)
+                time.sleep(wait)
+                continue
+            kept = advice or (f"The local folder {kept_folder} is intact (nothing local was changed); retry with "
+                    f"ddpm_hf.hub.push_folder_to_hub({kept_folder!r}, {repo_id!r})." if kept_folder else
+                    "Nothing local was changed: the pipeline object is intact; call the push again, or "
+                    "save_pretrained() it and use ddpm_hf.hub.push_folder_to_hub.")
+            reason = "after %d attempts" % attempts if attempts > 1 else "(not retried: not a transient error)"
+            if not transient and isinstance(error, OfflineModeIsEnabled):
+                reason += "; HF_HUB_OFFLINE is set"
+            raise HubPushError(
+                f"Could not {what.lower()} the Hub repo '{repo_id}' at {api.endpoint} {reason}:"
+                f" {_describe(error, secrets)}. " + kept,
+                repo_id=repo_id, folder=kept_folder, attempts=attempts,
+            ) from error
+
+
 def _upload(
     api: HfApi,
     folder: str,
@@ -567,45 +610,44 @@ def _upload(
     cleanup: Optional[str],
 ):
     """create_repo (+ create_branch) + one commit of `files`, retrying transient failures with exponential backoff."""
-    attempts = 0
+
+    def create_and_commit():
+        target = _ensure_repo(api, repo_id, token=token, private=private, revision=revision)
+        operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=os.path.join(folder, rel)) for rel in files]
+        info = api.create_commit(target, operations=operations, commit_message=commit_message, revision=revision,
+                                 token=token)
+        logger.info("Pushed %d files to %s (%s).", len(files), target, getattr(info, "oid", "?"))
+        return info
+
     try:
-        while True:
-            attempts += 1
-            try:
-                repo_url = api.create_repo(repo_id, token=token, private=private, exist_ok=True)
-                target = getattr(repo_url, "repo_id", None) or repo_id
-                if revision not in (None, hub_constants.DEFAULT_REVISION):
-                    api.create_branch(target, branch=revision, token=token, exist_ok=True)
-                operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=os.path.join(folder, rel))
-                              for rel in files]
-                info = api.create_commit(target, operations=operations, commit_message=commit_message,
-                                         revision=revision, token=token)
-                logger.info("Pushed %d files to %s (%s).", len(files), target, getattr(info, "oid", "?"))
-                return info
-            except Exception as error:
-                transient = _is_transient(error)
-                if transient and attempts <= max_retries:
-                    wait = min(retry_backoff * (2 ** (attempts - 1)), 60.0)
-                    logger.warning("Push to %s failed (%s); retrying in %.1fs (attempt %d of %d).", repo_id,
-                                   _describe(error, secrets), wait, attempts + 1, max_retries + 1)
-                    time.sleep(wait)
-                    continue
-                where = api.endpoint
-                kept = (f"The local folder {kept_folder} is intact (nothing local was changed); retry with "
-                        f"ddpm_hf.hub.push_folder_to_hub({kept_folder!r}, {repo_id!r})." if kept_folder else
-                        "Nothing local was changed: the pipeline object is intact; call the push again, or "
-                        "save_pretrained() it and use ddpm_hf.hub.push_folder_to_hub.")
-                reason = "after %d attempts" % attempts if attempts > 1 else "(not retried: not a transient error)"
-                if not transient and isinstance(error, OfflineModeIsEnabled):
-                    reason += "; HF_HUB_OFFLINE is set"
-                raise HubPushError(
-                    f"Could not push to the Hub repo '{repo_id}' at {where} {reason}: {_describe(error, secrets)}. "
-                    + kept,
-                    repo_id=repo_id, folder=kept_folder, attempts=attempts,
-                ) from error
+        return _retrying(create_and_commit, api, repo_id, what="Push to", max_retries=max_retries,
+                         retry_backoff=retry_backoff, secrets=secrets, kept_folder=kept_folder)
     finally:
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
+
+
+def create_hub_repo(
+    repo_id: str,
+    *,
+    token: Union[str, bool, None] = None,
+    private: Optional[bool] = None,
+    revision: Optional[str] = None,
+    max_retries: int = 3,
+    retry_backoff: float = 2.0,
+    endpoint: Optional[str] = None,
+) -> str:
+    """Create `repo_id` (and the `revision` branch) if needed and return its full "namespace/name" id.
+
+    The trainer calls it before training, so that a wrong token or repo name fails in seconds, not after the run.
+    Raises HubPushError (one line, the token blanked) when the Hub refuses or cannot be reached.
+    """
+    api = _api(endpoint)
+    secrets = _secrets([token if isinstance(token, str) else None])
+    return _retrying(lambda: _ensure_repo(api, repo_id, token=token, private=private, revision=revision), api,
+                     repo_id, what="Create", max_retries=max_retries, retry_backoff=retry_backoff, secrets=secrets,
+                     kept_folder=None, advice="Check the repo name and that the token may write to it (--hub_token,"
+                     " HF_TOKEN or `hf auth login`).")
 
 
 def push_folder_to_hub(

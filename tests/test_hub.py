@@ -5,6 +5,8 @@ Loads run in fresh Python processes with HF_ENDPOINT pointing at the server and 
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from concurrent.futures import Future
 
@@ -321,3 +323,80 @@ def test_render_model_card_text_to_image_metadata():
     assert meta["base_model"] == "openai/clip-vit-base-patch32"
     assert "datasets" not in meta  # a local path is no Hub dataset id
     assert "abc" not in card.text and "/data/my-local-set" not in card.text and "![" not in card.text
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The trainer's --push_to_hub (a real `accelerate launch` run against the local Hub)
+# ----------------------------------------------------------------------------------------------------------------
+def trainer_command(hub, out, repo, *extra, launcher=True):
+    from test_train import TINY, launch_command
+
+    args = [*TINY, "--max_train_steps", "4", "--output_dir", out, "--report_to", "none", "--push_to_hub",
+            "--hub_model_id", repo, "--hub_token", TOKEN, *extra]
+    if launcher:
+        return launch_command(*args)
+    from test_train import TRAIN_SCRIPT
+    return [sys.executable, str(TRAIN_SCRIPT), *map(str, args)]
+
+
+def trainer_env(hub, home):
+    return dict(os.environ, **hub_env(hub, home), ACCELERATE_USE_CPU="1", TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
+
+
+def test_g_trainer_push_to_hub_publishes_a_pipeline_that_loads_to_the_local_images(hub, tmp_path):
+    repo, out = "user/trained", tmp_path / "output"
+    result = subprocess.run(trainer_command(hub, out, repo, "--checkpointing_steps", "3", "--validation_steps", "3"),
+                            env=trainer_env(hub, tmp_path / "home-train"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert TOKEN not in result.stdout + result.stderr
+
+    # The checkpoint-time push (step 3, in the background) and the final awaited one, in order, on main.
+    messages = [c.message for c in reversed(hub.commits(repo))]
+    assert messages == ["initial commit", "Training step 3", "Trained pipeline after 4 steps"]
+    step_3 = hub.commits(repo)[1].files
+    assert step_3["samples.png"] == (out / "validation" / "step-3.png").read_bytes()
+    files = hub.files(repo)
+    assert files["samples.png"] == (out / "samples.png").read_bytes()
+    assert files["README.md"] == (out / "README.md").read_bytes()  # the card is also kept beside the pipeline
+    assert not any(path.startswith(("checkpoints/", "logs/", "validation/")) for path in files)
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.pipeline_tag == "unconditional-image-generation" and "ddpm-hf" in card.data.tags
+    assert "| Training steps | 4 |" in card.text and "](samples.png)" in card.text and "digits" in card.text
+    for content in [*files.values(), *(u.content for u in hub.uploads if u.repo_id == repo)]:
+        assert TOKEN.encode() not in content
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+    # A fresh process: the repo id gives the same images as the local output folder.
+    stdout = run_python(SAMPLE_CODE + f"""
+import json, numpy as np
+from ddpm_hf import DDPMImagePipeline
+hub_pipe = DDPMImagePipeline.from_pretrained({repo!r})
+same = np.array_equal(images(hub_pipe), images(DDPMImagePipeline.from_pretrained({str(out)!r})))
+print(json.dumps([same, type(hub_pipe.scheduler).__module__]))
+""", env=hub_env(hub, tmp_path / "home-load"))
+    assert json.loads(stdout.strip().splitlines()[-1]) == [True, "ddpm_hf.scheduling_ddpm_posterior"]
+
+
+def test_h_trainer_final_push_failure_is_one_line_exit_4_and_keeps_the_output(hub, tmp_path):
+    repo, out = "user/trained-failing", tmp_path / "output"
+    hub.fail_commits = True  # the repo can be created, but every commit is answered with 500
+    try:
+        result = subprocess.run(trainer_command(hub, out, repo, "--checkpointing_steps", "0", launcher=False),
+                                env=trainer_env(hub, tmp_path / "home"), capture_output=True, text=True,
+                                timeout=300)
+    finally:
+        hub.fail_commits = 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 4, result.stderr[-3000:]
+    assert len(errors) == 1 and repo in errors[0] and "500" in errors[0] and "intact" in errors[0]
+    assert "Traceback" not in result.stderr and TOKEN not in result.stderr + result.stdout
+    assert {"model_index.json", "README.md", "samples.png", "loss_curve.png"} <= set(os.listdir(out))
+    DDPMImagePipeline.from_pretrained(out)  # complete, and loadable
+
+    result = subprocess.run(trainer_command(hub, tmp_path / "other", "user/x", launcher=False)[:-2] + [
+        "--hub_token", "hf_test_token_wrong_0000"], env=trainer_env(hub, tmp_path / "home"), capture_output=True,
+        text=True, timeout=120)
+    assert result.returncode == 4 and "user/x" in result.stderr and "401" in result.stderr
+    assert not (tmp_path / "other" / "checkpoints").exists()  # refused before any training

