@@ -9,18 +9,20 @@ Every random draw of training is a pure function of (seed, optimizer step, proce
   (seed, purpose, step, process, micro-batch).
 
 So a run resumed from a checkpoint needs only the step counter and the data position to continue with exactly the
-draws the uninterrupted run would have made, whatever happened to the global RNGs in between.
+draws the uninterrupted run would have made, whatever happened to the global RNGs in between (and, with importance-
+sampled timesteps, the sampler's loss history, which is a `state_dict` of device tensors).
 """
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .data import random_flip, to_model_range
+from .likelihood import LN2, discretized_gaussian_log_likelihood, normal_kl
 
 # Purposes, so that the streams of one micro-batch are independent of each other.
 _EPOCH, _FLIP, _NOISE, _DROPOUT = 0, 1, 2, 3
@@ -160,25 +162,167 @@ def micro_batch_loader(
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Timesteps, uniform or importance-sampled
+# ----------------------------------------------------------------------------------------------------------------
+class UniformSampler:
+    """t ~ U{0..T-1} with every importance weight 1: Ho et al.'s sampling, and the default.
+
+    It draws exactly `torch.randint(0, T, (B,), generator=generator, device=device)`, so runs with it match runs from
+    before timestep samplers existed, draw for draw. Its weights are `None` (all 1): the loss stays a plain mean.
+    """
+
+    def __init__(self, num_timesteps: int):
+        self.num_timesteps = num_timesteps
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator], device) -> Tuple[torch.Tensor, None]:
+        t = torch.randint(0, self.num_timesteps, (batch_size,), generator=generator, device=device)
+        return t, None
+
+    def update(self, timesteps: torch.Tensor, losses: torch.Tensor) -> None:
+        """Nothing to learn."""
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        pass
+
+
+class LossSecondMomentSampler:
+    """Importance sampling of t (Improved DDPM, eq. 18): p_t proportional to sqrt(E[L_t^2]), weights 1 / (T p_t).
+
+    improved-diffusion's `LossSecondMomentResampler`: E[L_t^2] is the mean of the last `history_per_term` losses seen
+    at t; until every t has that many, t is uniform (and every weight 1); then p is mixed with `uniform_prob` of the
+    uniform distribution, so that no t starves. Since E_{t~p}[L_t / (T p_t)] = (1/T) sum_t L_t, the weighted loss
+    has the expectation of the uniform one, with less variance when the L_t differ by orders of magnitude (L_vlb's).
+
+    The state lives on the device as tensors (`loss_history` (T, H) float64, a ring buffer per t, and `loss_counts`
+    (T,) int64, every loss ever seen at t), and neither sampling nor `update` reads anything back to the host.
+    """
+
+    def __init__(self, num_timesteps: int, history_per_term: int = 10, uniform_prob: float = 0.001, device=None):
+        self.num_timesteps, self.history_per_term, self.uniform_prob = num_timesteps, history_per_term, uniform_prob
+        self.loss_history = torch.zeros(num_timesteps, history_per_term, dtype=torch.float64, device=device)
+        self.loss_counts = torch.zeros(num_timesteps, dtype=torch.int64, device=device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.loss_history.device
+
+    def to(self, device) -> "LossSecondMomentSampler":
+        self.loss_history, self.loss_counts = self.loss_history.to(device), self.loss_counts.to(device)
+        return self
+
+    def probabilities(self) -> torch.Tensor:
+        """p_t, (T,) float64 on the sampler's device: uniform until warm, then sqrt(E[L_t^2]) normalised and mixed."""
+        T = self.num_timesteps
+        uniform = torch.full((T,), 1.0 / T, dtype=torch.float64, device=self.device)
+        root_second_moment = self.loss_history.square().mean(dim=1).sqrt()
+        total = root_second_moment.sum()
+        # All-zero losses would give 0/0: stay uniform then (a where, not an `if`, so that nothing syncs).
+        p = torch.where(total > 0, root_second_moment / total, uniform)
+        p = p * (1 - self.uniform_prob) + self.uniform_prob / T
+        warm = (self.loss_counts >= self.history_per_term).all()
+        return torch.where(warm, p, uniform)
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator], device):
+        """(timesteps (B,) int64, importance weights w = 1 / (T p_t) (B,) float32), both on `device`.
+
+        The state moves to `device` on first use (the generator must live there too).
+        """
+        device = torch.device(device)
+        if device.type != self.device.type or (device.index is not None and device.index != self.device.index):
+            self.to(device)
+        p = self.probabilities()
+        timesteps = torch.multinomial(p, batch_size, replacement=True, generator=generator)
+        weights = 1.0 / (self.num_timesteps * p[timesteps])
+        return timesteps, weights.float()
+
+    def update(self, timesteps: torch.Tensor, losses: torch.Tensor) -> None:
+        """Record per-sample losses (unweighted, detached) at their timesteps, as if one at a time in the given order.
+
+        Call it on every process with the same tensors (the losses of all processes, gathered in one fixed order),
+        so that every process keeps the same state and draws the same p.
+        """
+        t = timesteps.detach().to(self.device).long().flatten()
+        values = losses.detach().to(self.device, torch.float64).flatten()
+        if t.numel() == 0:
+            return
+        H = self.history_per_term
+        # Group the batch by t, batch order kept within a group (stable sort), and rank each loss within its group.
+        order = torch.argsort(t, stable=True)
+        t, values = t[order], values[order]
+        first = torch.searchsorted(t, t)  # where each loss's group starts
+        group_size = torch.searchsorted(t, t, right=True) - first
+        rank = torch.arange(len(t), device=self.device) - first
+        # One at a time, loss `rank` of t would go to slot (count_t + rank) % H, overwritten by every later loss of t
+        # with the same slot. Each write carries the value of the LAST loss landing in its slot, so the several writes
+        # to one slot (more than H losses of one t) agree and the result does not depend on which one wins.
+        last_rank = rank + H * torch.div(group_size - 1 - rank, H, rounding_mode="floor")
+        slot = (self.loss_counts[t] + rank) % H
+        self.loss_history[t, slot] = values[first + last_rank]
+        self.loss_counts[t] = self.loss_counts[t] + group_size  # the same value for every loss of a group, too
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return {"loss_history": self.loss_history.clone(), "loss_counts": self.loss_counts.clone()}
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        history, counts = state["loss_history"], state["loss_counts"]
+        if history.shape != self.loss_history.shape or counts.shape != self.loss_counts.shape:
+            raise ValueError(
+                f"The saved loss history has shape {tuple(history.shape)} but this sampler keeps"
+                f" {tuple(self.loss_history.shape)} (num_timesteps x history_per_term): resume with the same"
+                " num_train_timesteps."
+            )
+        self.loss_history.copy_(history)
+        self.loss_counts.copy_(counts)
+
+
+TIMESTEP_SAMPLERS = {"uniform": UniformSampler, "loss-second-moment": LossSecondMomentSampler}
+
+
+def make_timestep_sampler(name: str, num_timesteps: int, device=None):
+    """The sampler of a `--timestep_sampler` choice."""
+    if name == "uniform":
+        return UniformSampler(num_timesteps)
+    if name == "loss-second-moment":
+        return LossSecondMomentSampler(num_timesteps, device=device)
+    raise ValueError(f"Unknown timestep sampler {name!r}: choose one of {', '.join(TIMESTEP_SAMPLERS)}.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The objective
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class NoisedBatch:
-    """One draw of the forward process: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps at uniform timesteps."""
+    """One draw of the forward process: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps at sampled timesteps.
+
+    `weights` are the importance weights of the timesteps (None: all 1, t uniform).
+    """
 
     x0: torch.Tensor
     noise: torch.Tensor
     timesteps: torch.Tensor
     x_t: torch.Tensor
+    weights: Optional[torch.Tensor] = None
 
 
-def noise_batch(noise_scheduler, x0: torch.Tensor, generator: Optional[torch.Generator]) -> NoisedBatch:
-    """t ~ U{0..T-1} (diffusers' 0-based indexing), eps ~ N(0, I), x_t by the scheduler's own `add_noise`."""
+def noise_batch(
+    noise_scheduler, x0: torch.Tensor, generator: Optional[torch.Generator], timestep_sampler=None
+) -> NoisedBatch:
+    """eps ~ N(0, I), then t from `timestep_sampler` (uniform on diffusers' 0..T-1 by default), x_t by `add_noise`.
+
+    The order of the draws (noise, then timesteps) is part of every seeded run's numbers: keep it.
+    """
+    T = noise_scheduler.config.num_train_timesteps
+    if timestep_sampler is None:
+        timestep_sampler = UniformSampler(T)
+    elif timestep_sampler.num_timesteps != T:
+        raise ValueError(f"The timestep sampler covers {timestep_sampler.num_timesteps} timesteps but the noise"
+                         f" scheduler has num_train_timesteps={T}: build the sampler with {T}.")
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    timesteps = torch.randint(
-        0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator, device=x0.device
-    )
-    return NoisedBatch(x0, noise, timesteps, noise_scheduler.add_noise(x0, noise, timesteps))
+    timesteps, weights = timestep_sampler.sample(x0.shape[0], generator, x0.device)
+    return NoisedBatch(x0, noise, timesteps, noise_scheduler.add_noise(x0, noise, timesteps), weights)
 
 
 def training_target(noise_scheduler, batch: NoisedBatch) -> torch.Tensor:
@@ -193,8 +337,12 @@ def training_target(noise_scheduler, batch: NoisedBatch) -> torch.Tensor:
     raise ValueError(f"Unknown prediction_type {prediction_type!r}: choose epsilon, sample or v_prediction.")
 
 
+def _mean_per_sample(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).mean(dim=1)
+
+
 def simple_loss(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
-    """L_simple (Ho et al. 2020, eq. 14): the mean squared error of the prediction, in float32.
+    """L_simple (Ho et al. 2020, eq. 14): the mean squared error of the prediction over the batch, in float32.
 
     A `learned_range` model's variance channels get no gradient from it (Improved DDPM trains them with L_vlb).
     """
@@ -202,15 +350,123 @@ def simple_loss(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler)
     return F.mse_loss(prediction.float(), training_target(noise_scheduler, batch).float())
 
 
-# Improved DDPM's "hybrid" (L_simple + lambda L_vlb) and "vlb" go here: same signature, they read the variance channels.
-LOSSES: Dict[str, Callable[[torch.Tensor, NoisedBatch, object], torch.Tensor]] = {"simple": simple_loss}
+def simple_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
+    """L_simple per sample, (B,) float32: the squared error averaged over each sample's C*H*W values."""
+    prediction, _ = noise_scheduler.split_model_output(model_output, batch.x0)
+    return _mean_per_sample((prediction.float() - training_target(noise_scheduler, batch).float()).square())
 
 
-def diffusion_loss(model, noise_scheduler, x0: torch.Tensor, generator=None, loss_type: str = "simple"):
+def vlb_term_bpd(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler, detach_mean: bool = False):
+    """L_t per sample, (B,) float32, in bits/dim: the term of the variational bound at each sample's timestep.
+
+    KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) for t > 0 (diffusers' 0-based t), the discretized-Gaussian
+    decoder NLL -log p_theta(x_0 | x_1) at t = 0: the quantity `likelihood.vb_terms_bpd` computes, here from an
+    already computed model output (that function calls the model itself, and reads rows with a host sync) and as
+    improved-diffusion's training does: x_0's estimate is not clipped, Sigma_q's log is the clipped one (it differs
+    only at t = 0, a decoder row), and both terms are computed for every row and selected by t (no sync).
+
+    `detach_mean` stops the gradient of the mean channels (improved-diffusion's `frozen_out`): the hybrid loss
+    trains the mean by L_simple alone and the variance by L_vlb alone.
+    """
+    T = noise_scheduler.config.num_train_timesteps
+    if len(noise_scheduler.timesteps) != T:
+        raise ValueError(
+            f"L_vlb needs the scheduler's full {T}-step chain (its posterior tables follow the chain), but this one was"
+            f" set to {len(noise_scheduler.timesteps)} steps: train with a scheduler on which set_timesteps never ran."
+        )
+    x_0, x_t, t = batch.x0.float(), batch.x_t.float(), batch.timesteps
+    prediction, predicted_variance = noise_scheduler.split_model_output(model_output.float(), x_t)
+    if detach_mean:
+        prediction = prediction.detach()
+    x0_hat = noise_scheduler.predict_original_sample(prediction, t, x_t)
+    model_mean = noise_scheduler.posterior_mean(x_t, x0_hat, t)
+    model_log_variance = noise_scheduler.model_log_variance(predicted_variance, t, x_t).expand_as(x_t)
+
+    true_mean = noise_scheduler.posterior_mean(x_t, x_0, t)
+    true_log_variance = noise_scheduler.posterior_log_variance(t, like=x_t)
+    kl = _mean_per_sample(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)) / LN2
+    log_likelihood = discretized_gaussian_log_likelihood(x_0, model_mean, 0.5 * model_log_variance)
+    decoder_nll = -_mean_per_sample(log_likelihood) / LN2
+    return torch.where(t.to(kl.device) == 0, decoder_nll, kl)
+
+
+HYBRID_LAMBDA = 0.001  # Improved DDPM, section 3.1: lambda of L_hybrid
+
+
+def hybrid_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
+    """L_hybrid per sample = L_simple + lambda L_vlb (Improved DDPM, eq. 16), lambda = 0.001, (B,) float32.
+
+    L_vlb = sum_t L_t, estimated with one t ~ U{0..T-1} as T L_t; L_vlb sees the mean detached, so it trains only the
+    variance channels (improved-diffusion's RESCALED_MSE: mse + vb * T / 1000).
+    """
+    check_loss_config("hybrid", noise_scheduler.config.variance_type)
+    T = noise_scheduler.config.num_train_timesteps
+    vlb = T * vlb_term_bpd(model_output, batch, noise_scheduler, detach_mean=True)
+    return simple_losses(model_output, batch, noise_scheduler) + HYBRID_LAMBDA * vlb
+
+
+def vlb_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
+    """L_vlb per sample, T L_t with full gradient (improved-diffusion's RESCALED_KL: vb * num_timesteps), (B,)."""
+    return noise_scheduler.config.num_train_timesteps * vlb_term_bpd(model_output, batch, noise_scheduler)
+
+
+# Per-sample losses, (B,) float32: a micro-batch's loss is their (importance-weighted) mean.
+LOSSES: Dict[str, Callable[[torch.Tensor, NoisedBatch, object], torch.Tensor]] = {
+    "simple": simple_losses,
+    "hybrid": hybrid_losses,
+    "vlb": vlb_losses,
+}
+
+
+def check_loss_config(loss_type: str, variance_type: str) -> None:
+    """Raise a ValueError for a loss that cannot train with this `variance_type` (call it when setting up)."""
+    if loss_type not in LOSSES:
+        raise ValueError(f"Unknown loss_type {loss_type!r}: choose one of {', '.join(LOSSES)}.")
+    if loss_type == "hybrid" and variance_type != "learned_range":
+        raise ValueError(
+            f"loss_type 'hybrid' trains the learned variance with L_vlb (the mean is trained by L_simple alone), but"
+            f" variance_type={variance_type!r} has no variance to learn, so L_vlb would add no gradient: use"
+            " variance_type 'learned_range' (a model with 2 x channels outputs), or loss_type 'simple' (the same"
+            " training here) or 'vlb' (the bound trains the mean)."
+        )
+
+
+@dataclass
+class MicroBatchLoss:
+    loss: torch.Tensor  # 0-d float32, what is back-propagated
+    sample_losses: torch.Tensor  # (B,) float32, detached and unweighted: what a timestep sampler learns from
+    timesteps: torch.Tensor  # (B,)
+
+
+def diffusion_loss_terms(
+    model, noise_scheduler, x0: torch.Tensor, generator=None, loss_type: str = "simple", timestep_sampler=None,
+    model_kwargs: Optional[Dict] = None,
+) -> MicroBatchLoss:
+    """The loss of one micro-batch of clean images `x0` (in [-1, 1]), with its per-sample values and timesteps.
+
+    The loss is the mean of the per-sample losses weighted by the sampler's importance weights, except for L_simple
+    with uniform t, which keeps its single mean over all values: runs from before the other losses keep their bits.
+    """
+    check_loss_config(loss_type, getattr(noise_scheduler.config, "variance_type", None))
+    batch = noise_batch(noise_scheduler, x0, generator, timestep_sampler)
+    model_output = model(batch.x_t, batch.timesteps, **(model_kwargs or {})).sample
+    if loss_type == "simple" and batch.weights is None:
+        loss = simple_loss(model_output, batch, noise_scheduler)
+        with torch.no_grad():
+            sample_losses = simple_losses(model_output, batch, noise_scheduler)
+    else:
+        sample_losses = LOSSES[loss_type](model_output, batch, noise_scheduler)
+        weighted = sample_losses if batch.weights is None else sample_losses * batch.weights
+        loss, sample_losses = weighted.mean(), sample_losses.detach()
+    return MicroBatchLoss(loss, sample_losses, batch.timesteps)
+
+
+def diffusion_loss(
+    model, noise_scheduler, x0: torch.Tensor, generator=None, loss_type: str = "simple", timestep_sampler=None,
+    model_kwargs: Optional[Dict] = None,
+) -> torch.Tensor:
     """The training loss of one micro-batch of clean images `x0` (in [-1, 1])."""
-    batch = noise_batch(noise_scheduler, x0, generator)
-    model_output = model(batch.x_t, batch.timesteps).sample
-    return LOSSES[loss_type](model_output, batch, noise_scheduler)
+    return diffusion_loss_terms(model, noise_scheduler, x0, generator, loss_type, timestep_sampler, model_kwargs).loss
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -248,6 +504,10 @@ class StepRandomness:
 class StepOutput:
     loss: torch.Tensor  # mean over the micro-batches, a 0-d device tensor (reading it is a host sync)
     grad_norm: Optional[torch.Tensor]  # before clipping; None without clipping
+    # This process's samples, micro-batch after micro-batch: what `timestep_sampler.update` takes (once gathered from
+    # all processes). Device tensors, detached; the losses are per sample and unweighted.
+    timesteps: Optional[torch.Tensor] = None  # (B x micro-batches,) int64
+    sample_losses: Optional[torch.Tensor] = None  # (B x micro-batches,) float32
 
 
 def prepare_micro_batch(pixels: torch.Tensor, device) -> torch.Tensor:
@@ -267,22 +527,34 @@ def train_step(
     max_grad_norm: Optional[float] = None,
     ema=None,
     loss_type: str = "simple",
+    timestep_sampler=None,
+    micro_batch_kwargs: Optional[Sequence[Dict]] = None,
 ) -> StepOutput:
     """One optimizer step over the gradient-accumulation `micro_batches` (clean images in [-1, 1]).
 
     Accumulation is explicit rather than `accelerator.accumulate`, whose hidden micro-step counter would have to be
     checkpointed too: gradients are summed over the micro-batches (each loss divided by their number) and only the
     last backward pass all-reduces them. Nothing here waits for the device.
+
+    `timestep_sampler` draws the timesteps (None: uniform); it is not updated here: the caller gathers the output's
+    `timesteps` and `sample_losses` from all processes and calls its `update`. `micro_batch_kwargs[m]` holds extra
+    keyword arguments of the model call on micro-batch m (e.g. `encoder_hidden_states`).
     """
-    losses = []
+    if micro_batch_kwargs is not None and len(micro_batch_kwargs) != len(micro_batches):
+        raise ValueError(f"micro_batch_kwargs has {len(micro_batch_kwargs)} entries for {len(micro_batches)}"
+                         " micro-batches: pass one dict per micro-batch.")
+    losses, timesteps, sample_losses = [], [], []
     for micro, x0 in enumerate(micro_batches):
         last = micro == len(micro_batches) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
             randomness.seed_dropout(micro, x0.device)
             generator = randomness.noise_generator(micro, x0.device)
-            loss = diffusion_loss(model, noise_scheduler, x0, generator, loss_type)
-            accelerator.backward(loss / len(micro_batches))
-        losses.append(loss.detach())
+            terms = diffusion_loss_terms(model, noise_scheduler, x0, generator, loss_type, timestep_sampler,
+                                         micro_batch_kwargs[micro] if micro_batch_kwargs is not None else None)
+            accelerator.backward(terms.loss / len(micro_batches))
+        losses.append(terms.loss.detach())
+        timesteps.append(terms.timesteps)
+        sample_losses.append(terms.sample_losses)
 
     grad_norm = None
     if max_grad_norm:
@@ -294,7 +566,10 @@ def train_step(
     if ema is not None:
         ema.step(model.parameters())
     loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
-    return StepOutput(loss=loss, grad_norm=grad_norm.detach() if torch.is_tensor(grad_norm) else None)
+    return StepOutput(
+        loss=loss, grad_norm=grad_norm.detach() if torch.is_tensor(grad_norm) else None,
+        timesteps=torch.cat(timesteps), sample_losses=torch.cat(sample_losses),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
