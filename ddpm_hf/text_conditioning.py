@@ -1,0 +1,480 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""What the trainer needs to train `DDPMTextToImagePipeline`: text parts, a conditional UNet, caption encodings.
+
+- `load_text_components`: the CLIP tokenizer and text encoder, from `builtin:tiny` / `builtin:small` (offline, random
+  weights), a local folder, or a Hub id.
+- `conditional_unet_config`: a preset's UNet2DModel config turned into the UNet2DConditionModel that cross-attends to
+  the text encoder's hidden states.
+- `tokenize_captions`, `encode_token_ids`: exactly what `DDPMTextToImagePipeline.encode_prompt` does, split in two so
+  a trainable encoder can run the second half with gradients.
+- `CaptionBank`: the dataset's captions, deduplicated, with their token ids and (for a frozen encoder) their
+  embeddings computed once.
+- `drop_captions`: classifier-free-guidance dropout, which teaches the empty prompt that guidance subtracts.
+- `default_validation_prompts`: what to draw validation grids of when the user names no prompts.
+
+Nothing here draws from torch's global random state: the only random draws (`drop_captions`) come from the generator
+the trainer passes in, so resumed runs stay bitwise exact.
+"""
+
+import contextlib
+import inspect
+import json
+import os
+import tempfile
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .data import digit_caption
+from .presets import DATA_DEPENDENT_KEYS, PresetError
+from .text_encoders import TEXT_ENCODER_PRESETS, build_clip_text_encoder, build_clip_tokenizer
+
+BUILTIN_PREFIX = "builtin:"
+# Offline text encoders: the real CLIP tokenizer with a small, randomly initialised CLIPTextModel.
+BUILTIN_TEXT_ENCODERS = tuple(BUILTIN_PREFIX + name for name in TEXT_ENCODER_PRESETS)
+
+# Above this many distinct captions, `CaptionBank` keeps neither token ids nor embeddings for all of them.
+MAX_PRECOMPUTED_CAPTIONS = 10_000
+
+# Files a folder needs for each part (the tokenizer needs either set).
+_TOKENIZER_FILE_SETS = (("vocab.json", "merges.txt"), ("tokenizer.json",))
+_TOKENIZER_EXTRA_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+_WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+_CLIP_MODEL_TYPES = ("clip_text_model", "clip")
+
+
+class TextEncoderError(ValueError):
+    """The text encoder or tokenizer cannot be loaded; the message names the source and what is missing."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading the tokenizer and the text encoder
+# ----------------------------------------------------------------------------------------------------------------
+def load_text_components(name_or_path: str, seed: int = 0):
+    """(CLIPTokenizer, CLIPTextModel in float32, eval mode) from a builtin name, a local folder or a Hub id.
+
+    - `builtin:tiny` / `builtin:small` (`BUILTIN_TEXT_ENCODERS`): the real CLIP vocabulary with a randomly
+      initialised encoder seeded by `seed`, so captioned data trains with no network (the encoder must then be
+      trained, or it only tells the captions apart by its random features).
+    - a local folder: a saved `DDPMTextToImagePipeline` (tokenizer/ and text_encoder/ subfolders), a folder holding
+      both parts at its top (the layout of `openai/clip-vit-base-patch32`), or a whole CLIPModel checkpoint (its
+      text half is taken); the tokenizer files must be there too.
+    - otherwise a Hub id, in either layout (downloaded, or read from the cache offline).
+
+    Float32 whatever the checkpoint's dtype: the trainer casts a frozen encoder to its weight dtype itself and
+    trains a trainable one in float32. Any failure is a one-line `TextEncoderError`.
+    """
+    name = os.fspath(name_or_path)
+    if name.startswith(BUILTIN_PREFIX):
+        return _builtin_text_components(name, seed)
+    if os.path.isdir(name):
+        encoder_dir, tokenizer_dir = _local_layout(name)
+        return _load_from_folders(name, encoder_dir, tokenizer_dir)
+    if os.path.exists(name):
+        raise TextEncoderError(f"text encoder {name!r} is a file: pass the folder that holds config.json and the "
+                               f"tokenizer files, a Hub id, or one of {', '.join(BUILTIN_TEXT_ENCODERS)}")
+    return _load_from_hub(name)
+
+
+def _builtin_text_components(name: str, seed: int):
+    preset = name[len(BUILTIN_PREFIX):]
+    if preset not in TEXT_ENCODER_PRESETS:
+        raise TextEncoderError(
+            f"unknown builtin text encoder {name!r}: choose one of {', '.join(BUILTIN_TEXT_ENCODERS)}"
+        )
+    with tempfile.TemporaryDirectory(prefix="ddpm-hf-clip-tokenizer-") as folder:
+        tokenizer = build_clip_tokenizer(folder)  # read into memory: the folder is not needed afterwards
+    tokenizer.name_or_path = name
+    # build_clip_text_encoder seeds torch's global generator; keep the caller's random state untouched.
+    with torch.random.fork_rng(devices=[]):
+        text_encoder = build_clip_text_encoder(preset, seed=seed)
+    text_encoder.config._name_or_path = name
+    return tokenizer, text_encoder.eval()
+
+
+def _local_layout(folder: str) -> Tuple[str, str]:
+    """(encoder folder, tokenizer folder): a saved pipeline's subfolders, or the folder itself."""
+    if os.path.isfile(os.path.join(folder, "text_encoder", "config.json")):
+        return os.path.join(folder, "text_encoder"), os.path.join(folder, "tokenizer")
+    if os.path.isfile(os.path.join(folder, "config.json")):
+        return folder, folder
+    raise TextEncoderError(
+        f"text encoder folder {folder!r} has neither text_encoder/config.json (a saved text-to-image pipeline) nor "
+        f"config.json (a CLIP text model or CLIPModel checkpoint)"
+    )
+
+
+def _has_tokenizer_files(folder: str) -> bool:
+    return any(all(os.path.isfile(os.path.join(folder, f)) for f in files) for files in _TOKENIZER_FILE_SETS)
+
+
+def _load_from_folders(source: str, encoder_dir: str, tokenizer_dir: str):
+    """Load both parts from local folders, checking first what transformers would not report clearly.
+
+    (transformers' CLIPTokenizer.from_pretrained builds an empty 2-token tokenizer from a folder without tokenizer
+    files instead of failing, so their presence is checked here.)
+    """
+    config_path = os.path.join(encoder_dir, "config.json")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            model_type = json.load(f).get("model_type")
+    except (OSError, ValueError) as error:
+        raise TextEncoderError(f"text encoder {source!r}: cannot read {config_path} ({error})") from error
+    if model_type not in _CLIP_MODEL_TYPES:
+        raise TextEncoderError(
+            f"text encoder {source!r} holds a {model_type!r} model ({config_path}); a CLIP text model "
+            f"(model_type {' or '.join(map(repr, _CLIP_MODEL_TYPES))}) is needed"
+        )
+    if not any(os.path.isfile(os.path.join(encoder_dir, f)) for f in _WEIGHT_FILES):
+        raise TextEncoderError(f"text encoder {source!r} has no weights in {encoder_dir} (expected one of "
+                               f"{', '.join(_WEIGHT_FILES)})")
+    if not _has_tokenizer_files(tokenizer_dir):
+        raise TextEncoderError(
+            f"text encoder {source!r} has no tokenizer in {tokenizer_dir}: vocab.json and merges.txt (or "
+            f"tokenizer.json) are missing; save the tokenizer there (ddpm_hf.text_encoders.write_clip_tokenizer_files "
+            f"writes OpenAI CLIP's)"
+        )
+    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+        # A CLIPModel checkpoint makes transformers list every vision weight as unused; missing text weights are
+        # checked below instead.
+        with _transformers_quiet(transformers_logging):
+            text_encoder, info = CLIPTextModel.from_pretrained(encoder_dir, dtype=torch.float32,
+                                                               output_loading_info=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise TextEncoderError(f"text encoder {source!r} cannot be loaded: {_first_line(error)}") from error
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        raise TextEncoderError(f"text encoder {source!r} lacks {len(missing)} text-model weights in {encoder_dir}, "
+                               f"e.g. {missing[:3]}")
+    check_text_components(source, tokenizer, text_encoder)
+    return tokenizer, text_encoder.eval()
+
+
+@contextlib.contextmanager
+def _transformers_quiet(transformers_logging):
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+def check_text_components(source: str, tokenizer, text_encoder) -> None:
+    """Refuse a tokenizer the encoder cannot embed, or one padding to more positions than the encoder has."""
+    length, positions = tokenizer.model_max_length, text_encoder.config.max_position_embeddings
+    if len(tokenizer) > text_encoder.config.vocab_size:
+        raise TextEncoderError(f"text encoder {source!r}: the tokenizer has {len(tokenizer)} tokens but the encoder "
+                               f"embeds only {text_encoder.config.vocab_size}")
+    if length > positions:
+        raise TextEncoderError(
+            f"text encoder {source!r}: the tokenizer pads prompts to {length} tokens but the encoder has "
+            f"{positions} positions; set \"model_max_length\": {positions} in its tokenizer_config.json"
+        )
+
+
+def _load_from_hub(repo_id: str):
+    """Find the layout of Hub repo `repo_id` from its config files, then load it like a local folder.
+
+    Fetching single files (not the whole repo) avoids downloading a pipeline's UNet, or the several weight formats a
+    CLIP repo holds (only the first of `_WEIGHT_FILES` present is fetched). Offline, every file comes from the Hub
+    cache.
+    """
+    from huggingface_hub import constants as hub_constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    def fetch(filename: str) -> Optional[str]:
+        """The local path of `filename` in the repo, or None when the repo has no such file."""
+        try:
+            return hf_hub_download(repo_id, filename)
+        except (LocalEntryNotFoundError, EntryNotFoundError):  # not in the repo, or offline and not cached
+            return None
+
+    def fail(what: str):
+        offline = " (HF_HUB_OFFLINE is set)" if hub_constants.is_offline_mode() else ""
+        raise TextEncoderError(
+            f"text encoder {repo_id!r} is not a local folder and {what}{offline}: pass one of "
+            f"{', '.join(BUILTIN_TEXT_ENCODERS)} or a local folder, or go online to download it"
+        )
+
+    def in_repo(folder: str, filename: str) -> str:
+        return f"{folder}/{filename}" if folder else filename
+
+    try:
+        for encoder_sub, tokenizer_sub in (("text_encoder", "tokenizer"), ("", "")):
+            config = fetch(in_repo(encoder_sub, "config.json"))
+            if config is not None:
+                break
+        else:
+            fail("cannot be found on the Hub or in the Hub cache")
+        tokenizer_dir = None
+        for files in _TOKENIZER_FILE_SETS:
+            paths = [fetch(in_repo(tokenizer_sub, f)) for f in files]
+            if all(paths):
+                tokenizer_dir = os.path.dirname(paths[0])
+                break
+        if tokenizer_dir is None:
+            fail(f"has no tokenizer files (vocab.json and merges.txt, or tokenizer.json) in "
+                 f"{tokenizer_sub or 'its top folder'} on the Hub or in the Hub cache")
+        for extra in _TOKENIZER_EXTRA_FILES:
+            fetch(in_repo(tokenizer_sub, extra))
+        for weights in _WEIGHT_FILES:  # only the first format present, in transformers' order of preference
+            path = fetch(in_repo(encoder_sub, weights))
+            if path is not None:
+                break
+        else:
+            fail("has no text encoder weights on the Hub or in the Hub cache")
+        if weights.endswith(".index.json"):  # a sharded checkpoint: fetch its shards too
+            with open(path, encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+            if not all(fetch(in_repo(encoder_sub, shard)) for shard in shards):
+                fail(f"lacks some of the weight shards {shards}")
+    except HFValidationError:
+        raise TextEncoderError(
+            f"text encoder {repo_id!r} is neither a local folder nor a Hub id: pass a folder that exists, a Hub id "
+            f"such as openai/clip-vit-base-patch32, or one of {', '.join(BUILTIN_TEXT_ENCODERS)}"
+        ) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+        fail(f"is no Hub repo one can read ({_first_line(error)})")
+    except (HfHubHTTPError, OSError) as error:
+        fail(f"cannot be downloaded ({_first_line(error)})")
+    return _load_from_folders(repo_id, os.path.dirname(config), tokenizer_dir)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The conditional UNet
+# ----------------------------------------------------------------------------------------------------------------
+_CROSS_ATTENTION_BLOCKS = {
+    "DownBlock2D": "DownBlock2D",
+    "AttnDownBlock2D": "CrossAttnDownBlock2D",
+    "CrossAttnDownBlock2D": "CrossAttnDownBlock2D",
+    "UpBlock2D": "UpBlock2D",
+    "AttnUpBlock2D": "CrossAttnUpBlock2D",
+    "CrossAttnUpBlock2D": "CrossAttnUpBlock2D",
+}
+
+
+def _init_defaults(cls) -> Dict[str, Any]:
+    return {name: parameter.default for name, parameter in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and parameter.default is not inspect.Parameter.empty}
+
+
+def conditional_unet_config(unet_config: Dict[str, Any], cross_attention_dim: int) -> Dict[str, Any]:
+    """The UNet2DConditionModel config of the same network as `UNet2DModel.from_config(unet_config)`, plus text.
+
+    The resnets, channels, levels, norms, dropout and time embedding stay as they are (keys left out take
+    UNet2DModel's defaults, so a raw preset "unet" dict gets 3 channels as UNet2DModel would give it). The text enters
+    by cross-attention:
+    - every self-attention level (AttnDown/AttnUpBlock2D) becomes a CrossAttn block (self-attention, then
+      cross-attention to the text, then a feed-forward: diffusers' Transformer2DModel);
+    - the mid block is always UNetMidBlock2DCrossAttn, so every model sees the text, even one without attention;
+    - a UNet with no attention level at all (mnist-16) gets cross-attention at the level next to the deepest one, and
+      its mirror up block. (The deepest level runs at the mid block's resolution, so making it cross-attend would
+      not reach a second resolution.) A one-level UNet gets it at its only level.
+
+    Heads: UNet2DModel's `attention_head_dim` is the width of one head (None: one head per block), while
+    UNet2DConditionModel's `attention_head_dim` is, for historical reasons, the number of heads; it is set per level
+    to give the cross-attention blocks the heads of the self-attention they replace.
+    """
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    if isinstance(cross_attention_dim, bool) or not isinstance(cross_attention_dim, int) or cross_attention_dim < 1:
+        raise PresetError(f"cross_attention_dim must be a positive integer (the text encoder's hidden size), "
+                          f"got {cross_attention_dim!r}")
+    plain_defaults = _init_defaults(UNet2DModel)
+    conditional_keys = set(_init_defaults(UNet2DConditionModel))
+    given = {key: value for key, value in unet_config.items() if not key.startswith("_")}
+    unknown = sorted(set(given) - set(plain_defaults) - conditional_keys)
+    if unknown:
+        raise PresetError(f"UNet config keys {unknown} are neither UNet2DModel nor UNet2DConditionModel settings")
+    config = {**plain_defaults, **given}
+
+    # UNet2DModel-only settings: refuse the ones that would silently change the network.
+    plain_only = (("downsample_type", ("conv",)), ("upsample_type", ("conv",)), ("attn_norm_num_groups", (None,)))
+    for key, allowed in plain_only:
+        if config[key] not in allowed:
+            raise PresetError(f"{key}={config[key]!r} has no UNet2DConditionModel equivalent: use {allowed[0]!r} "
+                              f"for a text-conditioned model")
+
+    down, up = list(config["down_block_types"]), list(config["up_block_types"])
+    levels = len(config["block_out_channels"])
+    if len(down) != levels or len(up) != levels:
+        raise PresetError(f"the UNet has {levels} levels (block_out_channels) but {len(down)} down and {len(up)} up "
+                          f"block types")
+    unsupported = sorted({block for block in down + up if block not in _CROSS_ATTENTION_BLOCKS})
+    if unsupported:
+        raise PresetError(f"cannot add text conditioning to {unsupported}: only "
+                          f"{', '.join(sorted(_CROSS_ATTENTION_BLOCKS))} are supported")
+    down = [_CROSS_ATTENTION_BLOCKS[block] for block in down]
+    up = [_CROSS_ATTENTION_BLOCKS[block] for block in up]
+    if not any(block.startswith("CrossAttn") for block in down + up):
+        level = max(levels - 2, 0)  # down block `level` mirrors up block `levels - 1 - level`
+        down[level], up[levels - 1 - level] = "CrossAttnDownBlock2D", "CrossAttnUpBlock2D"
+
+    head_width = config["attention_head_dim"]
+    heads = [1 if head_width is None else max(1, channels // head_width) for channels in config["block_out_channels"]]
+
+    conditional = {key: value for key, value in config.items() if key in conditional_keys}
+    conditional.update(
+        down_block_types=down,
+        up_block_types=up,
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=heads,
+        block_out_channels=list(config["block_out_channels"]),
+    )
+    for key in DATA_DEPENDENT_KEYS:  # JSON-friendly and explicit, even when defaulted
+        conditional[key] = config[key]
+    return conditional
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Captions -> token ids -> embeddings
+# ----------------------------------------------------------------------------------------------------------------
+def tokenize_captions(tokenizer, captions: Sequence[str]) -> torch.Tensor:
+    """(N, tokenizer.model_max_length) int64 token ids, padded and truncated as `encode_prompt` does.
+
+    Training must see the very encodings sampling will use: the same padding to the full length (CLIP attends
+    causally, so the padding tokens' states depend on the whole prompt) and the same truncation.
+    """
+    captions = list(captions)
+    if not captions:
+        return torch.zeros(0, tokenizer.model_max_length, dtype=torch.long)
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+def encode_token_ids(text_encoder, token_ids: torch.Tensor) -> torch.Tensor:
+    """(B, L, hidden) last hidden states, as `encode_prompt` takes them; with gradients if the caller allows."""
+    return text_encoder(token_ids.to(text_encoder.device))[0]
+
+
+class CaptionBank:
+    """A dataset's captions, deduplicated once, so a training step only indexes tensors.
+
+    `captions` lists the distinct captions, the empty prompt "" first (`empty_index` is 0: guidance's unconditional
+    side, always present even when no image has an empty caption); `caption_indices[i]` is image i's caption.
+
+    - Frozen encoder: `precompute_embeddings(text_encoder)` encodes every distinct caption once, under no_grad, in
+      the encoder's dtype and on its device; `embeddings_for(indices)` then indexes them (no encoder call per step,
+      and a few dozen captions for the embedded digits instead of one per image).
+    - Trainable encoder: `token_ids_for(indices)` gives the token ids, which the trainer encodes with gradients
+      (`encode_token_ids`).
+    - More than `max_precomputed` distinct captions (a captioned web dataset): neither the ids nor the embeddings of
+      all of them are kept (10k captions of 77 x 768 float32 states already take 2.4 GB); `token_ids_for` tokenizes
+      the batch's captions on the fly (reading the indices on the host) and `embeddings_for(indices, text_encoder)`
+      encodes them under no_grad.
+    """
+
+    def __init__(self, captions: Sequence[str], tokenizer, max_precomputed: int = MAX_PRECOMPUTED_CAPTIONS):
+        captions = list(captions)
+        bad = [caption for caption in captions if not isinstance(caption, str)]
+        if bad:
+            raise ValueError(f"captions must be strings, got {len(bad)} others, e.g. {bad[0]!r}")
+        self.tokenizer = tokenizer
+        self.max_precomputed = max_precomputed
+        self.captions: List[str] = list(dict.fromkeys(["", *captions]))
+        self.empty_index = 0
+        position = {caption: index for index, caption in enumerate(self.captions)}
+        self.caption_indices = torch.tensor([position[caption] for caption in captions], dtype=torch.long)
+        self.precomputable = len(self.captions) <= max_precomputed
+        self.token_ids: Optional[torch.Tensor] = (
+            tokenize_captions(tokenizer, self.captions) if self.precomputable else None
+        )
+        self.embeddings: Optional[torch.Tensor] = None
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def to(self, device) -> "CaptionBank":
+        """Move the index tables (and the embeddings) to `device`, where the trainer's indices live."""
+        self.caption_indices = self.caption_indices.to(device)
+        if self.token_ids is not None:
+            self.token_ids = self.token_ids.to(device)
+        if self.embeddings is not None:
+            self.embeddings = self.embeddings.to(device)
+        return self
+
+    @torch.no_grad()
+    def precompute_embeddings(self, text_encoder, batch_size: int = 256) -> bool:
+        """Encode all distinct captions once with the (frozen) `text_encoder`; False when there are too many."""
+        if not self.precomputable:
+            return False
+        chunks = [encode_token_ids(text_encoder, ids) for ids in self.token_ids.split(batch_size)]
+        self.embeddings = torch.cat(chunks)
+        self.token_ids = self.token_ids.to(self.embeddings.device)
+        self.caption_indices = self.caption_indices.to(self.embeddings.device)
+        return True
+
+    def token_ids_for(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids of the captions `indices` (into `captions`), on the indices' device."""
+        if self.token_ids is not None:
+            return self.token_ids[indices.to(self.token_ids.device)].to(indices.device)
+        return tokenize_captions(self.tokenizer, [self.captions[i] for i in indices.tolist()]).to(indices.device)
+
+    def embeddings_for(self, indices: torch.Tensor, text_encoder=None) -> torch.Tensor:
+        """(B, L, hidden) frozen-encoder states of the captions `indices`: precomputed, or encoded under no_grad."""
+        if self.embeddings is not None:
+            return self.embeddings[indices.to(self.embeddings.device)]
+        if text_encoder is None:
+            raise ValueError(
+                "no precomputed embeddings (call precompute_embeddings) and no text_encoder to encode with"
+            )
+        with torch.no_grad():
+            return encode_token_ids(text_encoder, self.token_ids_for(indices))
+
+
+def drop_captions(indices: torch.Tensor, probability: float, empty_index: int,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Classifier-free-guidance dropout: each caption index becomes `empty_index` with `probability`.
+
+    The model thus also learns the unconditional prediction, for the empty prompt that guidance uses as its
+    unconditional side (Ho & Salimans 2022). One uniform draw per caption from `generator`, on its device (no host
+    synchronisation), whatever the probability: the generator's stream does not depend on it.
+    """
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"the caption dropout probability must be in [0, 1], got {probability!r}")
+    if indices.device.type != generator.device.type:
+        raise ValueError(f"the caption indices are on {indices.device} but the generator on {generator.device}")
+    drop = torch.rand(indices.shape, generator=generator, device=indices.device) < probability
+    return indices.masked_fill(drop, empty_index)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation prompts
+# ----------------------------------------------------------------------------------------------------------------
+def default_validation_prompts(dataset, limit: int = 4) -> List[str]:
+    """The prompts of validation grids when none are given.
+
+    The embedded digits (labelled, source "embedded:...") get one prompt per digit, "a handwritten digit zero" to
+    "... nine", so a grid shows whether each class is learnt. Other data gets its first `limit` distinct non-empty
+    captions.
+    """
+    if getattr(dataset, "labels", None) is not None and str(getattr(dataset, "source", "")).startswith("embedded:"):
+        return [digit_caption(digit, 0) for digit in range(10)]
+    captions = getattr(dataset, "captions", None)
+    if not captions:
+        raise ValueError(f"the dataset {getattr(dataset, 'source', '')!r} has no captions to take validation prompts "
+                         f"from: pass --validation_prompts")
+    prompts = list(dict.fromkeys(caption for caption in captions if caption.strip()))[:limit]
+    if not prompts:
+        raise ValueError("every caption of the dataset is empty: pass --validation_prompts")
+    return prompts
