@@ -7,6 +7,7 @@ Layout of `<output_dir>/checkpoints/`:
         unet/                       the trained weights (UNet2DModel.from_pretrained loads it)
         unet_ema/                   the EMA weights and the EMA's counters, with --use_ema (EMAModel.from_pretrained)
         optimizer.pt, lr_scheduler.pt, grad_scaler.pt (fp16 only), random_states.pt
+        timestep_sampler.safetensors  the importance sampler's loss history (--timestep_sampler loss-second-moment)
         trainer_state.json          step, data position, loss history; written last
     latest                          a text file naming the newest complete checkpoint
 
@@ -26,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 CHECKPOINT_PREFIX = "checkpoint-"
 LATEST_FILE = "latest"
@@ -244,8 +245,12 @@ def restore_random_states(states: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+SAMPLER_FILE = "timestep_sampler.safetensors"
+
+
 def write_training_state(
-    folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, state: TrainerState, step: int
+    folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, state: TrainerState, step: int,
+    timestep_sampler=None,
 ) -> None:
     """Everything an exactly resumed run needs, into `folder` (trainer_state.json last)."""
     unet.save_pretrained(os.path.join(folder, "unet"))  # safetensors
@@ -256,6 +261,10 @@ def write_training_state(
     torch.save(lr_scheduler.state_dict(), os.path.join(folder, "lr_scheduler.pt"))
     if grad_scaler is not None:
         torch.save(grad_scaler.state_dict(), os.path.join(folder, "grad_scaler.pt"))
+    sampler_state = timestep_sampler.state_dict() if timestep_sampler is not None else {}
+    if sampler_state:
+        save_file({key: value.contiguous().cpu() for key, value in sampler_state.items()},
+                  os.path.join(folder, SAMPLER_FILE))
     # Training itself reseeds every draw per step; these cover anything else that draws from the global RNGs.
     torch.save(capture_random_states(), os.path.join(folder, "random_states.pt"))
     with open(os.path.join(folder, STATE_FILE), "w", encoding="utf-8") as f:
@@ -267,7 +276,7 @@ def _architecture(config) -> Dict[str, Any]:
 
 
 def read_training_state(
-    folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, restore_rng: bool
+    folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, restore_rng: bool, timestep_sampler=None
 ) -> TrainerState:
     """Load a checkpoint written by `write_training_state` into the live objects; returns its TrainerState."""
     with open(os.path.join(folder, "unet", "config.json"), encoding="utf-8") as f:
@@ -297,6 +306,12 @@ def read_training_state(
     scaler_file = os.path.join(folder, "grad_scaler.pt")
     if grad_scaler is not None and os.path.isfile(scaler_file):
         grad_scaler.load_state_dict(torch.load(scaler_file, weights_only=True))
+    if timestep_sampler is not None and timestep_sampler.state_dict():
+        sampler_file = os.path.join(folder, SAMPLER_FILE)
+        if not os.path.isfile(sampler_file):
+            raise CheckpointError(f"{folder} has no timestep sampler state: resume with the --timestep_sampler that"
+                                  " wrote it")
+        timestep_sampler.load_state_dict(load_file(sampler_file, device=str(timestep_sampler.device)))
     if restore_rng:
         restore_random_states(torch.load(os.path.join(folder, "random_states.pt"), weights_only=True))
 

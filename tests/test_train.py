@@ -207,6 +207,25 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_usable(reference_run,
     assert_same_result(output_dir, reference_run)
 
 
+def test_hybrid_loss_with_importance_sampling_resumes_bitwise_exact(tmp_path):
+    """The sampler's loss history is part of the checkpoint: a resumed run draws the same timesteps."""
+    flags = [*TINY, "--train_batch_size", "16", "--max_train_steps", "10", "--checkpointing_steps", "5",
+             "--variance_type", "learned_range", "--loss_type", "hybrid", "--timestep_sampler", "loss-second-moment",
+             "--ddpm_num_steps", "4", "--validation_inference_steps", "4", "--validation_steps", "0",
+             "--report_to", "none"]
+    reference = tmp_path / "reference"
+    launch(*flags, "--output_dir", reference)
+    halfway = load_file(reference / "checkpoints" / "checkpoint-5" / "timestep_sampler.safetensors")
+    assert int(halfway["loss_counts"].min()) >= 10, "the sampler should be past its uniform warm-up by step 5"
+
+    resumed = tmp_path / "resumed"
+    launch(*flags, "--output_dir", resumed, "--resume_from_checkpoint", reference / "checkpoints" / "checkpoint-5")
+    assert_bitwise_equal(unet_weights(resumed / "unet"), unet_weights(reference / "unet"))
+    final = [load_file(run / "checkpoints" / "checkpoint-10" / "timestep_sampler.safetensors")
+             for run in (reference, resumed)]
+    assert_bitwise_equal(final[0], final[1])
+
+
 def test_checkpoints_total_limit_keeps_the_newest(reference_run):
     checkpoints = reference_run / "checkpoints"
     assert sorted(os.listdir(checkpoints)) == ["checkpoint-6", "checkpoint-8", "latest"]
@@ -265,11 +284,18 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 def test_two_processes_shard_the_data_and_stay_in_sync(tmp_path):
     output_dir = tmp_path / "out"
+    # With Improved DDPM's objective and importance-sampled t (T = 4, so the sampler's history fills up): every
+    # process must keep the same loss history, from all processes' losses.
     launch(*TINY, "--max_train_steps", "4", "--train_batch_size", "4", "--gradient_accumulation_steps", "2",
            "--random_flip", "--use_ema", "--checkpointing_steps", "2", "--report_to", "none",
+           "--variance_type", "learned_range", "--loss_type", "hybrid", "--timestep_sampler", "loss-second-moment",
+           "--ddpm_num_steps", "4", "--validation_inference_steps", "4",
            "--output_dir", output_dir, num_processes=2, env={"DDPM_HF_DEBUG_RANKS": "1"})
     ranks = [json.loads((output_dir / "debug" / f"rank-{i}.json").read_text()) for i in range(2)]
     assert ranks[0]["parameters"] == ranks[1]["parameters"]
+    assert ranks[0]["timestep_sampler"] == ranks[1]["timestep_sampler"]
+    sampler = load_file(output_dir / "checkpoints" / "checkpoint-4" / "timestep_sampler.safetensors")
+    assert int(sampler["loss_counts"].sum()) == 4 * 16  # both processes' losses, every step
     batches = [rank["micro_batches"] for rank in ranks]
     assert len(batches[0]) == len(batches[1]) == 4 * 2
     assert {step for step, _ in batches[0]} == {0, 1, 2, 3}

@@ -72,10 +72,14 @@ from ddpm_hf.presets import (
 from ddpm_hf.scheduling_ddpm_posterior import BETA_SCHEDULES
 from ddpm_hf.training_utils import (
     LOSSES,
+    TIMESTEP_SAMPLERS,
     BatchLayout,
     LossMeter,
     NonFiniteLossError,
     StepRandomness,
+    UniformSampler,
+    check_loss_config,
+    make_timestep_sampler,
     micro_batch_loader,
     prepare_micro_batch,
     train_step,
@@ -110,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--variance_type", default="fixed_small",
                        choices=["fixed_small", "fixed_large", "learned_range"],
                        help="the sampler's reverse variance; learned_range doubles the UNet's output channels")
-    model.add_argument("--loss_type", default="simple", choices=sorted(LOSSES), help="simple: the paper's L_simple")
+    model.add_argument("--loss_type", default="simple", choices=list(LOSSES), help="simple: the paper's L_simple;"
+                       " hybrid: L_simple + 0.001 L_vlb, which trains a learned_range variance (Improved DDPM);"
+                       " vlb: the variational bound alone")
+    model.add_argument("--timestep_sampler", default="uniform", choices=list(TIMESTEP_SAMPLERS), help="how t is drawn"
+                       " in training; loss-second-moment: importance sampling by sqrt(E[L_t^2]) (Improved DDPM)")
 
     data = parser.add_argument_group("data (one source; with none, an embedded digit set)")
     data.add_argument("--dataset_name", help="a Hub dataset id, a local dataset folder or a .parquet/.arrow/.csv file")
@@ -224,6 +232,10 @@ def check_args(args, parser: argparse.ArgumentParser) -> None:
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag} must be at least 1, got {value}")
+    try:
+        check_loss_config(args.loss_type, args.variance_type)
+    except ValueError as err:
+        parser.error(str(err))
     if args.validation_inference_steps > args.ddpm_num_steps:
         parser.error(f"--validation_inference_steps {args.validation_inference_steps} exceeds --ddpm_num_steps"
                      f" {args.ddpm_num_steps}")
@@ -412,7 +424,7 @@ class DebugRecorder:
     """Test hooks, off unless their environment variable is set.
 
     DDPM_HF_DEBUG_RANKS=1: each process writes output_dir/debug/rank-<i>.json with a hash of every micro-batch it
-    trained on and a hash of its final parameters (to check sharding and DDP synchronisation).
+    trained on and hashes of its final parameters and timestep-sampler state (to check sharding and synchronisation).
     DDPM_HF_TEST_STEP_DELAY=<seconds>: sleep after every step (so a test can kill the run at a chosen moment).
     """
 
@@ -430,15 +442,22 @@ class DebugRecorder:
         if self.delay:
             time.sleep(self.delay)
 
-    def finish(self, unet) -> None:
-        if not self.enabled:
-            return
+    @staticmethod
+    def digest(state: dict) -> str:
         digest = hashlib.sha256()
-        for name, tensor in sorted(unet.state_dict().items()):
+        for name, tensor in sorted(state.items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def finish(self, unet, timestep_sampler) -> None:
+        if not self.enabled:
+            return
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        write_text_atomically(self.path, json.dumps({"micro_batches": self.batches, "parameters": digest.hexdigest()}))
+        write_text_atomically(self.path, json.dumps({
+            "micro_batches": self.batches, "parameters": self.digest(unet.state_dict()),
+            "timestep_sampler": self.digest(timestep_sampler.state_dict()),
+        }))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -530,6 +549,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
     noise_scheduler: DDPMPosteriorScheduler
+    timestep_sampler: object  # a training_utils sampler: uniform, or importance sampling with a loss history
     layout: BatchLayout
     state: TrainerState
     args: argparse.Namespace
@@ -635,6 +655,7 @@ def start_or_resume(training: Training, num_images: int) -> None:
             resume_from, unet=training.unet, ema=training.ema, optimizer=training.optimizer,
             lr_scheduler=training.lr_scheduler, grad_scaler=accelerator.scaler,
             restore_rng=accelerator.is_main_process,  # the main process wrote its own RNG states
+            timestep_sampler=training.timestep_sampler,
         )
         # The data position is a count of samples, so it carries over to any number of processes.
         logger.info(f"Resumed from {resume_from}: step {training.state.global_step}, data position"
@@ -672,8 +693,9 @@ def train(args) -> None:
     model, optimizer = accelerator.prepare(unet, optimizer)
     if ema is not None:
         ema.to(accelerator.device)
-    training = Training(accelerator, model, ema, optimizer, lr_scheduler, make_noise_scheduler(args), layout,
-                        TrainerState(), args, publisher)
+    sampler = make_timestep_sampler(args.timestep_sampler, args.ddpm_num_steps, device=accelerator.device)
+    training = Training(accelerator, model, ema, optimizer, lr_scheduler, make_noise_scheduler(args), sampler,
+                        layout, TrainerState(), args, publisher)
     start_or_resume(training, num_images=len(data))
 
     if accelerator.is_main_process:
@@ -728,7 +750,9 @@ def run_loop(training: Training, loader, num_images: int) -> None:
                 noise_scheduler=training.noise_scheduler,
                 randomness=StepRandomness(args.seed, state.global_step, accelerator.process_index),
                 max_grad_norm=args.max_grad_norm, ema=training.ema, loss_type=args.loss_type,
+                timestep_sampler=training.timestep_sampler,
             )
+            update_timestep_sampler(training, output)
             state.global_step += 1
             state.samples_seen += training.layout.global_batch_size
             meter.add(state.global_step, output)
@@ -754,7 +778,17 @@ def run_loop(training: Training, loader, num_images: int) -> None:
     # A final checkpoint, so that the run can be extended later (resume with a larger --max_train_steps).
     if args.checkpointing_steps and last_checkpoint_step != state.global_step:
         save_training_checkpoint(training)
-    debug.finish(training.unet)
+    debug.finish(training.unet, training.timestep_sampler)
+
+
+def update_timestep_sampler(training: Training, output) -> None:
+    """Feed the importance sampler every process's losses (a collective, on every process), so that all processes
+    keep the same loss history and draw from the same distribution."""
+    if isinstance(training.timestep_sampler, UniformSampler):
+        return  # nothing to learn
+    accelerator = training.accelerator
+    timesteps, losses = accelerator.gather(output.timesteps), accelerator.gather(output.sample_losses)
+    training.timestep_sampler.update(timesteps, losses)
 
 
 def log_progress(training: Training, meter: LossMeter, throughput: Throughput, progress, num_images: int) -> None:
@@ -779,7 +813,7 @@ def save_training_checkpoint(training: Training) -> None:
         def write(folder):
             write_training_state(folder, unet=training.unet, ema=training.ema, optimizer=training.optimizer,
                                  lr_scheduler=training.lr_scheduler, grad_scaler=accelerator.scaler, state=state,
-                                 step=state.global_step)
+                                 step=state.global_step, timestep_sampler=training.timestep_sampler)
 
         path = save_checkpoint(checkpoint_folder(training.args.output_dir), state.global_step, write,
                                total_limit=training.args.checkpoints_total_limit)
