@@ -430,15 +430,12 @@ def run_nll_command(args) -> Dict[str, Any]:
     (either may be None/empty to skip), .device. Prints the mean total bits/dim with its standard error and the
     prior and decoder means; returns the JSON record.
     """
-    from .pipeline_ddpm_hf import DDPMImagePipeline
+    from .cli import load_pipeline  # a folder or a Hub id, with the CLI's one-line errors
 
     for out in (args.out_png, args.out_json):
         if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
             raise FileNotFoundError(f"Cannot write {out}: its folder does not exist.")
-    if os.path.sep in args.pipeline or args.pipeline.startswith("."):
-        if not os.path.isfile(os.path.join(args.pipeline, "model_index.json")):
-            raise FileNotFoundError(f"{args.pipeline} is not a saved pipeline folder (no model_index.json).")
-    pipeline = DDPMImagePipeline.from_pretrained(args.pipeline).to(args.device)
+    pipeline = load_pipeline(args.pipeline, args.device)
     unet, scheduler = pipeline.unet, pipeline.scheduler
     size = unet.config.sample_size
     if not isinstance(size, int):

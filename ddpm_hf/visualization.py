@@ -4,7 +4,6 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-from diffusers.utils import make_image_grid
 from PIL import Image
 
 MIN_TILE_PIXELS = 64  # small images (8x8 digits) are enlarged so a person can see them
@@ -31,12 +30,23 @@ def grid_shape(n: int) -> tuple:
     return int(np.ceil(n / cols)), cols
 
 
+def make_image_grid(images: Sequence[Image.Image], rows: int, cols: int) -> Image.Image:
+    """`rows` x `cols` cells filled row by row, in the images' own mode (diffusers' make_image_grid makes it RGB)."""
+    images = list(images)
+    if len(images) > rows * cols:
+        raise ValueError(f"{len(images)} images do not fit a {rows}x{cols} grid.")
+    w, h = images[0].size
+    grid = Image.new(images[0].mode, (cols * w, rows * h))
+    for i, image in enumerate(images):
+        grid.paste(image, box=(i % cols * w, i // cols * h))
+    return grid
+
+
 def image_grid(images: Sequence[Image.Image]) -> Image.Image:
     """A near-square grid; missing cells are black."""
     images = list(images)
     rows, cols = grid_shape(len(images))
-    blank = Image.new(images[0].mode, images[0].size)
-    return make_image_grid(images + [blank] * (rows * cols - len(images)), rows, cols)
+    return make_image_grid(images, rows, cols)
 
 
 def trajectory_strip(trajectory, max_images: int = 4) -> Image.Image:
