@@ -25,7 +25,7 @@ from .data import random_flip, to_model_range
 from .likelihood import LN2, discretized_gaussian_log_likelihood, normal_kl
 
 # Purposes, so that the streams of one micro-batch are independent of each other.
-_EPOCH, _FLIP, _NOISE, _DROPOUT = 0, 1, 2, 3
+_EPOCH, _FLIP, _NOISE, _DROPOUT, _CAPTION_DROPOUT = 0, 1, 2, 3, 4
 
 
 def derive_seed(*keys: int) -> int:
@@ -119,22 +119,25 @@ class MicroBatchKeys(torch.utils.data.Sampler):
 
 class ImageBatches(torch.utils.data.Dataset):
     """A micro-batch key -> its uint8 images, flipped as the key's seed says: all the per-step CPU work on data.
+    With `captions` (one caption index per image) it gives (images, their caption indices) instead.
 
     It runs in DataLoader workers when there are any; the images were decoded once, so this is only indexing.
     """
 
-    def __init__(self, pixels: torch.Tensor, seed: int, process_index: int, flip: bool):
+    def __init__(self, pixels: torch.Tensor, seed: int, process_index: int, flip: bool,
+                 captions: Optional[torch.Tensor] = None):
         self.pixels, self.seed, self.process_index, self.flip = pixels, seed, process_index, flip
+        self.captions = captions
 
     def __len__(self) -> int:
         return len(self.pixels)
 
-    def __getitem__(self, key: MicroBatchKey) -> torch.Tensor:
+    def __getitem__(self, key: MicroBatchKey):
         batch = self.pixels[key.indices]
         if self.flip:
             seed = derive_seed(self.seed, _FLIP, key.step, self.process_index, key.micro)
             batch = random_flip(batch, torch.Generator().manual_seed(seed))
-        return batch
+        return batch if self.captions is None else (batch, self.captions[key.indices])
 
 
 def micro_batch_loader(
@@ -148,12 +151,16 @@ def micro_batch_loader(
     flip: bool,
     num_workers: int = 0,
     pin_memory: bool = False,
+    captions: Optional[torch.Tensor] = None,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader over this process's uint8 micro-batches, in training order (workers keep the order)."""
+    """A DataLoader over this process's uint8 micro-batches, in training order (workers keep the order).
+
+    With `captions` (N,) caption indices, each item is (images, caption indices); else just the images.
+    """
     stream = DataStream(len(pixels), seed)
     keys = MicroBatchKeys(stream, layout, first_step, last_step, first_position)
     return torch.utils.data.DataLoader(
-        ImageBatches(pixels, seed, layout.process_index, flip),
+        ImageBatches(pixels, seed, layout.process_index, flip, captions),
         sampler=keys,
         batch_size=None,  # each key already names a whole micro-batch
         num_workers=num_workers,
@@ -483,6 +490,12 @@ class StepRandomness:
     def noise_generator(self, micro: int, device) -> torch.Generator:
         device = torch.device(device)
         return torch.Generator(device).manual_seed(derive_seed(self.seed, _NOISE, self.step, self.process_index, micro))
+
+    def caption_dropout_generator(self, micro: int, device) -> torch.Generator:
+        """Which captions classifier-free-guidance training replaces by the empty prompt."""
+        device = torch.device(device)
+        seed = derive_seed(self.seed, _CAPTION_DROPOUT, self.step, self.process_index, micro)
+        return torch.Generator(device).manual_seed(seed)
 
     def seed_dropout(self, micro: int, device) -> None:
         """Reseed the global generator that dropout on `device` draws from (validation or a library may use it too).

@@ -209,16 +209,15 @@ def resnet_shapes(model):
 
 
 def test_shipped_presets_are_covered():
-    assert set(available_presets()) == {"tiny", "mnist-16", "ddpm-cifar10"}
+    assert set(available_presets()) == {"tiny", "mnist-16", "mnist-16-text", "ddpm-cifar10"}
 
 
 @pytest.mark.parametrize(
     "name, down, up, heads",
     [
         ("tiny", ["DownBlock2D", "CrossAttnDownBlock2D"], ["CrossAttnUpBlock2D", "UpBlock2D"], [2, 4]),
-        # No attention level: the text reaches the 8x8 level as well as the 4x4 mid block.
-        ("mnist-16", ["DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-         ["UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], [2, 4, 8]),
+        # No attention level: the text enters through the 4x4 mid block only.
+        ("mnist-16", ["DownBlock2D"] * 3, ["UpBlock2D"] * 3, [2, 4, 8]),
     ],
 )
 def test_small_presets_build_cross_attend_and_keep_their_resnets(name, down, up, heads):

@@ -5,6 +5,11 @@
     accelerate launch training/train.py                        # the default: MNIST digits, ~10 min on 2 CPU cores
     accelerate launch training/train.py --preset ddpm-cifar10  # the paper's CIFAR-10 model (data from the Hub)
     accelerate launch training/train.py --preset tiny --train_data_dir my_pictures --resolution 32
+    accelerate launch training/train.py --preset mnist-16-text              # text to image: captioned digits
+
+With captions (--caption_column, or --text_encoder_name_or_path) it trains a DDPMTextToImagePipeline instead: a
+UNet2DConditionModel cross-attending to a frozen CLIP text encoder, with captions dropped now and then
+(--conditioning_dropout_prob) so that classifier-free guidance works.
 
 The story: read the flags (a preset supplies the UNet and its training defaults; explicit flags win), load the
 images once into memory, build the UNet, the noise scheduler, the optimizer and the EMA, resume from a checkpoint if
@@ -21,6 +26,7 @@ folder is complete; `accelerate launch` reports any failure as 1).
 
 import argparse
 import contextlib
+import glob
 import hashlib
 import json
 import logging
@@ -37,14 +43,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
-from diffusers import UNet2DModel
+from diffusers import UNet2DConditionModel, UNet2DModel
 from diffusers.optimization import SchedulerType, get_scheduler
 from diffusers.training_utils import EMAModel
 from diffusers.utils import make_image_grid
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
+from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler, DDPMTextToImagePipeline
 from ddpm_hf.checkpointing import (
     CheckpointError,
     TrainerState,
@@ -70,6 +76,15 @@ from ddpm_hf.presets import (
     unet_config_for_data,
 )
 from ddpm_hf.scheduling_ddpm_posterior import BETA_SCHEDULES
+from ddpm_hf.text_conditioning import (
+    BUILTIN_TEXT_ENCODERS,
+    CaptionBank,
+    TextEncoderError,
+    conditional_unet_config,
+    default_validation_prompts,
+    drop_captions,
+    load_text_components,
+)
 from ddpm_hf.training_utils import (
     LOSSES,
     TIMESTEP_SAMPLERS,
@@ -127,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--embedded_dataset", choices=EMBEDDED_DATASETS, help="digit sets shipped inside installed"
                       f" packages, no download (default {DEFAULT_EMBEDDED_DATASET})")
     data.add_argument("--image_column", default="image")
-    data.add_argument("--caption_column", help="loaded and checked, unused by unconditional training")
+    data.add_argument("--caption_column", help="train text to image on this column's captions (an image folder's"
+                      " metadata.jsonl, a dataset column; the embedded digits have captions under any name)")
     data.add_argument("--resolution", type=int, help="images are resized to resolution x resolution (default: the"
                       " preset's, else the model config's sample_size, else 32)")
     data.add_argument("--center_crop", action=bool_flag, default=False, help="crop the centre square, do not squash")
@@ -178,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--resume_from_checkpoint", help="'latest' (starts afresh when there is none yet), a"
                         " checkpoint folder, or a checkpoint name under output_dir/checkpoints")
 
+    text = parser.add_argument_group("text to image (trains a DDPMTextToImagePipeline)")
+    text.add_argument("--text_encoder_name_or_path", help=f"the frozen CLIP text encoder and tokenizer: a Hub id (e.g."
+                      f" openai/clip-vit-base-patch32), a local folder, or {' / '.join(BUILTIN_TEXT_ENCODERS)} (the real"
+                      f" CLIP vocabulary with a small random encoder, offline; the default with --caption_column)")
+    text.add_argument("--conditioning_dropout_prob", type=float, default=0.1, help="captions replaced by the empty"
+                      " prompt during training, so that the model also learns the unconditional side of guidance")
+    text.add_argument("--validation_prompts", nargs="+", help="one grid row per prompt (default: the ten digit"
+                      " prompts for embedded digits, else the first distinct captions)")
+    text.add_argument("--validation_guidance_scale", type=float, default=3.0, help="validation grids are drawn with"
+                      " this guidance scale and without guidance (1.0)")
+
     hub = parser.add_argument_group("publishing on the Hugging Face Hub")
     hub.add_argument("--push_to_hub", action=bool_flag, default=False, help="publish the pipeline and its model card:"
                      " in the background at every checkpoint, awaited at the end")
@@ -206,6 +233,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         apply_preset_defaults(args, load_preset(args.preset).training, given, parser)
     if not any(getattr(args, flag) for flag in ("dataset_name", "train_data_dir", "embedded_dataset")):
         args.embedded_dataset = DEFAULT_EMBEDDED_DATASET
+    args.text_to_image = bool(args.caption_column or args.text_encoder_name_or_path)
+    if args.text_to_image:
+        args.caption_column = args.caption_column or "text"  # diffusers' examples and metadata.jsonl use "text"
+        args.text_encoder_name_or_path = args.text_encoder_name_or_path or BUILTIN_TEXT_ENCODERS[0]
     check_args(args, parser)
     return args
 
@@ -242,6 +273,8 @@ def check_args(args, parser: argparse.ArgumentParser) -> None:
     if args.eval_nll_steps is not None and not 1 <= args.eval_nll_steps <= args.ddpm_num_steps:
         parser.error(f"--eval_nll_steps must be between 1 and --ddpm_num_steps {args.ddpm_num_steps}, got"
                      f" {args.eval_nll_steps}")
+    if not 0.0 <= args.conditioning_dropout_prob <= 1.0:
+        parser.error(f"--conditioning_dropout_prob must be in [0, 1], got {args.conditioning_dropout_prob}")
     for flag in ("dataloader_num_workers", "checkpointing_steps", "validation_steps", "eval_nll_images"):
         if (getattr(args, flag) or 0) < 0:
             parser.error(f"--{flag} must be 0 or more, got {getattr(args, flag)}")
@@ -282,7 +315,7 @@ def make_noise_scheduler(args) -> DDPMPosteriorScheduler:
     )
 
 
-def make_ema(unet: UNet2DModel, args) -> EMAModel:
+def make_ema(unet, args) -> EMAModel:
     return EMAModel(
         unet.parameters(),
         decay=args.ema_max_decay,
@@ -291,7 +324,7 @@ def make_ema(unet: UNet2DModel, args) -> EMAModel:
         inv_gamma=args.ema_inv_gamma,
         power=args.ema_power,
         foreach=True,
-        model_cls=UNet2DModel,
+        model_cls=type(unet),
         model_config=unet.config,
     )
 
@@ -313,11 +346,38 @@ def ema_weights(ema, unet):
 # ----------------------------------------------------------------------------------------------------------------
 # Sampling and pictures
 # ----------------------------------------------------------------------------------------------------------------
-def image_grid(images, min_cell: int = 64):
-    """A near-square grid, each image scaled up (nearest) to at least `min_cell` pixels so small digits are visible."""
-    rows = int(math.sqrt(len(images)))
-    while len(images) % rows:
-        rows -= 1
+@dataclass
+class TextConditioning:
+    """What a text-to-image run adds: the frozen CLIP parts, every caption's encoding, and the validation prompts."""
+
+    tokenizer: object
+    text_encoder: torch.nn.Module
+    bank: CaptionBank  # unique captions, one index per training image, their encodings computed once
+    dropout_prob: float
+    prompts: list
+
+    def encoder_hidden_states(self, caption_indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The UNet's conditioning for a micro-batch, some captions replaced by the empty prompt (for guidance)."""
+        kept = drop_captions(caption_indices, self.dropout_prob, self.bank.empty_index, generator)
+        return self.bank.embeddings_for(kept, text_encoder=self.text_encoder)
+
+
+def make_pipeline(unet, noise_scheduler, text: Optional[TextConditioning]):
+    """The pipeline the run trains, around `unet` (with a fresh scheduler, so sampling never touches training's)."""
+    scheduler = DDPMPosteriorScheduler.from_config(noise_scheduler.config)
+    if text is None:
+        return DDPMImagePipeline(unet=unet, scheduler=scheduler)
+    return DDPMTextToImagePipeline(unet=unet, scheduler=scheduler, text_encoder=text.text_encoder,
+                                   tokenizer=text.tokenizer)
+
+
+def image_grid(images, rows: Optional[int] = None, min_cell: int = 64):
+    """A grid (near-square unless `rows` is given), each image scaled up (nearest) to at least `min_cell` pixels so
+    small digits are visible."""
+    if rows is None:
+        rows = int(math.sqrt(len(images)))
+        while len(images) % rows:
+            rows -= 1
     scale = max(1, -(-min_cell // images[0].width))
     if scale > 1:
         images = [image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
@@ -326,38 +386,54 @@ def image_grid(images, min_cell: int = 64):
 
 
 @torch.no_grad()
-def sample_grid(unet, noise_scheduler, args):
-    """A grid of `num_validation_images` samples from a fixed generator, so successive grids are comparable."""
-    pipeline = DDPMImagePipeline(unet=unet, scheduler=DDPMPosteriorScheduler.from_config(noise_scheduler.config))
+def sample_grids(unet, noise_scheduler, args, text: Optional[TextConditioning]) -> dict:
+    """{name: grid} from a fixed generator, so successive grids are comparable; the first is the run's samples.png.
+
+    Unconditional: one grid of `num_validation_images`. Text to image: one row per validation prompt, drawn with
+    guidance and, from the same noise, without it.
+    """
+    pipeline = make_pipeline(unet, noise_scheduler, text)
     pipeline.set_progress_bar_config(disable=True)
+    common = dict(num_inference_steps=args.validation_inference_steps, output_type="pil")
+    def generator():
+        return torch.Generator("cpu").manual_seed(args.seed)  # the same noise on every device
     was_training = unet.training
     unet.eval()
     try:
-        images = pipeline(
-            batch_size=args.num_validation_images,
-            generator=torch.Generator("cpu").manual_seed(args.seed),  # the same noise on every device
-            num_inference_steps=args.validation_inference_steps,
-            output_type="pil",
-        ).images
+        if text is None:
+            images = pipeline(batch_size=args.num_validation_images, generator=generator(), **common).images
+            return {"": image_grid(images)}
+        per_prompt = max(1, args.num_validation_images // len(text.prompts))
+        grids = {}
+        for scale in dict.fromkeys([args.validation_guidance_scale, 1.0]):
+            images = pipeline(prompt=text.prompts, num_images_per_prompt=per_prompt, guidance_scale=scale,
+                              generator=generator(), **common).images
+            grids[f"guidance-{scale:g}"] = image_grid(images, rows=len(text.prompts))
+        return grids
     finally:
         unet.train(was_training)
-    return image_grid(images)
+
+
+def grid_path(folder: str, step: int, name: str) -> str:
+    return os.path.join(folder, f"step-{step}{'-' + name if name else ''}.png")
 
 
 def log_validation(training) -> None:
-    """Main process only: a sample grid to output_dir/validation/step-N.png and to the trackers. No collectives."""
+    """Main process only: sample grids to output_dir/validation/step-N[-name].png and to the trackers. No collectives."""
     args, step = training.args, training.state.global_step
     unet = training.accelerator.unwrap_model(training.model)
     with ema_weights(training.ema, unet):
-        grid = sample_grid(unet, training.noise_scheduler, args)
+        grids = sample_grids(unet, training.noise_scheduler, args, training.text)
     folder = os.path.join(args.output_dir, "validation")
     os.makedirs(folder, exist_ok=True)
-    save_image_atomically(grid, os.path.join(folder, f"step-{step}.png"))
-    for tracker in training.accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.log_images({"validation": np.asarray(grid.convert("RGB"))[None]}, step=step, dataformats="NHWC")
-        elif tracker.name == "wandb":
-            tracker.log_images({"validation": [grid]}, step=step)
+    for name, grid in grids.items():
+        save_image_atomically(grid, grid_path(folder, step, name))
+        tag = f"validation/{name}" if name else "validation"
+        for tracker in training.accelerator.trackers:
+            if tracker.name == "tensorboard":
+                tracker.log_images({tag: np.asarray(grid.convert("RGB"))[None]}, step=step, dataformats="NHWC")
+            elif tracker.name == "wandb":
+                tracker.log_images({tag: [grid]}, step=step)
 
 
 def plot_loss_curve(loss_history, path: str) -> None:
@@ -491,9 +567,13 @@ def model_card_kwargs(args, accelerator, step: int, metrics: Optional[dict] = No
     config.update(global_step=step, hardware=hardware_description(accelerator), num_processes=accelerator.num_processes)
     for flag in ("push_to_hub", "hub_model_id", "hub_private_repo", "hub_revision", "resume_from_checkpoint"):
         config.pop(flag, None)
+    caption = (f"Uncurated samples after {step} training steps ({args.validation_inference_steps}-step respaced chain,"
+               f" seed {args.seed})")
+    if args.text_to_image:
+        prompts = "; ".join(f'"{prompt}"' for prompt in args.validation_prompts)
+        caption += f", one row per prompt ({prompts}), guidance scale {args.validation_guidance_scale:g}"
     return dict(training_config=config, dataset_name=data_description(args), metrics=metrics,
-                sample_caption=f"Uncurated samples after {step} training steps ({args.validation_inference_steps}-step"
-                f" respaced chain, seed {args.seed}).")
+                sample_caption=caption + ".")
 
 
 class HubPublisher:
@@ -502,15 +582,16 @@ class HubPublisher:
 
     def __init__(self, args, accelerator):
         self.args, self.accelerator = args, accelerator
-        self.repo_id = create_hub_repo(repo_name(args),
-                                       token=args.hub_token, private=args.hub_private_repo, revision=args.hub_revision)
+        self.repo_id = create_hub_repo(repo_name(args), token=args.hub_token, private=args.hub_private_repo,
+                                       revision=args.hub_revision)
         self.background = []
         logger.info(f"Publishing to the Hub repo {self.repo_id}")
 
     def push(self, pipeline, step: int, *, grid: Optional[str], metrics=None, final: bool):
         kwargs = dict(
             token=self.args.hub_token, private=self.args.hub_private_repo, revision=self.args.hub_revision,
-            model_card_kwargs=model_card_kwargs(self.args, self.accelerator, step, metrics), extra_files={"samples.png": grid} if grid else None,
+            model_card_kwargs=model_card_kwargs(self.args, self.accelerator, step, metrics),
+            extra_files={"samples.png": grid} if grid else None,
         )
         if not final:
             # Saved now (the weights of this step), uploaded by huggingface_hub's worker thread while we train on.
@@ -554,9 +635,10 @@ class Training:
     state: TrainerState
     args: argparse.Namespace
     publisher: Optional[HubPublisher] = None  # on the main process with --push_to_hub
+    text: Optional[TextConditioning] = None  # text-to-image runs
 
     @property
-    def unet(self) -> UNet2DModel:
+    def unet(self):
         return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
 
 
@@ -603,7 +685,7 @@ def load_training_data(args, accelerator):
             train_data_dir=args.train_data_dir,
             embedded=args.embedded_dataset,
             image_column=args.image_column,
-            caption_column=args.caption_column,
+            caption_column=args.caption_column if args.text_to_image else None,
             resolution=args.resolution,
             center_crop=args.center_crop,
             channels=args.channels,
@@ -613,18 +695,38 @@ def load_training_data(args, accelerator):
         )
 
 
-def build_unet(args, architecture: dict, channels: int) -> UNet2DModel:
+def build_unet(args, architecture: dict, channels: int, cross_attention_dim: Optional[int] = None):
+    """A UNet2DModel, or with `cross_attention_dim` a UNet2DConditionModel of the same shape that attends to text."""
     learned_variance = args.variance_type == "learned_range"
     if learned_variance and args.loss_type == "simple":
         logger.warning("--variance_type learned_range with --loss_type simple: L_simple does not train the variance"
                        " channels, so sampling uses an untrained variance.")
     set_seed(args.seed)  # the same initial weights on every process
-    unet = UNet2DModel.from_config(unet_config_for_data(
-        architecture, channels=channels, resolution=args.resolution, learned_variance=learned_variance
-    ))
+    config = unet_config_for_data(architecture, channels=channels, resolution=args.resolution,
+                                  learned_variance=learned_variance)
+    if cross_attention_dim is None:
+        unet = UNet2DModel.from_config(config)
+    else:
+        unet = UNet2DConditionModel.from_config(conditional_unet_config(config, cross_attention_dim))
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     return unet
+
+
+def load_text_conditioning(args, data, accelerator) -> TextConditioning:
+    """The frozen CLIP parts, and every training caption encoded once (on every process alike)."""
+    if data.captions is None or not any(data.captions):
+        raise DataError(f"--caption_column {args.caption_column}: the training data has no captions there; give the"
+                        " column that holds them (an image folder needs a metadata.jsonl with that key)")
+    with accelerator.main_process_first():  # the main process downloads a Hub encoder first
+        tokenizer, text_encoder = load_text_components(args.text_encoder_name_or_path, seed=args.seed)
+    text_encoder.requires_grad_(False).eval().to(accelerator.device)
+    bank = CaptionBank(data.captions, tokenizer).to(accelerator.device)
+    bank.precompute_embeddings(text_encoder)  # no encoder call per step (unless there are very many captions)
+    args.validation_prompts = args.validation_prompts or default_validation_prompts(data)
+    logger.info(f"Text to image: {len(bank.captions) - 1} distinct captions, text encoder"
+                f" {args.text_encoder_name_or_path} (frozen, hidden size {text_encoder.config.hidden_size})")
+    return TextConditioning(tokenizer, text_encoder, bank, args.conditioning_dropout_prob, args.validation_prompts)
 
 
 def make_optimizer(unet, args, max_train_steps: int):
@@ -681,8 +783,10 @@ def train(args) -> None:
     args.resolution = args.resolution or default_resolution(architecture)
     check_resolution(args.resolution, architecture)
     data = load_training_data(args, accelerator)
+    text = load_text_conditioning(args, data, accelerator) if args.text_to_image else None
 
-    unet = build_unet(args, architecture, data.channels)
+    unet = build_unet(args, architecture, data.channels,
+                      cross_attention_dim=text.text_encoder.config.hidden_size if text is not None else None)
     ema = make_ema(unet, args) if args.use_ema else None
     layout = BatchLayout(args.train_batch_size, accelerator.num_processes, accelerator.process_index,
                          args.gradient_accumulation_steps)
@@ -695,7 +799,7 @@ def train(args) -> None:
         ema.to(accelerator.device)
     sampler = make_timestep_sampler(args.timestep_sampler, args.ddpm_num_steps, device=accelerator.device)
     training = Training(accelerator, model, ema, optimizer, lr_scheduler, make_noise_scheduler(args), sampler,
-                        layout, TrainerState(), args, publisher)
+                        layout, TrainerState(), args, publisher, text)
     start_or_resume(training, num_images=len(data))
 
     if accelerator.is_main_process:
@@ -708,6 +812,7 @@ def train(args) -> None:
         data.pixels, seed=args.seed, layout=layout, first_step=state.global_step, last_step=args.max_train_steps,
         first_position=state.samples_seen, flip=args.random_flip, num_workers=args.dataloader_num_workers,
         pin_memory=accelerator.device.type == "cuda",
+        captions=text.bank.caption_indices.cpu() if text is not None else None,
     )
     logger.info(
         f"Training on {len(data)} images from {data.source} ({data.channels}x{args.resolution}x{args.resolution}),"
@@ -742,15 +847,17 @@ def run_loop(training: Training, loader, num_images: int) -> None:
 
     with progress:  # closed on errors too, so that a message printed after it starts on a line of its own
         while state.global_step < args.max_train_steps:
-            pixels = [next(micro_batches) for _ in range(args.gradient_accumulation_steps)]
+            items = [next(micro_batches) for _ in range(args.gradient_accumulation_steps)]
+            pixels = [item[0] for item in items] if training.text is not None else items
             debug.micro_batches(state.global_step, pixels)
+            randomness = StepRandomness(args.seed, state.global_step, accelerator.process_index)
             output = train_step(
                 training.model, [prepare_micro_batch(batch, accelerator.device) for batch in pixels],
                 accelerator=accelerator, optimizer=training.optimizer, lr_scheduler=training.lr_scheduler,
-                noise_scheduler=training.noise_scheduler,
-                randomness=StepRandomness(args.seed, state.global_step, accelerator.process_index),
+                noise_scheduler=training.noise_scheduler, randomness=randomness,
                 max_grad_norm=args.max_grad_norm, ema=training.ema, loss_type=args.loss_type,
                 timestep_sampler=training.timestep_sampler,
+                micro_batch_kwargs=text_conditioning_kwargs(training, items, randomness),
             )
             update_timestep_sampler(training, output)
             state.global_step += 1
@@ -779,6 +886,16 @@ def run_loop(training: Training, loader, num_images: int) -> None:
     if args.checkpointing_steps and last_checkpoint_step != state.global_step:
         save_training_checkpoint(training)
     debug.finish(training.unet, training.timestep_sampler)
+
+
+def text_conditioning_kwargs(training: Training, items, randomness: StepRandomness) -> Optional[list]:
+    """Per micro-batch, the UNet's `encoder_hidden_states`: its captions' encodings, some dropped for guidance."""
+    if training.text is None:
+        return None
+    device = training.accelerator.device
+    return [{"encoder_hidden_states": training.text.encoder_hidden_states(
+                captions.to(device, non_blocking=True), randomness.caption_dropout_generator(micro, device))}
+            for micro, (_, captions) in enumerate(items)]
 
 
 def update_timestep_sampler(training: Training, output) -> None:
@@ -824,11 +941,10 @@ def save_training_checkpoint(training: Training) -> None:
 def push_checkpoint_pipeline(training: Training) -> None:
     """Main process only: the current (EMA) weights to the Hub in the background, with this step's grid if any."""
     step, unet = training.state.global_step, training.unet
-    grid = os.path.join(training.args.output_dir, "validation", f"step-{step}.png")
+    grids = sorted(glob.glob(os.path.join(glob.escape(training.args.output_dir), "validation", f"step-{step}*.png")))
     with ema_weights(training.ema, unet):
-        pipeline = DDPMImagePipeline(unet=unet, scheduler=DDPMPosteriorScheduler.from_config(
-            training.noise_scheduler.config))
-        training.publisher.push(pipeline, step, grid=grid if os.path.isfile(grid) else None, final=False)
+        pipeline = make_pipeline(unet, training.noise_scheduler, training.text)
+        training.publisher.push(pipeline, step, grid=grids[0] if grids else None, final=False)
 
 
 def save_final_outputs(training: Training, data) -> tuple:
@@ -837,12 +953,13 @@ def save_final_outputs(training: Training, data) -> tuple:
     args, unet, accelerator = training.args, training.unet, training.accelerator
     if training.ema is not None:
         training.ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model now
-    scheduler = DDPMPosteriorScheduler.from_config(training.noise_scheduler.config)
-    pipeline = DDPMImagePipeline(unet=unet, scheduler=scheduler)
+    pipeline = make_pipeline(unet, training.noise_scheduler, training.text)
     pipeline.save_pretrained(args.output_dir)
-    save_image_atomically(sample_grid(unet, scheduler, args), os.path.join(args.output_dir, "samples.png"))
+    grids = sample_grids(unet, training.noise_scheduler, args, training.text)
+    for index, (name, grid) in enumerate(grids.items()):  # samples.png; for text to image also samples-guidance-1.png
+        save_image_atomically(grid, os.path.join(args.output_dir, "samples.png" if index == 0 else f"samples-{name}.png"))
     plot_loss_curve(training.state.loss_history, os.path.join(args.output_dir, "loss_curve.png"))
-    metrics = evaluate_nll(pipeline, data, args) if args.eval_nll_images else None
+    metrics = evaluate_nll(pipeline, data, args, training.text) if args.eval_nll_images else None
     card = render_model_card(pipeline, repo_id=repo_name(args), sample_grid_filename="samples.png",
                              **model_card_kwargs(args, accelerator, training.state.global_step, metrics))
     write_text_atomically(os.path.join(args.output_dir, "README.md"), str(card))
@@ -851,24 +968,30 @@ def save_final_outputs(training: Training, data) -> tuple:
 
 
 @torch.no_grad()
-def evaluate_nll(pipeline, data, args) -> dict:
-    """The variational bound of the trained model on --eval_nll_images training images: nll.json, nll_terms.png."""
+def evaluate_nll(pipeline, data, args, text: Optional[TextConditioning]) -> dict:
+    """The variational bound of the trained model on --eval_nll_images training images (given their captions, for
+    text to image): nll.json, nll_terms.png, and the metric for the model card."""
     count = min(args.eval_nll_images, len(data))
     chosen = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:count]
     images = to_model_range(data.pixels[chosen]).to(pipeline.unet.device)
+    model_kwargs = None
+    if text is not None:
+        caption_indices = text.bank.caption_indices[chosen.to(text.bank.caption_indices.device)]
+        model_kwargs = {"encoder_hidden_states": text.bank.embeddings_for(caption_indices, text_encoder=text.text_encoder)}
     steps = args.eval_nll_steps or args.ddpm_num_steps
     chain = list(range(args.ddpm_num_steps - 1, -1, -1)) if steps == args.ddpm_num_steps else steps
     was_training = pipeline.unet.training
     pipeline.unet.eval()
     try:
         bound = variational_bound(pipeline.unet, pipeline.scheduler, images, batch_size=256, timesteps=chain,
-                                  generator=torch.Generator().manual_seed(args.seed))
+                                  generator=torch.Generator().manual_seed(args.seed), model_kwargs=model_kwargs)
     finally:
         pipeline.unet.train(was_training)
     summary = bound.summary()
     chain_name = "the full chain" if steps == args.ddpm_num_steps else f"a respaced {steps}-step chain"
+    given = " given their captions" if text is not None else ""
     how = (f"variational bound (prior + denoising KLs + discretized decoder) of {chain_name} on {count} training"
-           f" images, ± {summary['total_bpd_stderr']:.3f} standard error (ddpm_hf.variational_bound)")
+           f" images{given}, ± {summary['total_bpd_stderr']:.3f} standard error (ddpm_hf.variational_bound)")
     record = {"description": how, "steps": steps, **summary, "timesteps": bound.timesteps.tolist(),
               "mean_terms_bpd": bound.terms_bpd.mean(0).tolist()}
     write_text_atomically(os.path.join(args.output_dir, "nll.json"), json.dumps(record, indent=2) + "\n")
@@ -893,7 +1016,7 @@ def main(argv=None) -> int:
     try:
         args = parse_args(argv)
         train(args)
-    except (DataError, PresetError, CheckpointError) as err:
+    except (DataError, PresetError, CheckpointError, TextEncoderError) as err:
         report(f"error: {err}")
         return 2
     except NonFiniteLossError as err:

@@ -1,0 +1,113 @@
+"""The trainer on captions: a DDPMTextToImagePipeline that loads, resumes bit for bit, runs on two processes, and whose
+text steers what it draws (judged by a digit classifier fitted on real digits)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_python
+from PIL import Image
+from test_train import TINY, assert_bitwise_equal, error_lines, launch, run_script, unet_weights
+
+# The tiny preset on captioned 8x8 digits, with the builtin CLIP (real vocabulary, small random encoder, frozen).
+TEXT = [*TINY, "--embedded_dataset", "digits", "--caption_column", "text", "--report_to", "none"]
+PROMPTS = ["a handwritten digit one", "the digit 2"]
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory) -> Path:
+    output_dir = tmp_path_factory.mktemp("text") / "out"
+    launch(*TEXT, "--max_train_steps", "6", "--checkpointing_steps", "3", "--validation_steps", "3", "--use_ema",
+           "--conditioning_dropout_prob", "0.5", "--num_validation_images", "6", "--validation_prompts", *PROMPTS,
+           "--output_dir", output_dir)
+    return output_dir
+
+
+def test_text_run_saves_a_text_to_image_pipeline_with_prompt_grids(text_run):
+    index = json.loads((text_run / "model_index.json").read_text())
+    assert index["_class_name"][1] == "DDPMTextToImagePipeline"
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and index["text_encoder"][1] == "CLIPTextModel"
+    args = json.loads((text_run / "training_args.json").read_text())
+    assert args["text_encoder_name_or_path"] == "builtin:tiny" and args["validation_prompts"] == PROMPTS
+    # One row per prompt, 6 // 2 = 3 images per row, each 8x8 digit shown at 64x64; with and without guidance.
+    for name in ("step-3-guidance-3.png", "step-3-guidance-1.png", "step-6-guidance-3.png", "step-6-guidance-1.png"):
+        assert Image.open(text_run / "validation" / name).size == (3 * 64, 2 * 64)
+    assert Image.open(text_run / "samples.png").size == (3 * 64, 2 * 64)
+    assert (text_run / "samples-guidance-1.png").is_file()
+    card = (text_run / "README.md").read_text()
+    assert "pipeline_tag: text-to-image" in card and '"the digit 2"' in card
+
+
+def test_text_pipeline_loads_in_a_fresh_process_and_follows_guidance(text_run):
+    stdout = run_python(f"""
+import json, torch
+from ddpm_hf import DDPMTextToImagePipeline
+pipe = DDPMTextToImagePipeline.from_pretrained({str(text_run)!r})
+pipe.set_progress_bar_config(disable=True)
+def draw(scale):
+    return pipe({PROMPTS!r}, guidance_scale=scale, num_inference_steps=5, generator=torch.Generator().manual_seed(0),
+                output_type="np").images
+print(json.dumps([type(pipe.unet).__name__, float(abs(draw(3.0) - draw(1.0)).max()), list(draw(1.0).shape)]))
+""")
+    unet, difference, shape = json.loads(stdout.strip().splitlines()[-1])
+    assert unet == "UNet2DConditionModel" and shape == [2, 8, 8, 1]
+    assert difference > 1e-3  # guidance changes the images: the model's conditional and unconditional sides differ
+
+
+def test_text_run_resumes_bitwise_exact(text_run, tmp_path):
+    """Caption dropout draws from the step's own generator, so a resumed run drops the same captions."""
+    resumed = tmp_path / "resumed"
+    launch(*TEXT, "--max_train_steps", "6", "--checkpointing_steps", "3", "--validation_steps", "3", "--use_ema",
+           "--conditioning_dropout_prob", "0.5", "--num_validation_images", "6", "--validation_prompts", *PROMPTS,
+           "--output_dir", resumed, "--resume_from_checkpoint", text_run / "checkpoints" / "checkpoint-3")
+    assert_bitwise_equal(unet_weights(resumed / "unet"), unet_weights(text_run / "unet"))
+
+
+def test_text_run_on_two_processes_shards_and_stays_in_sync(tmp_path):
+    output_dir = tmp_path / "out"
+    launch(*TEXT, "--max_train_steps", "3", "--train_batch_size", "4", "--checkpointing_steps", "0",
+           "--validation_steps", "0", "--output_dir", output_dir, num_processes=2, env={"DDPM_HF_DEBUG_RANKS": "1"})
+    ranks = [json.loads((output_dir / "debug" / f"rank-{i}.json").read_text()) for i in range(2)]
+    assert ranks[0]["parameters"] == ranks[1]["parameters"]
+    assert not {digest for _, digest in ranks[0]["micro_batches"]} & {digest for _, digest in ranks[1]["micro_batches"]}
+    assert (output_dir / "text_encoder" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("case", ["folder without captions", "unknown text encoder"])
+def test_text_setup_errors_are_one_line(case, tmp_path):
+    if case == "folder without captions":
+        folder = tmp_path / "images"
+        folder.mkdir()
+        for i in range(2):
+            Image.new("L", (8, 8), color=60 * i).save(folder / f"{i}.png")
+        flags, expected = ["--train_data_dir", folder, "--caption_column", "text"], "metadata.jsonl"
+    else:
+        flags = ["--embedded_dataset", "digits", "--text_encoder_name_or_path", tmp_path / "no-such-encoder"]
+        expected = "no-such-encoder"
+    result = run_script("--preset", "tiny", "--resolution", "8", *flags, "--max_train_steps", "1",
+                        "--report_to", "none", "--output_dir", tmp_path / "out")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    [line] = error_lines(result.stderr)
+    assert expected in line, line
+
+
+def test_the_text_steers_the_digit_drawn(tmp_path):
+    """A small budget on captioned 8x8 digits: samples of "a handwritten digit d" are classified as d far above chance."""
+    from ddpm_hf import DDPMTextToImagePipeline
+    from ddpm_hf.evaluation import fit_digit_classifier, prompted_digit_accuracy
+
+    output_dir = tmp_path / "out"
+    launch("--preset", "tiny", "--embedded_dataset", "digits", "--caption_column", "text", "--resolution", "8",
+           "--train_batch_size", "64", "--max_train_steps", "300", "--learning_rate", "2e-3", "--validation_steps", "0",
+           "--checkpointing_steps", "0", "--validation_inference_steps", "20", "--report_to", "none",
+           "--output_dir", output_dir, timeout=600)
+    classifier = fit_digit_classifier("digits", resolution=8)
+    assert classifier.heldout_accuracy > 0.9  # the judge itself is reliable on real digits
+    pipe = DDPMTextToImagePipeline.from_pretrained(output_dir)
+    pipe.set_progress_bar_config(disable=True)
+    guided = prompted_digit_accuracy(pipe, classifier, images_per_digit=10, guidance_scale=3.0, num_inference_steps=50)
+    # 100 samples: at chance (0.1) the fraction exceeds 0.3 with probability < 1e-8.
+    assert guided.accuracy > 0.3, (guided.accuracy, guided.per_digit)
+    assert np.all(np.isfinite(guided.images))
