@@ -108,6 +108,7 @@ class HubState:
         self.requests: List[LoggedRequest] = []
         self.uploads: List[Upload] = []
         self.fail_commits = 0  # int: answer 500 to that many commit calls; True: to all of them
+        self.fail_status = 500  # the answer to a failed commit (5xx are retried by clients, 4xx are not)
         self._counter = 0
 
     # -- repos ----------------------------------------------------------------------------------------------------
@@ -406,7 +407,9 @@ class _Handler(BaseHTTPRequestHandler):
             if state.fail_commits is True or (state.fail_commits and state.fail_commits > 0):
                 if state.fail_commits is not True:
                     state.fail_commits -= 1
-                raise HubError(500, "Internal Error - We're working hard to fix this as soon as possible!")
+                if state.fail_status >= 500:
+                    raise HubError(state.fail_status, "Internal Error - We're working hard to fix this as soon as possible!")
+                raise HubError(state.fail_status, "Forbidden: this repository is read-only")
         if query.get("create_pr"):
             raise HubError(400, "This fake Hub does not open pull requests")
         header, additions, deletions, folder_deletions = {}, {}, [], []

@@ -345,7 +345,8 @@ def trainer_env(hub, home):
 
 def test_g_trainer_push_to_hub_publishes_a_pipeline_that_loads_to_the_local_images(hub, tmp_path):
     repo, out = "user/trained", tmp_path / "output"
-    result = subprocess.run(trainer_command(hub, out, repo, "--checkpointing_steps", "3", "--validation_steps", "3"),
+    result = subprocess.run(trainer_command(hub, out, repo, "--checkpointing_steps", "3", "--validation_steps", "3",
+                                            "--eval_nll_images", "4", "--eval_nll_steps", "5"),
                             env=trainer_env(hub, tmp_path / "home-train"), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert TOKEN not in result.stdout + result.stderr
@@ -362,6 +363,10 @@ def test_g_trainer_push_to_hub_publishes_a_pipeline_that_loads_to_the_local_imag
     card = ModelCard(files["README.md"].decode())
     assert card.data.pipeline_tag == "unconditional-image-generation" and "ddpm-hf" in card.data.tags
     assert "| Training steps | 4 |" in card.text and "](samples.png)" in card.text and "digits" in card.text
+    # The bound the run computed (--eval_nll_images), with how it was measured.
+    nll = json.loads((out / "nll.json").read_text())
+    assert nll["num_images"] == 4 and nll["steps"] == 5 and np.isfinite(nll["total_bpd"])
+    assert f"| bits/dim | {round(nll['total_bpd'], 4):g}" in card.text and "respaced 5-step chain on 4 training" in card.text
     for content in [*files.values(), *(u.content for u in hub.uploads if u.repo_id == repo)]:
         assert TOKEN.encode() not in content
     for path in out.rglob("*"):
@@ -381,16 +386,18 @@ print(json.dumps([same, type(hub_pipe.scheduler).__module__]))
 
 def test_h_trainer_final_push_failure_is_one_line_exit_4_and_keeps_the_output(hub, tmp_path):
     repo, out = "user/trained-failing", tmp_path / "output"
-    hub.fail_commits = True  # the repo can be created, but every commit is answered with 500
+    # The repo can be created, but every commit is refused (403: not retried, so the test does not wait out the
+    # backoff of transient errors, which test_e covers for pushes).
+    hub.fail_commits, hub.state.fail_status = True, 403
     try:
         result = subprocess.run(trainer_command(hub, out, repo, "--checkpointing_steps", "0", launcher=False),
                                 env=trainer_env(hub, tmp_path / "home"), capture_output=True, text=True,
                                 timeout=300)
     finally:
-        hub.fail_commits = 0
+        hub.fail_commits, hub.state.fail_status = 0, 500
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 4, result.stderr[-3000:]
-    assert len(errors) == 1 and repo in errors[0] and "500" in errors[0] and "intact" in errors[0]
+    assert len(errors) == 1 and repo in errors[0] and "403" in errors[0] and "intact" in errors[0]
     assert "Traceback" not in result.stderr and TOKEN not in result.stderr + result.stdout
     assert {"model_index.json", "README.md", "samples.png", "loss_curve.png"} <= set(os.listdir(out))
     DDPMImagePipeline.from_pretrained(out)  # complete, and loadable
