@@ -454,7 +454,11 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         if config.thresholding:
             pred_original_sample = self._threshold_sample(pred_original_sample)
         elif config.clip_sample:
-            pred_original_sample = pred_original_sample.clamp(-config.clip_sample_range, config.clip_sample_range)
+            bound = config.clip_sample_range
+            if pred_original_sample is model_output:  # x_0 predicted directly: never clamp the caller's tensor
+                pred_original_sample = pred_original_sample.clamp(-bound, bound)
+            else:  # a fresh tensor of ours: clamp where it is
+                pred_original_sample = pred_original_sample.clamp_(-bound, bound)
         if config.prediction_type == "epsilon" and not (config.thresholding or config.clip_sample):
             # The seed's final form: (x_t - (1 - alpha_t) / sqrt(1 - abar_t) eps) / sqrt(alpha_t).
             prev_sample = torch.add(sample, model_output, alpha=-c.eps_coef).mul_(c.inv_sqrt_alpha)
