@@ -407,3 +407,46 @@ def test_h_trainer_final_push_failure_is_one_line_exit_4_and_keeps_the_output(hu
         text=True, timeout=120)
     assert result.returncode == 4 and "user/x" in result.stderr and "401" in result.stderr
     assert not (tmp_path / "other" / "checkpoints").exists()  # refused before any training
+
+
+def test_i_text_to_image_pipeline_pushed_loads_three_ways_in_fresh_processes(hub, tmp_path):
+    from conftest import tiny_text_to_image_pipeline
+
+    pipe, repo = tiny_text_to_image_pipeline(tmp_path / "tokenizer"), "user/tiny-t2i"
+    code = """
+def images(pipe):
+    import torch
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(["a handwritten digit seven", "the digit 3"], guidance_scale=2.0, num_inference_steps=3,
+                generator=torch.Generator().manual_seed(0), output_type="np").images
+"""
+    namespace = {}
+    exec(code, namespace)
+    np.save(tmp_path / "reference.npy", namespace["images"](pipe))
+    push_pipeline_to_hub(pipe, repo, token=TOKEN, **FAST)
+    card = ModelCard(hub.files(repo)["README.md"].decode())
+    assert card.data.pipeline_tag == "text-to-image" and "text-to-image" in card.data.tags
+
+    stdout = run_python(code + f"""
+import json, sys, numpy as np
+from ddpm_hf import DDPMTextToImagePipeline
+np.save({str(tmp_path / "installed.npy")!r}, images(DDPMTextToImagePipeline.from_pretrained({repo!r})))
+print(json.dumps("ok"))
+""", env=hub_env(hub, tmp_path / "home-a"))
+    assert json.loads(stdout.strip().splitlines()[-1]) == "ok"
+    stdout = run_python(code + f"""
+import json, sys, numpy as np
+sys.modules["ddpm_hf"] = None  # not importable: the repo carries the pipeline's and the scheduler's code
+from diffusers import DiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+pipe = DiffusionPipeline.from_pretrained({repo!r}, trust_remote_code=True)
+np.save({str(tmp_path / "remote.npy")!r}, images(pipe))
+parts = [UNet2DConditionModel.from_pretrained({repo!r}, subfolder="unet"),
+         CLIPTextModel.from_pretrained({repo!r}, subfolder="text_encoder"),
+         CLIPTokenizer.from_pretrained({repo!r}, subfolder="tokenizer")]
+print(json.dumps([type(pipe).__name__, type(pipe.scheduler).__name__, len(parts[2])]))
+""", env=hub_env(hub, tmp_path / "home-b"))
+    assert json.loads(stdout.strip().splitlines()[-1]) == ["DDPMTextToImagePipeline", "DDPMPosteriorScheduler", 49408]
+    reference = np.load(tmp_path / "reference.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "installed.npy"), reference)
+    np.testing.assert_array_equal(np.load(tmp_path / "remote.npy"), reference)
