@@ -9,7 +9,7 @@ the objective and the reverse variance:
     simple: --loss_type simple --variance_type fixed_small       (Ho et al. 2020: sigma_t^2 = the posterior's)
     hybrid: --loss_type hybrid --variance_type learned_range     (Nichol & Dhariwal 2021: L_simple + 0.001 L_vlb)
 
-then bounds -log p(x_0) of both (`ddpm_hf.likelihood.variational_bound`, bits/dim) on the held-out digits, those
+then bounds -log p(x_0) of both (`ddpm_hf.variational_bound`, bits/dim) on the held-out digits, those
 that the trainer's seeded subset (`--max_train_samples`) left out, on the full T-step chain (or a respaced one with
 --bound-steps). All bounds use the same seed, so every model sees the very same x_t ~ q(x_t | x_0) for each
 (image, t): the per-image difference is paired, and its standard error small. A third bound, not trained, puts the
@@ -41,7 +41,7 @@ import torch
 
 from ddpm_hf import DDPMImagePipeline
 from ddpm_hf.data import _subset_indices, load_image_dataset, to_model_range
-from ddpm_hf.likelihood import variational_bound
+from ddpm_hf import variational_bound
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO / "training" / "train.py"

@@ -1,12 +1,12 @@
 """Does the text steer the image? Prompt-following accuracy of a text-to-image DDPM trained on captioned digits.
 
-    python benchmarks/bench_text_to_image.py --train                 # the README-sized run (preset mnist-16-text), then judge it
+    python benchmarks/bench_text_to_image.py --train   # train the README-sized run (mnist-16-text), then judge it
     python benchmarks/bench_text_to_image.py --pipeline ddpm-digits-text   # judge a pipeline trained earlier
 
 For each digit d it samples `--images-per-digit` images of the prompt "a handwritten digit <word>" and asks a
-support-vector classifier fitted on real MNIST digits (held-out accuracy printed) which digit each one is. It prints the fraction
-classified as the prompted digit with classifier-free guidance and without it (chance: 0.1; target after the
-README-sized run: above 0.8 with guidance), per digit, and writes the ten prompts' grid (one row per digit).
+support-vector classifier fitted on real MNIST digits (held-out accuracy printed) which digit each one is. It prints
+the fraction classified as the prompted digit with classifier-free guidance and without it (chance: 0.1; target after
+the README-sized run: above 0.8 with guidance), per digit, and writes the ten prompts' grid (one row per digit).
 """
 
 import argparse
@@ -16,7 +16,6 @@ import sys
 import time
 
 import numpy as np
-import torch
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

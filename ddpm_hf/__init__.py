@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 from .scheduling_ddpm_posterior import DDPMPosteriorScheduler, DDPMPosteriorSchedulerOutput
 from .pipeline_ddpm_hf import DDPMImagePipeline, DDPMPipelineOutput, DDPMTextToImagePipeline, DDPMTrajectory
+from .likelihood import VariationalBound, variational_bound
 
 __all__ = [
     "DDPMImagePipeline",
@@ -12,5 +13,7 @@ __all__ = [
     "DDPMPosteriorSchedulerOutput",
     "DDPMTextToImagePipeline",
     "DDPMTrajectory",
+    "VariationalBound",
     "__version__",
+    "variational_bound",
 ]

@@ -2,7 +2,8 @@
 """Does the text steer the image? A digit classifier fitted on real digits judges text-to-image samples.
 
 The embedded digit sets carry their labels, so a support-vector classifier (RBF kernel) on their pixels is a cheap,
-independent judge (96% held-out accuracy on 16x16 MNIST, 99% on the 8x8 digits): sample each digit's prompt ("a handwritten digit seven"), classify the samples, and count how often the
+independent judge (96% held-out accuracy on 16x16 MNIST, 99% on the 8x8 digits): sample each digit's prompt
+("a handwritten digit seven"), classify the samples, and count how often the
 classifier names the prompted digit. Chance is 0.1; a model that ignores its prompt scores about that.
 """
 

@@ -408,7 +408,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if state.fail_commits is not True:
                     state.fail_commits -= 1
                 if state.fail_status >= 500:
-                    raise HubError(state.fail_status, "Internal Error - We're working hard to fix this as soon as possible!")
+                    raise HubError(state.fail_status, "Internal Error - We're working hard to fix this as soon as"
+                                   " possible!")
                 raise HubError(state.fail_status, "Forbidden: this repository is read-only")
         if query.get("create_pr"):
             raise HubError(400, "This fake Hub does not open pull requests")

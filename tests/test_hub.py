@@ -366,7 +366,8 @@ def test_g_trainer_push_to_hub_publishes_a_pipeline_that_loads_to_the_local_imag
     # The bound the run computed (--eval_nll_images), with how it was measured.
     nll = json.loads((out / "nll.json").read_text())
     assert nll["num_images"] == 4 and nll["steps"] == 5 and np.isfinite(nll["total_bpd"])
-    assert f"| bits/dim | {round(nll['total_bpd'], 4):g}" in card.text and "respaced 5-step chain on 4 training" in card.text
+    assert f"| bits/dim | {round(nll['total_bpd'], 4):g}" in card.text
+    assert "respaced 5-step chain on 4 training" in card.text
     for content in [*files.values(), *(u.content for u in hub.uploads if u.repo_id == repo)]:
         assert TOKEN.encode() not in content
     for path in out.rglob("*"):

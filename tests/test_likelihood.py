@@ -353,3 +353,11 @@ def test_nll_command_writes_json_and_png(tmp_path, unet_factory, capsys):
     assert math.isfinite(record["total_bpd"]) and record["total_bpd"] > 0 and record["total_bpd_stderr"] >= 0
     assert os.path.getsize(tmp_path / "terms.png") > 1000
     assert "bits/dim" in capsys.readouterr().out
+
+
+def test_the_bound_is_part_of_the_public_api():
+    import ddpm_hf
+    from ddpm_hf import likelihood
+
+    assert ddpm_hf.variational_bound is likelihood.variational_bound
+    assert ddpm_hf.VariationalBound is likelihood.VariationalBound

@@ -105,7 +105,8 @@ class DigitDrawer:
         from ddpm_hf.data import load_image_dataset
 
         data = load_image_dataset(embedded="digits", resolution=8, channels=1, show_progress=False)
-        self.pixels, self.labels, self.follows_prompt = data.pixels[:, 0].numpy() / 255.0, data.labels.numpy(), follows_prompt
+        self.pixels, self.labels = data.pixels[:, 0].numpy() / 255.0, data.labels.numpy()
+        self.follows_prompt = follows_prompt
 
     def __call__(self, prompt, num_images_per_prompt, generator, **kwargs):
         from types import SimpleNamespace

@@ -195,9 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
                         " checkpoint folder, or a checkpoint name under output_dir/checkpoints")
 
     text = parser.add_argument_group("text to image (trains a DDPMTextToImagePipeline)")
-    text.add_argument("--text_encoder_name_or_path", help=f"the frozen CLIP text encoder and tokenizer: a Hub id (e.g."
-                      f" openai/clip-vit-base-patch32), a local folder, or {' / '.join(BUILTIN_TEXT_ENCODERS)} (the real"
-                      f" CLIP vocabulary with a small random encoder, offline; the default with --caption_column)")
+    builtin = " / ".join(BUILTIN_TEXT_ENCODERS)
+    text.add_argument("--text_encoder_name_or_path", help="the frozen CLIP text encoder and tokenizer: a Hub id (e.g."
+                      f" openai/clip-vit-base-patch32), a local folder, or {builtin} (the real CLIP vocabulary with a"
+                      " small random encoder, offline; the default with --caption_column)")
     text.add_argument("--conditioning_dropout_prob", type=float, default=0.1, help="captions replaced by the empty"
                       " prompt during training, so that the model also learns the unconditional side of guidance")
     text.add_argument("--validation_prompts", nargs="+", help="one grid row per prompt (default: the ten digit"
@@ -419,7 +420,9 @@ def grid_path(folder: str, step: int, name: str) -> str:
 
 
 def log_validation(training) -> None:
-    """Main process only: sample grids to output_dir/validation/step-N[-name].png and to the trackers. No collectives."""
+    """Main process only: sample grids to output_dir/validation/step-N[-name].png and to the trackers.
+
+    No collectives in here: the other processes do not call it."""
     args, step = training.args, training.state.global_step
     unet = training.accelerator.unwrap_model(training.model)
     with ema_weights(training.ema, unet):
@@ -957,7 +960,8 @@ def save_final_outputs(training: Training, data) -> tuple:
     pipeline.save_pretrained(args.output_dir)
     grids = sample_grids(unet, training.noise_scheduler, args, training.text)
     for index, (name, grid) in enumerate(grids.items()):  # samples.png; for text to image also samples-guidance-1.png
-        save_image_atomically(grid, os.path.join(args.output_dir, "samples.png" if index == 0 else f"samples-{name}.png"))
+        filename = "samples.png" if index == 0 else f"samples-{name}.png"
+        save_image_atomically(grid, os.path.join(args.output_dir, filename))
     plot_loss_curve(training.state.loss_history, os.path.join(args.output_dir, "loss_curve.png"))
     metrics = evaluate_nll(pipeline, data, args, training.text) if args.eval_nll_images else None
     card = render_model_card(pipeline, repo_id=repo_name(args), sample_grid_filename="samples.png",
@@ -977,7 +981,8 @@ def evaluate_nll(pipeline, data, args, text: Optional[TextConditioning]) -> dict
     model_kwargs = None
     if text is not None:
         caption_indices = text.bank.caption_indices[chosen.to(text.bank.caption_indices.device)]
-        model_kwargs = {"encoder_hidden_states": text.bank.embeddings_for(caption_indices, text_encoder=text.text_encoder)}
+        hidden_states = text.bank.embeddings_for(caption_indices, text_encoder=text.text_encoder)
+        model_kwargs = {"encoder_hidden_states": hidden_states}
     steps = args.eval_nll_steps or args.ddpm_num_steps
     chain = list(range(args.ddpm_num_steps - 1, -1, -1)) if steps == args.ddpm_num_steps else steps
     was_training = pipeline.unet.training
