@@ -26,7 +26,6 @@ folder is complete; `accelerate launch` reports any failure as 1).
 
 import argparse
 import contextlib
-import glob
 import hashlib
 import json
 import logging
@@ -65,7 +64,7 @@ from ddpm_hf.checkpointing import (
     write_training_state,
 )
 from ddpm_hf.data import EMBEDDED_DATASETS, DataError, load_image_dataset, to_model_range
-from ddpm_hf.hub import HubPushError, create_hub_repo, push_pipeline_to_hub, render_model_card
+from ddpm_hf.hub import HubPushError, create_hub_repo, push_folder_to_hub, push_pipeline_to_hub, render_model_card
 from ddpm_hf.likelihood import plot_terms, variational_bound
 from ddpm_hf.presets import (
     DEFAULT_PRESET,
@@ -386,6 +385,13 @@ def image_grid(images, rows: Optional[int] = None, min_cell: int = 64):
     return make_image_grid(images, rows=rows, cols=len(images) // rows)
 
 
+def grid_guidance(args) -> dict:
+    """{name: guidance scale} of the grids `sample_grids` draws, in its order; the first becomes samples.png."""
+    if not args.text_to_image:
+        return {"": None}
+    return {f"guidance-{scale:g}": scale for scale in (args.validation_guidance_scale, 1.0)}
+
+
 @torch.no_grad()
 def sample_grids(unet, noise_scheduler, args, text: Optional[TextConditioning]) -> dict:
     """{name: grid} from a fixed generator, so successive grids are comparable; the first is the run's samples.png.
@@ -406,10 +412,10 @@ def sample_grids(unet, noise_scheduler, args, text: Optional[TextConditioning]) 
             return {"": image_grid(images)}
         per_prompt = max(1, args.num_validation_images // len(text.prompts))
         grids = {}
-        for scale in dict.fromkeys([args.validation_guidance_scale, 1.0]):
+        for name, scale in grid_guidance(args).items():
             images = pipeline(prompt=text.prompts, num_images_per_prompt=per_prompt, guidance_scale=scale,
                               generator=generator(), **common).images
-            grids[f"guidance-{scale:g}"] = image_grid(images, rows=len(text.prompts))
+            grids[name] = image_grid(images, rows=len(text.prompts))
         return grids
     finally:
         unet.train(was_training)
@@ -590,22 +596,23 @@ class HubPublisher:
         self.background = []
         logger.info(f"Publishing to the Hub repo {self.repo_id}")
 
-    def push(self, pipeline, step: int, *, grid: Optional[str], metrics=None, final: bool):
-        kwargs = dict(
-            token=self.args.hub_token, private=self.args.hub_private_repo, revision=self.args.hub_revision,
-            model_card_kwargs=model_card_kwargs(self.args, self.accelerator, step, metrics),
+    def push_checkpoint(self, pipeline, step: int, grid: Optional[str]) -> None:
+        """Save `pipeline` now (the weights of this step) and upload it in huggingface_hub's worker thread."""
+        future = push_pipeline_to_hub(
+            pipeline, self.repo_id, token=self.args.hub_token, private=self.args.hub_private_repo,
+            revision=self.args.hub_revision, commit_message=f"Training step {step}", run_as_future=True,
+            model_card_kwargs=model_card_kwargs(self.args, self.accelerator, step),
             extra_files={"samples.png": grid} if grid else None,
         )
-        if not final:
-            # Saved now (the weights of this step), uploaded by huggingface_hub's worker thread while we train on.
-            future = push_pipeline_to_hub(pipeline, self.repo_id, commit_message=f"Training step {step}",
-                                          run_as_future=True, **kwargs)
-            future.add_done_callback(self._warn_on_failure)
-            self.background.append(future)
-            return
+        future.add_done_callback(self._warn_on_failure)
+        self.background.append(future)
+
+    def push_output_folder(self, step: int) -> None:
+        """Upload what save_final_outputs wrote (pipeline, card, pictures), after the background uploads."""
         self.wait_for_background()
-        push_pipeline_to_hub(pipeline, self.repo_id, commit_message=f"Trained pipeline after {step} steps",
-                             save_dir=self.args.output_dir, **kwargs)
+        push_folder_to_hub(self.args.output_dir, self.repo_id, token=self.args.hub_token,
+                           private=self.args.hub_private_repo, revision=self.args.hub_revision,
+                           commit_message=f"Trained pipeline after {step} steps")
         logger.info(f"Published the pipeline to {self.repo_id}")
 
     @staticmethod
@@ -828,10 +835,9 @@ def train(args) -> None:
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        pipeline, metrics = save_final_outputs(training, data)
+        save_final_outputs(training, data)
         if training.publisher is not None:
-            training.publisher.push(pipeline, training.state.global_step, final=True, metrics=metrics,
-                                    grid=os.path.join(args.output_dir, "samples.png"))
+            training.publisher.push_output_folder(training.state.global_step)
     accelerator.end_training()
 
 
@@ -944,15 +950,17 @@ def save_training_checkpoint(training: Training) -> None:
 def push_checkpoint_pipeline(training: Training) -> None:
     """Main process only: the current (EMA) weights to the Hub in the background, with this step's grid if any."""
     step, unet = training.state.global_step, training.unet
-    grids = sorted(glob.glob(os.path.join(glob.escape(training.args.output_dir), "validation", f"step-{step}*.png")))
+    # This step's main validation grid (the one samples.png would be), when validation ran at this step too.
+    main_grid = next(iter(grid_guidance(training.args)))
+    grid = grid_path(os.path.join(training.args.output_dir, "validation"), step, main_grid)
     with ema_weights(training.ema, unet):
         pipeline = make_pipeline(unet, training.noise_scheduler, training.text)
-        training.publisher.push(pipeline, step, grid=grids[0] if grids else None, final=False)
+        training.publisher.push_checkpoint(pipeline, step, grid=grid if os.path.isfile(grid) else None)
 
 
-def save_final_outputs(training: Training, data) -> tuple:
+def save_final_outputs(training: Training, data) -> None:
     """Main process only: the pipeline (EMA weights with --use_ema), samples.png, loss_curve.png, the optional
-    bound, and the model card (README.md). Returns the pipeline and its metrics."""
+    bound, and the model card (README.md): everything --push_to_hub then uploads."""
     args, unet, accelerator = training.args, training.unet, training.accelerator
     if training.ema is not None:
         training.ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model now
@@ -964,11 +972,12 @@ def save_final_outputs(training: Training, data) -> tuple:
         save_image_atomically(grid, os.path.join(args.output_dir, filename))
     plot_loss_curve(training.state.loss_history, os.path.join(args.output_dir, "loss_curve.png"))
     metrics = evaluate_nll(pipeline, data, args, training.text) if args.eval_nll_images else None
-    card = render_model_card(pipeline, repo_id=repo_name(args), sample_grid_filename="samples.png",
+    repo_id = training.publisher.repo_id if training.publisher is not None else repo_name(args)
+    card = render_model_card(pipeline, repo_id=repo_id, sample_grid_filename="samples.png",
+                             _secrets_to_hide=[args.hub_token],
                              **model_card_kwargs(args, accelerator, training.state.global_step, metrics))
     write_text_atomically(os.path.join(args.output_dir, "README.md"), str(card))
     logger.info(f"Saved the pipeline, samples.png, loss_curve.png and README.md to {args.output_dir}")
-    return pipeline, metrics
 
 
 @torch.no_grad()
