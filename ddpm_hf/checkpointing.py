@@ -6,6 +6,7 @@ Layout of `<output_dir>/checkpoints/`:
     checkpoint-<step>/              one complete checkpoint (never a partial one: see `save_checkpoint`)
         unet/                       the trained weights (UNet2DModel.from_pretrained loads it)
         unet_ema/                   the EMA weights and the EMA's counters, with --use_ema (EMAModel.from_pretrained)
+        text_encoder/               the text encoder's weights, with --train_text_encoder (CLIPTextModel.from_pretrained)
         optimizer.pt, lr_scheduler.pt, grad_scaler.pt (fp16 only), random_states.pt
         timestep_sampler.safetensors  the importance sampler's loss history (--timestep_sampler loss-second-moment)
         trainer_state.json          step, data position, loss history; written last
@@ -246,17 +247,21 @@ def restore_random_states(states: Dict[str, Any]) -> None:
 
 
 SAMPLER_FILE = "timestep_sampler.safetensors"
+TEXT_ENCODER_FOLDER = "text_encoder"
 
 
 def write_training_state(
     folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, state: TrainerState, step: int,
-    timestep_sampler=None,
+    timestep_sampler=None, text_encoder=None,
 ) -> None:
-    """Everything an exactly resumed run needs, into `folder` (trainer_state.json last)."""
+    """Everything an exactly resumed run needs, into `folder` (trainer_state.json last); `text_encoder` only when it
+    is trained."""
     unet.save_pretrained(os.path.join(folder, "unet"))  # safetensors
     _pause_if_testing(step, folder)
     if ema is not None:
         ema.save_pretrained(os.path.join(folder, "unet_ema"))  # weights + the EMA's counters in its config.json
+    if text_encoder is not None:
+        text_encoder.save_pretrained(os.path.join(folder, TEXT_ENCODER_FOLDER))  # model.safetensors
     torch.save(optimizer.state_dict(), os.path.join(folder, "optimizer.pt"))
     torch.save(lr_scheduler.state_dict(), os.path.join(folder, "lr_scheduler.pt"))
     if grad_scaler is not None:
@@ -276,9 +281,12 @@ def _architecture(config) -> Dict[str, Any]:
 
 
 def read_training_state(
-    folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, restore_rng: bool, timestep_sampler=None
+    folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, restore_rng: bool, timestep_sampler=None,
+    text_encoder=None,
 ) -> TrainerState:
-    """Load a checkpoint written by `write_training_state` into the live objects; returns its TrainerState."""
+    """Load a checkpoint written by `write_training_state` into the live objects; returns its TrainerState.
+    `text_encoder`: the trained encoder to restore (None when it is frozen: its weights come from where it was
+    loaded)."""
     with open(os.path.join(folder, "unet", "config.json"), encoding="utf-8") as f:
         saved = _architecture(json.load(f))
     current = _architecture(unet.config)
@@ -300,6 +308,15 @@ def read_training_state(
         device = ema.shadow_params[0].device
         ema.load_state_dict({**counters, "shadow_params": [weights[name] for name, _ in unet.named_parameters()]})
         ema.to(device)
+
+    encoder_folder = os.path.join(folder, TEXT_ENCODER_FOLDER)
+    if text_encoder is not None:
+        if not os.path.isdir(encoder_folder):
+            raise CheckpointError(f"{folder} has no text encoder weights: it was trained with a frozen encoder; resume"
+                                  " without --train_text_encoder")
+        text_encoder.load_state_dict(load_file(os.path.join(encoder_folder, "model.safetensors")))
+    elif os.path.isdir(encoder_folder):
+        raise CheckpointError(f"{folder} holds a trained text encoder: resume with --train_text_encoder")
 
     optimizer.load_state_dict(torch.load(os.path.join(folder, "optimizer.pt"), map_location="cpu", weights_only=True))
     lr_scheduler.load_state_dict(torch.load(os.path.join(folder, "lr_scheduler.pt"), weights_only=True))

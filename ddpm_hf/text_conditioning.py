@@ -364,6 +364,24 @@ def encode_token_ids(text_encoder, token_ids: torch.Tensor) -> torch.Tensor:
     return text_encoder(token_ids.to(text_encoder.device))[0]
 
 
+class TextConditionedUNet(torch.nn.Module):
+    """The UNet and a trained text encoder as one module (`--train_text_encoder`).
+
+    Training both through one module lets one DDP wrapper synchronise both gradients, one gradient-norm clip cover
+    both, and the encoder run inside the UNet's forward on each micro-batch (so gradient accumulation's no_sync
+    covers it too). It takes the captions' token ids where the UNet takes `encoder_hidden_states`.
+    """
+
+    def __init__(self, unet, text_encoder):
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+
+    def forward(self, sample, timestep, token_ids: torch.Tensor, **unet_kwargs):
+        return self.unet(sample, timestep, encoder_hidden_states=encode_token_ids(self.text_encoder, token_ids),
+                         **unet_kwargs)
+
+
 class CaptionBank:
     """A dataset's captions, deduplicated once, so a training step only indexes tensors.
 

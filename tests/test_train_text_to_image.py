@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_python
+from safetensors.torch import load_file
 from PIL import Image
 from test_train import TINY, assert_bitwise_equal, error_lines, launch, run_script, unet_weights
 
@@ -69,13 +70,48 @@ def test_text_run_resumes_bitwise_exact(text_run, tmp_path):
 
 
 def test_text_run_on_two_processes_shards_and_stays_in_sync(tmp_path):
+    """With --train_text_encoder, so that one DDP wrapper keeps the UNet and the encoder in sync (the frozen path
+    only adds precomputed encodings to the unconditional multi-process path)."""
     output_dir = tmp_path / "out"
-    launch(*TEXT, "--max_train_steps", "3", "--train_batch_size", "4", "--checkpointing_steps", "0",
+    launch(*TEXT, "--train_text_encoder", "--max_train_steps", "3", "--train_batch_size", "4", "--checkpointing_steps", "0",
            "--validation_steps", "0", "--output_dir", output_dir, num_processes=2, env={"DDPM_HF_DEBUG_RANKS": "1"})
     ranks = [json.loads((output_dir / "debug" / f"rank-{i}.json").read_text()) for i in range(2)]
     assert ranks[0]["parameters"] == ranks[1]["parameters"]
     assert not {digest for _, digest in ranks[0]["micro_batches"]} & {digest for _, digest in ranks[1]["micro_batches"]}
     assert (output_dir / "text_encoder" / "model.safetensors").is_file()
+
+
+TRAINED_ENCODER = [*TEXT, "--train_text_encoder", "--use_ema", "--max_train_steps", "6", "--checkpointing_steps", "3",
+                   "--validation_steps", "0", "--conditioning_dropout_prob", "0.5"]
+
+
+def encoder_weights(folder: Path) -> dict:
+    return load_file(folder / "text_encoder" / "model.safetensors")
+
+
+def test_trained_text_encoder_is_checkpointed_resumes_bitwise_exact_and_ships_in_the_pipeline(tmp_path):
+    from ddpm_hf.text_conditioning import load_text_components
+
+    run, resumed = tmp_path / "run", tmp_path / "resumed"
+    launch(*TRAINED_ENCODER, "--output_dir", run)
+    checkpoint = run / "checkpoints" / "checkpoint-3"
+    launch(*TRAINED_ENCODER, "--output_dir", resumed, "--resume_from_checkpoint", checkpoint)
+    assert_bitwise_equal(unet_weights(resumed / "unet"), unet_weights(run / "unet"))
+    assert_bitwise_equal(encoder_weights(resumed), encoder_weights(run))
+
+    # The encoder did train: its weights moved away from the builtin encoder's initial ones, step by step.
+    _, initial = load_text_components("builtin:tiny", seed=0)
+    start = {name: tensor.detach() for name, tensor in initial.state_dict().items()}
+    at_3, final = encoder_weights(checkpoint), encoder_weights(run)
+    name = "embeddings.position_embedding.weight"
+    assert not torch.equal(at_3[name], start[name]) and not torch.equal(final[name], at_3[name])
+    assert json.loads((run / "training_args.json").read_text())["train_text_encoder"] is True
+
+    # A checkpoint and the flags that resume it must agree on whether the encoder trains.
+    frozen = run_script(*TEXT, "--use_ema", "--max_train_steps", "6", "--output_dir", tmp_path / "frozen",
+                        "--resume_from_checkpoint", checkpoint)
+    [line] = error_lines(frozen.stderr)
+    assert frozen.returncode == 2 and "resume with --train_text_encoder" in line, frozen.stderr[-3000:]
 
 
 @pytest.mark.parametrize("case", ["folder without captions", "unknown text encoder"])

@@ -8,8 +8,8 @@
     accelerate launch training/train.py --preset mnist-16-text              # text to image: captioned digits
 
 With captions (--caption_column, or --text_encoder_name_or_path) it trains a DDPMTextToImagePipeline instead: a
-UNet2DConditionModel cross-attending to a frozen CLIP text encoder, with captions dropped now and then
-(--conditioning_dropout_prob) so that classifier-free guidance works.
+UNet2DConditionModel cross-attending to a CLIP text encoder (frozen, or trained with --train_text_encoder), with
+captions dropped now and then (--conditioning_dropout_prob) so that classifier-free guidance works.
 
 The story: read the flags (a preset supplies the UNet and its training defaults; explicit flags win), load the
 images once into memory, build the UNet, the noise scheduler, the optimizer and the EMA, resume from a checkpoint if
@@ -78,6 +78,7 @@ from ddpm_hf.scheduling_ddpm_posterior import BETA_SCHEDULES
 from ddpm_hf.text_conditioning import (
     BUILTIN_TEXT_ENCODERS,
     CaptionBank,
+    TextConditionedUNet,
     TextEncoderError,
     conditional_unet_config,
     default_validation_prompts,
@@ -195,9 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     text = parser.add_argument_group("text to image (trains a DDPMTextToImagePipeline)")
     builtin = " / ".join(BUILTIN_TEXT_ENCODERS)
-    text.add_argument("--text_encoder_name_or_path", help="the frozen CLIP text encoder and tokenizer: a Hub id (e.g."
+    text.add_argument("--text_encoder_name_or_path", help="the CLIP text encoder and tokenizer: a Hub id (e.g."
                       f" openai/clip-vit-base-patch32), a local folder, or {builtin} (the real CLIP vocabulary with a"
                       " small random encoder, offline; the default with --caption_column)")
+    text.add_argument("--train_text_encoder", action=bool_flag, default=False, help="train the text encoder with"
+                      " the UNet (default: frozen, run once per distinct caption under no_grad); its weights go into"
+                      " checkpoints and the pipeline, and the EMA (--use_ema) follows the UNet only")
     text.add_argument("--conditioning_dropout_prob", type=float, default=0.1, help="captions replaced by the empty"
                       " prompt during training, so that the model also learns the unconditional side of guidance")
     text.add_argument("--validation_prompts", nargs="+", help="one grid row per prompt (default: the ten digit"
@@ -273,6 +277,8 @@ def check_args(args, parser: argparse.ArgumentParser) -> None:
     if args.eval_nll_steps is not None and not 1 <= args.eval_nll_steps <= args.ddpm_num_steps:
         parser.error(f"--eval_nll_steps must be between 1 and --ddpm_num_steps {args.ddpm_num_steps}, got"
                      f" {args.eval_nll_steps}")
+    if args.train_text_encoder and not args.text_to_image:
+        parser.error("--train_text_encoder needs captions: give --caption_column (and --text_encoder_name_or_path)")
     if not 0.0 <= args.conditioning_dropout_prob <= 1.0:
         parser.error(f"--conditioning_dropout_prob must be in [0, 1], got {args.conditioning_dropout_prob}")
     for flag in ("dataloader_num_workers", "checkpointing_steps", "validation_steps", "eval_nll_images"):
@@ -348,18 +354,22 @@ def ema_weights(ema, unet):
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class TextConditioning:
-    """What a text-to-image run adds: the frozen CLIP parts, every caption's encoding, and the validation prompts."""
+    """What a text-to-image run adds: the CLIP parts, every caption's token ids (and encoding, when the encoder is
+    frozen), and the validation prompts."""
 
     tokenizer: object
     text_encoder: torch.nn.Module
-    bank: CaptionBank  # unique captions, one index per training image, their encodings computed once
+    bank: CaptionBank  # unique captions, one index per training image, their encodings computed once if frozen
     dropout_prob: float
     prompts: list
+    trained: bool = False  # --train_text_encoder: the model is a TextConditionedUNet that encodes token ids itself
 
-    def encoder_hidden_states(self, caption_indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The UNet's conditioning for a micro-batch, some captions replaced by the empty prompt (for guidance)."""
+    def model_kwargs(self, caption_indices: torch.Tensor, generator: torch.Generator) -> dict:
+        """The model's conditioning for a micro-batch, some captions replaced by the empty prompt (for guidance)."""
         kept = drop_captions(caption_indices, self.dropout_prob, self.bank.empty_index, generator)
-        return self.bank.embeddings_for(kept, text_encoder=self.text_encoder)
+        if self.trained:
+            return {"token_ids": self.bank.token_ids_for(kept)}
+        return {"encoder_hidden_states": self.bank.embeddings_for(kept, text_encoder=self.text_encoder)}
 
 
 def make_pipeline(unet, noise_scheduler, text: Optional[TextConditioning]):
@@ -404,8 +414,10 @@ def sample_grids(unet, noise_scheduler, args, text: Optional[TextConditioning]) 
     common = dict(num_inference_steps=args.validation_inference_steps, output_type="pil")
     def generator():
         return torch.Generator("cpu").manual_seed(args.seed)  # the same noise on every device
-    was_training = unet.training
-    unet.eval()
+    modules = [unet] if text is None else [unet, text.text_encoder]
+    was_training = [module.training for module in modules]
+    for module in modules:
+        module.eval()
     try:
         if text is None:
             images = pipeline(batch_size=args.num_validation_images, generator=generator(), **common).images
@@ -418,7 +430,8 @@ def sample_grids(unet, noise_scheduler, args, text: Optional[TextConditioning]) 
             grids[name] = image_grid(images, rows=len(text.prompts))
         return grids
     finally:
-        unet.train(was_training)
+        for module, mode in zip(modules, was_training):
+            module.train(mode)
 
 
 def grid_path(folder: str, step: int, name: str) -> str:
@@ -430,7 +443,7 @@ def log_validation(training) -> None:
 
     No collectives in here: the other processes do not call it."""
     args, step = training.args, training.state.global_step
-    unet = training.accelerator.unwrap_model(training.model)
+    unet = training.unet
     with ema_weights(training.ema, unet):
         grids = sample_grids(unet, training.noise_scheduler, args, training.text)
     folder = os.path.join(args.output_dir, "validation")
@@ -535,12 +548,12 @@ class DebugRecorder:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
-    def finish(self, unet, timestep_sampler) -> None:
+    def finish(self, model, timestep_sampler) -> None:
         if not self.enabled:
             return
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         write_text_atomically(self.path, json.dumps({
-            "micro_batches": self.batches, "parameters": self.digest(unet.state_dict()),
+            "micro_batches": self.batches, "parameters": self.digest(model.state_dict()),
             "timestep_sampler": self.digest(timestep_sampler.state_dict()),
         }))
 
@@ -649,7 +662,13 @@ class Training:
 
     @property
     def unet(self):
-        return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+        model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+        return model.unet if isinstance(model, TextConditionedUNet) else model
+
+    @property
+    def trained_text_encoder(self):
+        """The text encoder when it is trained (checkpoints hold it then), else None."""
+        return self.text.text_encoder if self.text is not None and self.text.trained else None
 
 
 def make_publisher(args, accelerator) -> Optional[HubPublisher]:
@@ -724,24 +743,28 @@ def build_unet(args, architecture: dict, channels: int, cross_attention_dim: Opt
 
 
 def load_text_conditioning(args, data, accelerator) -> TextConditioning:
-    """The frozen CLIP parts, and every training caption encoded once (on every process alike)."""
+    """The CLIP parts and every training caption's token ids; with a frozen encoder, every caption encoded once (on
+    every process alike)."""
     if data.captions is None or not any(data.captions):
         raise DataError(f"--caption_column {args.caption_column}: the training data has no captions there; give the"
                         " column that holds them (an image folder needs a metadata.jsonl with that key)")
     with accelerator.main_process_first():  # the main process downloads a Hub encoder first
         tokenizer, text_encoder = load_text_components(args.text_encoder_name_or_path, seed=args.seed)
-    text_encoder.requires_grad_(False).eval().to(accelerator.device)
+    text_encoder.requires_grad_(args.train_text_encoder).train(args.train_text_encoder).to(accelerator.device)
     bank = CaptionBank(data.captions, tokenizer).to(accelerator.device)
-    bank.precompute_embeddings(text_encoder)  # no encoder call per step (unless there are very many captions)
+    if not args.train_text_encoder:
+        bank.precompute_embeddings(text_encoder)  # no encoder call per step (unless there are very many captions)
     args.validation_prompts = args.validation_prompts or default_validation_prompts(data)
     logger.info(f"Text to image: {len(bank.captions) - 1} distinct captions, text encoder"
-                f" {args.text_encoder_name_or_path} (frozen, hidden size {text_encoder.config.hidden_size})")
-    return TextConditioning(tokenizer, text_encoder, bank, args.conditioning_dropout_prob, args.validation_prompts)
+                f" {args.text_encoder_name_or_path} ({'trained' if args.train_text_encoder else 'frozen'}, hidden"
+                f" size {text_encoder.config.hidden_size})")
+    return TextConditioning(tokenizer, text_encoder, bank, args.conditioning_dropout_prob, args.validation_prompts,
+                            trained=args.train_text_encoder)
 
 
-def make_optimizer(unet, args, max_train_steps: int):
+def make_optimizer(model, args, max_train_steps: int):
     optimizer = torch.optim.AdamW(
-        unet.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
     )
     # Not passed to accelerator.prepare, which would step it once per process: we step it once per optimizer step.
@@ -767,7 +790,7 @@ def start_or_resume(training: Training, num_images: int) -> None:
             resume_from, unet=training.unet, ema=training.ema, optimizer=training.optimizer,
             lr_scheduler=training.lr_scheduler, grad_scaler=accelerator.scaler,
             restore_rng=accelerator.is_main_process,  # the main process wrote its own RNG states
-            timestep_sampler=training.timestep_sampler,
+            timestep_sampler=training.timestep_sampler, text_encoder=training.trained_text_encoder,
         )
         # The data position is a count of samples, so it carries over to any number of processes.
         logger.info(f"Resumed from {resume_from}: step {training.state.global_step}, data position"
@@ -802,9 +825,10 @@ def train(args) -> None:
                          args.gradient_accumulation_steps)
     if args.max_train_steps is None:
         args.max_train_steps = math.ceil(args.num_epochs * len(data) / layout.global_batch_size)
-    optimizer, lr_scheduler = make_optimizer(unet, args, args.max_train_steps)
+    trained = TextConditionedUNet(unet, text.text_encoder) if text is not None and text.trained else unet
+    optimizer, lr_scheduler = make_optimizer(trained, args, args.max_train_steps)
     # The dataloader is not prepared either: we shard each global batch ourselves, so that its position is exact.
-    model, optimizer = accelerator.prepare(unet, optimizer)
+    model, optimizer = accelerator.prepare(trained, optimizer)
     if ema is not None:
         ema.to(accelerator.device)
     sampler = make_timestep_sampler(args.timestep_sampler, args.ddpm_num_steps, device=accelerator.device)
@@ -864,10 +888,12 @@ def run_loop(training: Training, loader, num_images: int) -> None:
                 training.model, [prepare_micro_batch(batch, accelerator.device) for batch in pixels],
                 accelerator=accelerator, optimizer=training.optimizer, lr_scheduler=training.lr_scheduler,
                 noise_scheduler=training.noise_scheduler, randomness=randomness,
-                max_grad_norm=args.max_grad_norm, ema=training.ema, loss_type=args.loss_type,
+                max_grad_norm=args.max_grad_norm, loss_type=args.loss_type,
                 timestep_sampler=training.timestep_sampler,
                 micro_batch_kwargs=text_conditioning_kwargs(training, items, randomness),
             )
+            if training.ema is not None:
+                training.ema.step(training.unet.parameters())  # the UNet's, also when the model holds the encoder
             update_timestep_sampler(training, output)
             state.global_step += 1
             state.samples_seen += training.layout.global_batch_size
@@ -894,16 +920,17 @@ def run_loop(training: Training, loader, num_images: int) -> None:
     # A final checkpoint, so that the run can be extended later (resume with a larger --max_train_steps).
     if args.checkpointing_steps and last_checkpoint_step != state.global_step:
         save_training_checkpoint(training)
-    debug.finish(training.unet, training.timestep_sampler)
+    debug.finish(training.accelerator.unwrap_model(training.model), training.timestep_sampler)  # + a trained encoder
 
 
 def text_conditioning_kwargs(training: Training, items, randomness: StepRandomness) -> Optional[list]:
-    """Per micro-batch, the UNet's `encoder_hidden_states`: its captions' encodings, some dropped for guidance."""
+    """Per micro-batch, the model's text input (encodings, or token ids when the encoder trains), some captions
+    dropped for guidance."""
     if training.text is None:
         return None
     device = training.accelerator.device
-    return [{"encoder_hidden_states": training.text.encoder_hidden_states(
-                captions.to(device, non_blocking=True), randomness.caption_dropout_generator(micro, device))}
+    return [training.text.model_kwargs(captions.to(device, non_blocking=True),
+                                       randomness.caption_dropout_generator(micro, device))
             for micro, (_, captions) in enumerate(items)]
 
 
@@ -939,7 +966,8 @@ def save_training_checkpoint(training: Training) -> None:
         def write(folder):
             write_training_state(folder, unet=training.unet, ema=training.ema, optimizer=training.optimizer,
                                  lr_scheduler=training.lr_scheduler, grad_scaler=accelerator.scaler, state=state,
-                                 step=state.global_step, timestep_sampler=training.timestep_sampler)
+                                 step=state.global_step, timestep_sampler=training.timestep_sampler,
+                                 text_encoder=training.trained_text_encoder)
 
         path = save_checkpoint(checkpoint_folder(training.args.output_dir), state.global_step, write,
                                total_limit=training.args.checkpoints_total_limit)
