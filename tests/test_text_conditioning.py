@@ -25,6 +25,7 @@ from ddpm_hf.text_conditioning import (
     drop_captions,
     encode_token_ids,
     load_text_components,
+    pooling_heads,
     tokenize_captions,
 )
 from ddpm_hf.text_encoders import build_clip_text_encoder, write_clip_tokenizer_files
@@ -216,7 +217,7 @@ def test_shipped_presets_are_covered():
     "name, down, up, heads",
     [
         ("tiny", ["DownBlock2D", "CrossAttnDownBlock2D"], ["CrossAttnUpBlock2D", "UpBlock2D"], [2, 4]),
-        # No attention level: the text enters through the 4x4 mid block only.
+        # No attention level: the text is attended to in the 4x4 mid block only (and joins the time embedding).
         ("mnist-16", ["DownBlock2D"] * 3, ["UpBlock2D"] * 3, [2, 4, 8]),
     ],
 )
@@ -244,6 +245,17 @@ def test_small_presets_build_cross_attend_and_keep_their_resnets(name, down, up,
     assert out_a.shape == x.shape and (out_a - out_b).abs().max() > 1e-4
     with pytest.raises(RuntimeError):
         model(x, t, encoder_hidden_states=torch.zeros(2, 77, 16))
+    # The text also reaches every resnet through the time embedding (attention-pooled, one 32-wide head here).
+    assert config["addition_embed_type"] == "text" and model.add_embedding.pool.num_heads == 1
+    with torch.no_grad():
+        pooled_a, pooled_b = model.add_embedding(text_a), model.add_embedding(text_b)
+    assert pooled_a.shape == (2, model.time_embedding.linear_2.out_features)
+    assert (pooled_a - pooled_b).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("width, heads", [(32, 1), (96, 1), (128, 2), (512, 8), (768, 12)])
+def test_text_pooling_heads_are_64_wide_and_divide_the_encoder_width(width, heads):
+    assert pooling_heads(width) == heads and width % heads == 0
 
 
 def test_cifar10_preset_config_counts_without_allocating():
