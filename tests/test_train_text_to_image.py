@@ -20,14 +20,16 @@ from test_train import TINY, assert_bitwise_equal, error_lines, launch, run_scri
 # The tiny preset on captioned 8x8 digits, with the builtin CLIP (real vocabulary, small random encoder, frozen).
 TEXT = [*TINY, "--embedded_dataset", "digits", "--caption_column", "text", "--report_to", "none"]
 PROMPTS = ["a handwritten digit one", "the digit 2"]
+# bf16 mixed precision (CPU autocast): the frozen encoder runs, and ships, in bf16.
+TEXT_RUN = [*TEXT, "--max_train_steps", "6", "--checkpointing_steps", "3", "--validation_steps", "3", "--use_ema",
+            "--conditioning_dropout_prob", "0.5", "--num_validation_images", "6", "--validation_prompts", *PROMPTS,
+            "--mixed_precision", "bf16", "--eval_nll_images", "8", "--eval_nll_steps", "4"]
 
 
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory) -> Path:
     output_dir = tmp_path_factory.mktemp("text") / "out"
-    launch(*TEXT, "--max_train_steps", "6", "--checkpointing_steps", "3", "--validation_steps", "3", "--use_ema",
-           "--conditioning_dropout_prob", "0.5", "--num_validation_images", "6", "--validation_prompts", *PROMPTS,
-           "--output_dir", output_dir)
+    launch(*TEXT_RUN, "--output_dir", output_dir)
     return output_dir
 
 
@@ -44,6 +46,10 @@ def test_text_run_saves_a_text_to_image_pipeline_with_prompt_grids(text_run):
     assert (text_run / "samples-guidance-1.png").is_file()
     card = (text_run / "README.md").read_text()
     assert "pipeline_tag: text-to-image" in card and '"the digit 2"' in card
+    # The frozen encoder ran in the weight dtype, and the pipeline carries the encoder the UNet learnt from.
+    assert {tensor.dtype for tensor in encoder_weights(text_run).values()} == {torch.bfloat16}
+    assert {tensor.dtype for tensor in unet_weights(text_run / "unet").values()} == {torch.float32}
+    assert json.loads((text_run / "nll.json").read_text())["total_bpd"] > 0  # the bound runs on bf16 encodings too
 
 
 def test_text_pipeline_loads_in_a_fresh_process_and_follows_guidance(text_run):
@@ -65,9 +71,7 @@ print(json.dumps([type(pipe.unet).__name__, float(abs(draw(3.0) - draw(1.0)).max
 def test_text_run_resumes_bitwise_exact(text_run, tmp_path):
     """Caption dropout draws from the step's own generator, so a resumed run drops the same captions."""
     resumed = tmp_path / "resumed"
-    launch(*TEXT, "--max_train_steps", "6", "--checkpointing_steps", "3", "--validation_steps", "3", "--use_ema",
-           "--conditioning_dropout_prob", "0.5", "--num_validation_images", "6", "--validation_prompts", *PROMPTS,
-           "--output_dir", resumed, "--resume_from_checkpoint", text_run / "checkpoints" / "checkpoint-3")
+    launch(*TEXT_RUN, "--output_dir", resumed, "--resume_from_checkpoint", text_run / "checkpoints" / "checkpoint-3")
     assert_bitwise_equal(unet_weights(resumed / "unet"), unet_weights(text_run / "unet"))
 
 

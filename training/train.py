@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                       f" openai/clip-vit-base-patch32), a local folder, or {builtin} (the real CLIP vocabulary with a"
                       " small random encoder, offline; the default with --caption_column)")
     text.add_argument("--train_text_encoder", action=bool_flag, default=False, help="train the text encoder with"
-                      " the UNet (default: frozen, run once per distinct caption under no_grad); its weights go into"
+                      " the UNet (default: frozen, run once per distinct caption under no_grad, in the --mixed_precision"
+                      " dtype); its weights go into"
                       " checkpoints and the pipeline, and the EMA (--use_ema) follows the UNet only")
     text.add_argument("--conditioning_dropout_prob", type=float, default=0.1, help="captions replaced by the empty"
                       " prompt during training, so that the model also learns the unconditional side of guidance")
@@ -369,7 +370,9 @@ class TextConditioning:
         kept = drop_captions(caption_indices, self.dropout_prob, self.bank.empty_index, generator)
         if self.trained:
             return {"token_ids": self.bank.token_ids_for(kept)}
-        return {"encoder_hidden_states": self.bank.embeddings_for(kept, text_encoder=self.text_encoder)}
+        # Encoded in the frozen encoder's dtype; the UNet's weights are float32 (autocast lowers its matmuls if on).
+        states = self.bank.embeddings_for(kept, text_encoder=self.text_encoder)
+        return {"encoder_hidden_states": states.float()}
 
 
 def make_pipeline(unet, noise_scheduler, text: Optional[TextConditioning]):
@@ -750,7 +753,11 @@ def load_text_conditioning(args, data, accelerator) -> TextConditioning:
                         " column that holds them (an image folder needs a metadata.jsonl with that key)")
     with accelerator.main_process_first():  # the main process downloads a Hub encoder first
         tokenizer, text_encoder = load_text_components(args.text_encoder_name_or_path, seed=args.seed)
-    text_encoder.requires_grad_(args.train_text_encoder).train(args.train_text_encoder).to(accelerator.device)
+    # A frozen encoder only ever runs under no_grad, so it runs in the mixed-precision weight dtype (as in diffusers'
+    # examples); the pipeline then ships it in that dtype, the encoder whose encodings the UNet learnt from.
+    dtype = torch.float32 if args.train_text_encoder else weight_dtype(accelerator)
+    text_encoder.requires_grad_(args.train_text_encoder).train(args.train_text_encoder)
+    text_encoder.to(accelerator.device, dtype=dtype)
     bank = CaptionBank(data.captions, tokenizer).to(accelerator.device)
     if not args.train_text_encoder:
         bank.precompute_embeddings(text_encoder)  # no encoder call per step (unless there are very many captions)
@@ -760,6 +767,11 @@ def load_text_conditioning(args, data, accelerator) -> TextConditioning:
                 f" size {text_encoder.config.hidden_size})")
     return TextConditioning(tokenizer, text_encoder, bank, args.conditioning_dropout_prob, args.validation_prompts,
                             trained=args.train_text_encoder)
+
+
+def weight_dtype(accelerator) -> torch.dtype:
+    """The dtype of weights that only run inference under --mixed_precision (float32 without it)."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
 
 def make_optimizer(model, args, max_train_steps: int):
@@ -1019,7 +1031,7 @@ def evaluate_nll(pipeline, data, args, text: Optional[TextConditioning]) -> dict
     if text is not None:
         caption_indices = text.bank.caption_indices[chosen.to(text.bank.caption_indices.device)]
         hidden_states = text.bank.embeddings_for(caption_indices, text_encoder=text.text_encoder)
-        model_kwargs = {"encoder_hidden_states": hidden_states}
+        model_kwargs = {"encoder_hidden_states": hidden_states.to(pipeline.unet.dtype)}  # a frozen encoder's dtype may differ
     steps = args.eval_nll_steps or args.ddpm_num_steps
     chain = list(range(args.ddpm_num_steps - 1, -1, -1)) if steps == args.ddpm_num_steps else steps
     was_training = pipeline.unet.training
