@@ -200,9 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                       f" openai/clip-vit-base-patch32), a local folder, or {builtin} (the real CLIP vocabulary with a"
                       " small random encoder, offline; the default with --caption_column)")
     text.add_argument("--train_text_encoder", action=bool_flag, default=False, help="train the text encoder with"
-                      " the UNet (default: frozen, run once per distinct caption under no_grad, in the --mixed_precision"
-                      " dtype); its weights go into"
-                      " checkpoints and the pipeline, and the EMA (--use_ema) follows the UNet only")
+                      " the UNet (default: frozen, run once per distinct caption under no_grad, in the"
+                      " --mixed_precision dtype); its weights go into checkpoints and the pipeline, and the EMA"
+                      " (--use_ema) follows the UNet only")
     text.add_argument("--conditioning_dropout_prob", type=float, default=0.1, help="captions replaced by the empty"
                       " prompt during training, so that the model also learns the unconditional side of guidance")
     text.add_argument("--validation_prompts", nargs="+", help="one grid row per prompt (default: the ten digit"
