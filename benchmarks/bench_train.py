@@ -96,8 +96,9 @@ class TrainerSide:
             output = train_step(
                 self.model, [prepare_micro_batch(next(self.loader), self.device)], accelerator=self.accelerator,
                 optimizer=self.optimizer, lr_scheduler=self.lr_scheduler, noise_scheduler=self.noise_scheduler,
-                randomness=StepRandomness(0, self.step), max_grad_norm=1.0, ema=self.ema,
+                randomness=StepRandomness(0, self.step), max_grad_norm=1.0,
             )
+            self.ema.step(self.accelerator.unwrap_model(self.model).parameters())  # as the trainer's loop does
             self.step += 1
             self.meter.add(self.step, output)
             if self.step % self.args.logging_steps == 0:

@@ -538,7 +538,6 @@ def train_step(
     noise_scheduler,
     randomness: StepRandomness,
     max_grad_norm: Optional[float] = None,
-    ema=None,
     loss_type: str = "simple",
     timestep_sampler=None,
     micro_batch_kwargs: Optional[Sequence[Dict]] = None,
@@ -576,8 +575,6 @@ def train_step(
     if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the loss scaler skipped this step
         lr_scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    if ema is not None:
-        ema.step(model.parameters())
     loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
     return StepOutput(
         loss=loss, grad_norm=grad_norm.detach() if torch.is_tensor(grad_norm) else None,

@@ -370,9 +370,12 @@ class TextConditioning:
         kept = drop_captions(caption_indices, self.dropout_prob, self.bank.empty_index, generator)
         if self.trained:
             return {"token_ids": self.bank.token_ids_for(kept)}
-        # Encoded in the frozen encoder's dtype; the UNet's weights are float32 (autocast lowers its matmuls if on).
-        states = self.bank.embeddings_for(kept, text_encoder=self.text_encoder)
-        return {"encoder_hidden_states": states.float()}
+        return {"encoder_hidden_states": self.encodings(kept)}
+
+    def encodings(self, caption_indices: torch.Tensor) -> torch.Tensor:
+        """The UNet's `encoder_hidden_states` for these captions, without gradients: encoded in the frozen encoder's
+        dtype, handed over as float32, the dtype of the UNet's weights (autocast lowers its matmuls when on)."""
+        return self.bank.embeddings_for(caption_indices, text_encoder=self.text_encoder).float()
 
 
 def make_pipeline(unet, noise_scheduler, text: Optional[TextConditioning]):
@@ -1030,8 +1033,7 @@ def evaluate_nll(pipeline, data, args, text: Optional[TextConditioning]) -> dict
     model_kwargs = None
     if text is not None:
         caption_indices = text.bank.caption_indices[chosen.to(text.bank.caption_indices.device)]
-        hidden_states = text.bank.embeddings_for(caption_indices, text_encoder=text.text_encoder)
-        model_kwargs = {"encoder_hidden_states": hidden_states.to(pipeline.unet.dtype)}  # a frozen encoder's dtype may differ
+        model_kwargs = {"encoder_hidden_states": text.encodings(caption_indices)}
     steps = args.eval_nll_steps or args.ddpm_num_steps
     chain = list(range(args.ddpm_num_steps - 1, -1, -1)) if steps == args.ddpm_num_steps else steps
     was_training = pipeline.unet.training
