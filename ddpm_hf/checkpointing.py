@@ -6,7 +6,7 @@ Layout of `<output_dir>/checkpoints/`:
     checkpoint-<step>/              one complete checkpoint (never a partial one: see `save_checkpoint`)
         unet/                       the trained weights (UNet2DModel.from_pretrained loads it)
         unet_ema/                   the EMA weights and the EMA's counters, with --use_ema (EMAModel.from_pretrained)
-        text_encoder/               the text encoder's weights, with --train_text_encoder (CLIPTextModel.from_pretrained)
+        text_encoder/               the trained text encoder, with --train_text_encoder (CLIPTextModel.from_pretrained)
         optimizer.pt, lr_scheduler.pt, grad_scaler.pt (fp16 only), random_states.pt
         timestep_sampler.safetensors  the importance sampler's loss history (--timestep_sampler loss-second-moment)
         trainer_state.json          step, data position, loss history; written last

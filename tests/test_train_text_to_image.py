@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_python
-from safetensors.torch import load_file
 from PIL import Image
+from safetensors.torch import load_file
 from test_train import TINY, assert_bitwise_equal, error_lines, launch, run_script, unet_weights
 
 # The tiny preset on captioned 8x8 digits, with the builtin CLIP (real vocabulary, small random encoder, frozen).
@@ -79,8 +79,9 @@ def test_text_run_on_two_processes_shards_and_stays_in_sync(tmp_path):
     """With --train_text_encoder, so that one DDP wrapper keeps the UNet and the encoder in sync (the frozen path
     only adds precomputed encodings to the unconditional multi-process path)."""
     output_dir = tmp_path / "out"
-    launch(*TEXT, "--train_text_encoder", "--max_train_steps", "3", "--train_batch_size", "4", "--checkpointing_steps", "0",
-           "--validation_steps", "0", "--output_dir", output_dir, num_processes=2, env={"DDPM_HF_DEBUG_RANKS": "1"})
+    launch(*TEXT, "--train_text_encoder", "--max_train_steps", "3", "--train_batch_size", "4",
+           "--checkpointing_steps", "0", "--validation_steps", "0", "--output_dir", output_dir, num_processes=2,
+           env={"DDPM_HF_DEBUG_RANKS": "1"})
     ranks = [json.loads((output_dir / "debug" / f"rank-{i}.json").read_text()) for i in range(2)]
     assert ranks[0]["parameters"] == ranks[1]["parameters"]
     assert not {digest for _, digest in ranks[0]["micro_batches"]} & {digest for _, digest in ranks[1]["micro_batches"]}
