@@ -32,7 +32,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -42,9 +41,9 @@ import torch
 from ddpm_hf import DDPMImagePipeline
 from ddpm_hf.data import _subset_indices, load_image_dataset, to_model_range
 from ddpm_hf import variational_bound
+from common import trainer_command
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_SCRIPT = REPO / "training" / "train.py"
 DATASET = "digits"
 REFERENCE = "simple, sigma^2=beta"  # not trained: the simple model's UNet sampled with variance_type fixed_large
 EARLY = 10  # the decoder and the first denoising terms, where Improved DDPM says the learned variance matters
@@ -90,26 +89,18 @@ def parse_args():
     return args
 
 
-def accelerate_command():
-    launcher = Path(sys.executable).with_name("accelerate")
-    prefix = [str(launcher)] if launcher.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
-    if launcher.exists():
-        prefix.append("launch")
-    return prefix + ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-
-
 def train(name: str, args, num_train: int) -> float:
     """Train one model into OUT/NAME; returns the wall time of the whole trainer process (start-up and save included)."""
     output_dir = Path(args.out) / name
-    command = accelerate_command() + [
-        str(TRAIN_SCRIPT), "--preset", "tiny", "--embedded_dataset", DATASET, "--resolution", str(args.resolution),
+    command = trainer_command(
+        "--preset", "tiny", "--embedded_dataset", DATASET, "--resolution", str(args.resolution),
         "--max_train_samples", str(num_train), "--seed", str(args.seed), "--output_dir", str(output_dir),
         "--max_train_steps", str(args.steps), "--train_batch_size", str(args.batch_size),
         "--learning_rate", str(args.learning_rate), "--lr_warmup_steps", str(min(100, args.steps // 10)),
         "--ddpm_num_steps", str(args.ddpm_num_steps), "--timestep_sampler", "uniform",
         "--report_to", "none", "--validation_steps", "0", "--checkpointing_steps", "0", "--logging_steps", "50",
         "--use_ema" if args.ema else "--no-use_ema", *MODELS[name],
-    ]
+    )
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     log_path = Path(args.out) / f"train-{name}.log"
     print(f"training {name} ({args.steps} steps) -> {output_dir} (log: {log_path})", flush=True)

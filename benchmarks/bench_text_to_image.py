@@ -23,13 +23,12 @@ sys.path.insert(0, REPO)
 
 from ddpm_hf import DDPMTextToImagePipeline  # noqa: E402
 from ddpm_hf.evaluation import fit_digit_classifier, prompted_digit_accuracy  # noqa: E402
+from common import trainer_command  # noqa: E402
 
 
 def train(output_dir: str) -> float:
     """The README's text-to-image command; returns its wall time in seconds."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", os.path.join(REPO, "training", "train.py"),
-               "--preset", "mnist-16-text", "--output_dir", output_dir]
+    command = trainer_command("--preset", "mnist-16-text", "--output_dir", output_dir)
     start = time.perf_counter()
     subprocess.run(command, check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     return time.perf_counter() - start

@@ -1,7 +1,19 @@
-"""Timing helpers shared by the benchmarks: best-of-N wall time, measured in alternation to share machine noise."""
+"""Helpers shared by the benchmarks: best-of-N wall time, measured in alternation to share machine noise; the
+trainer's command line."""
 
+import os
+import sys
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, List
+
+TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "train.py")
+
+
+def trainer_command(*train_args) -> List[str]:
+    """`accelerate launch training/train.py ARGS` on one process, without mixed precision or dynamo, whatever the
+    machine's accelerate config says."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", TRAIN_SCRIPT, *map(str, train_args)]
 
 
 def best_time(fn: Callable[[], None], repeats: int) -> float:
