@@ -2,9 +2,8 @@
 --train_text_encoder) and runs on two processes; and the digit-classifier judge that benchmarks/bench_text_to_image.py
 uses to measure whether the text steers the image.
 
-(A small-budget steering test is missing: the text is learnt late. The README-sized run's validation grid at step
-1000 still ignores the prompt, while the finished run scores 0.965 with guidance; 8x8 runs of 400-1500 steps stay
-near chance, where class labels in place of the text steer fully within 400 steps. See the benchmark.)"""
+The steering test trains for a small budget and asks the judge whether samples show the prompted digit; the README-sized
+run is judged by the benchmark."""
 
 import json
 from pathlib import Path
@@ -177,3 +176,28 @@ def test_the_digit_judge_scores_an_oracle_high_and_a_prompt_blind_drawer_at_chan
     assert abs(blind.accuracy - 0.1) < 0.07, blind.accuracy
     with pytest.raises(ValueError, match="fit it at the pipeline's resolution"):
         prompted_digit_accuracy(DigitDrawer(True), fit_digit_classifier("digits", resolution=16), images_per_digit=1)
+
+
+# The small budget: the tiny preset on all 1,797 captioned 8x8 digits, 500 steps of 64 (about a minute), no grids or
+# checkpoints; the cosine schedule spends more of training at the noise levels where the digit is decided. Measured:
+# 0.53 (seed 0) and 0.59 (seed 1) with guidance 3, and 0.10 with the encoder at CLIP's own initialisation scale
+# (initializer_factor 1), which is why the builtin encoders are drawn 10x larger (ddpm_hf/text_encoders.py).
+STEERING_RUN = ["--preset", "tiny", "--resolution", "8", "--embedded_dataset", "digits", "--caption_column", "text",
+                "--report_to", "none", "--train_batch_size", "64", "--learning_rate", "6e-3", "--max_train_steps",
+                "500", "--ddpm_beta_schedule", "squaredcos_cap_v2", "--validation_steps", "0",
+                "--checkpointing_steps", "0", "--num_validation_images", "10", "--validation_inference_steps", "10",
+                "--logging_steps", "100"]
+
+
+def test_the_text_steers_the_image_after_a_small_budget(tmp_path):
+    """The trainer's pipeline draws the prompted digit well above chance, as the fitted judge sees it."""
+    from ddpm_hf import DDPMTextToImagePipeline
+    from ddpm_hf.evaluation import fit_digit_classifier, prompted_digit_accuracy
+
+    launch(*STEERING_RUN, "--output_dir", tmp_path / "out", timeout=400, env={"OMP_NUM_THREADS": "2"})  # both cores
+    pipe = DDPMTextToImagePipeline.from_pretrained(tmp_path / "out")
+    pipe.set_progress_bar_config(disable=True)
+    result = prompted_digit_accuracy(pipe, fit_digit_classifier("digits", resolution=8), images_per_digit=10,
+                                     num_inference_steps=25)
+    # 100 samples at chance score 0.1 ± 0.03.
+    assert result.accuracy > 0.3, (result.accuracy, result.per_digit)
