@@ -20,7 +20,6 @@ import contextlib
 import inspect
 import json
 import os
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -84,8 +83,7 @@ def _builtin_text_components(name: str, seed: int):
         raise TextEncoderError(
             f"unknown builtin text encoder {name!r}: choose one of {', '.join(BUILTIN_TEXT_ENCODERS)}"
         )
-    with tempfile.TemporaryDirectory(prefix="ddpm-hf-clip-tokenizer-") as folder:
-        tokenizer = build_clip_tokenizer(folder)  # read into memory: the folder is not needed afterwards
+    tokenizer = build_clip_tokenizer()
     tokenizer.name_or_path = name
     # build_clip_text_encoder seeds torch's global generator; keep the caller's random state untouched.
     with torch.random.fork_rng(devices=[]):

@@ -70,9 +70,11 @@ def write_clip_tokenizer_files(folder: str) -> str:
 
 
 def build_clip_tokenizer(folder: Optional[str] = None) -> CLIPTokenizer:
-    """The real CLIP tokenizer (49,408 tokens, bos 49406, eos 49407), with no network."""
+    """The real CLIP tokenizer (49,408 tokens, bos 49406, eos 49407), with no network; its files are written to
+    `folder` (kept), or with none to a temporary folder removed once the tokenizer has read them into memory."""
     if folder is None:
-        folder = tempfile.mkdtemp(prefix="ddpm-hf-clip-tokenizer-")
+        with tempfile.TemporaryDirectory(prefix="ddpm-hf-clip-tokenizer-") as temporary:
+            return build_clip_tokenizer(temporary)
     if not os.path.isfile(os.path.join(folder, "vocab.json")):
         write_clip_tokenizer_files(folder)
     return CLIPTokenizer.from_pretrained(folder)

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny models built offline, and an isolated Hugging Face cache per test session."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,11 @@ os.environ.setdefault("HF_HOME", os.path.join(_SESSION_HOME, "hf-home"))
 os.environ.setdefault("HF_MODULES_CACHE", os.path.join(_SESSION_HOME, "hf-modules"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this session's Hugging Face cache and module folder: nothing of a test run stays in /tmp."""
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
 def tiny_unet(in_channels: int = 1, out_channels=None, sample_size: int = 8, seed: int = 0):

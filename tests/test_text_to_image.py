@@ -1,11 +1,13 @@
 """DDPMTextToImagePipeline: guidance, clear errors, the offline CLIP tokenizer, and loading in fresh processes."""
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
 import torch
 from conftest import run_python, tiny_text_to_image_pipeline
+from transformers import CLIPTokenizer
 
 from ddpm_hf import DDPMTextToImagePipeline
 from ddpm_hf.text_encoders import CLIP_VOCAB_SIZE, build_clip_text_encoder, build_clip_tokenizer
@@ -34,6 +36,16 @@ def test_real_clip_vocabulary(tokenizer_dir):
     ids = tokenizer("a photo of a cat").input_ids
     # CLIP's ids: <|startoftext|> a photo of a cat <|endoftext|>
     assert ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_clip_tokenizer_without_a_folder_leaves_nothing_behind_and_still_saves(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    tokenizer = build_clip_tokenizer()
+    assert list((tmp_path / "tmp").iterdir()) == []  # its temporary files are gone: it holds the vocabulary itself
+    tokenizer.save_pretrained(tmp_path / "saved")
+    assert CLIPTokenizer.from_pretrained(tmp_path / "saved")("a photo of a cat").input_ids == [
+        49406, 320, 1125, 539, 320, 2368, 49407]
 
 
 def count_unet_batches(pipe):
