@@ -82,23 +82,22 @@ def test_builtin_encoders_are_seeded_offline_and_leave_the_global_rng_alone():
         load_text_components("builtin:huge")
 
 
-
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_builtin_encoders_tell_the_digit_words_apart(tokenizer_dir, preset):
     """The ten captions "a handwritten digit <word>" get states far apart (rms distance per entry), about five times
     further than at CLIP's own initialisation scale, where a UNet cannot learn to read them in a small budget."""
-    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
-    ids = tokenizer([digit_caption(digit, 0) for digit in range(10)], padding="max_length", return_tensors="pt")
+    ids = tokenize_captions(CLIPTokenizer.from_pretrained(tokenizer_dir), [digit_caption(d, 0) for d in range(10)])
 
     def mean_distance(encoder):
         with torch.no_grad():
-            states = encoder(ids.input_ids).last_hidden_state.flatten(1)
+            states = encoder(ids).last_hidden_state.flatten(1)
         distances = torch.cdist(states, states) / math.sqrt(states.shape[1])
         return distances[~torch.eye(10, dtype=torch.bool)].mean().item()
 
     builtin = mean_distance(build_clip_text_encoder(preset, seed=0))
     clip_scale = mean_distance(build_clip_text_encoder(preset, seed=0, initializer_factor=1.0))
     assert builtin > 0.4 and builtin > 3 * clip_scale, (builtin, clip_scale)
+
 
 def test_saved_pipeline_folder(pipe, tmp_path):
     pipe.save_pretrained(tmp_path)

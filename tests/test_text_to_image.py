@@ -13,6 +13,7 @@ from ddpm_hf import DDPMTextToImagePipeline
 from ddpm_hf.text_encoders import CLIP_VOCAB_SIZE, build_clip_text_encoder, build_clip_tokenizer
 
 STEPS = 5
+CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]  # CLIP's ids: <|startoftext|> a photo of a cat <|endoftext|>
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,7 @@ def generate(pipe, prompt, seed=0, **kwargs):
 def test_real_clip_vocabulary(tokenizer_dir):
     tokenizer = build_clip_tokenizer(str(tokenizer_dir))
     assert len(tokenizer) == CLIP_VOCAB_SIZE == 49408
-    ids = tokenizer("a photo of a cat").input_ids
-    # CLIP's ids: <|startoftext|> a photo of a cat <|endoftext|>
-    assert ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert tokenizer("a photo of a cat").input_ids == CAT_IDS
 
 
 def test_clip_tokenizer_without_a_folder_leaves_nothing_behind_and_still_saves(tmp_path, monkeypatch):
@@ -44,8 +43,7 @@ def test_clip_tokenizer_without_a_folder_leaves_nothing_behind_and_still_saves(t
     tokenizer = build_clip_tokenizer()
     assert list((tmp_path / "tmp").iterdir()) == []  # its temporary files are gone: it holds the vocabulary itself
     tokenizer.save_pretrained(tmp_path / "saved")
-    assert CLIPTokenizer.from_pretrained(tmp_path / "saved")("a photo of a cat").input_ids == [
-        49406, 320, 1125, 539, 320, 2368, 49407]
+    assert CLIPTokenizer.from_pretrained(tmp_path / "saved")("a photo of a cat").input_ids == CAT_IDS
 
 
 def count_unet_batches(pipe):
