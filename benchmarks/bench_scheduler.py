@@ -31,7 +31,8 @@ CONFIGS = {
 }
 
 
-def chain_runner(scheduler, steps, sample, model_output, device):
+def chain_runner(scheduler, steps, device, work):
+    """A function that calls `work(t, generator)` at every timestep of the scheduler's chain, and the chain's length."""
     if steps:
         scheduler.set_timesteps(steps, device=device)
     timesteps = scheduler.timesteps.tolist()
@@ -39,27 +40,11 @@ def chain_runner(scheduler, steps, sample, model_output, device):
 
     def run():
         for t in timesteps:
-            scheduler.step(model_output, t, sample, generator=generator)
+            work(t, generator)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
     return run, len(timesteps)
-
-
-def draw_runner(scheduler, steps, sample, device):
-    """Only the Gaussian draws a chain makes (none on its last step), as both schedulers make them."""
-    if steps:
-        scheduler.set_timesteps(steps, device=device)
-    draws = len(scheduler.timesteps) - 1
-    generator = torch.Generator(device=device).manual_seed(0)
-
-    def run():
-        for _ in range(draws):
-            randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    return run
 
 
 def main():
@@ -72,12 +57,22 @@ def main():
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")
     print(f"{'configuration':40s} {'diffusers us/step':>18s} {'ours us/step':>13s} {'ratio':>6s}"
           f" {'draw us/step':>13s} {'ratio without the draw':>23s}")
+
+    def draw(t, generator):  # only the Gaussian draw, where both schedulers make it (t > 0 on these chains)
+        if t > 0:
+            randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+
     ratios = []
     for name, (config, steps) in CONFIGS.items():
-        theirs, n = chain_runner(DDPMScheduler(**config), steps, sample, model_output, args.device)
-        ours, _ = chain_runner(DDPMPosteriorScheduler(**config), steps, sample, model_output, args.device)
-        draw = draw_runner(DDPMScheduler(**config), steps, sample, args.device)
-        best = compare({"diffusers": theirs, "ours": ours, "draw": draw}, rounds=args.rounds, repeats=1)
+        theirs, ours = DDPMScheduler(**config), DDPMPosteriorScheduler(**config)
+        runs = {
+            "diffusers": chain_runner(theirs, steps, args.device,
+                                      lambda t, g: theirs.step(model_output, t, sample, generator=g)),
+            "ours": chain_runner(ours, steps, args.device, lambda t, g: ours.step(model_output, t, sample, generator=g)),
+            "draw": chain_runner(DDPMScheduler(**config), steps, args.device, draw),
+        }
+        n = runs["ours"][1]
+        best = compare({key: run for key, (run, _) in runs.items()}, rounds=args.rounds, repeats=1)
         ratio = best["ours"] / best["diffusers"]
         rest = (best["ours"] - best["draw"]) / (best["diffusers"] - best["draw"])
         ratios.append(ratio)
