@@ -58,6 +58,7 @@ class StepCoefficients(NamedTuple):
     xt_coef: float  # sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)
     eps_coef: float  # (1 - alpha_t) / sqrt(1 - abar_t)
     inv_sqrt_alpha: float  # 1 / sqrt(alpha_t)
+    eps_coef_over_sqrt_alpha: float  # (1 - alpha_t) / (sqrt(1 - abar_t) sqrt(alpha_t))
     posterior_std: float  # sqrt(Sigma_q)
     beta_std: float  # sqrt(beta_t)
     log_beta: float  # log(beta_t)
@@ -67,11 +68,31 @@ class StepCoefficients(NamedTuple):
 _FLOAT64 = torch.empty(0, dtype=torch.float64)  # the `like` of table queries that have no tensor to follow
 
 
-def _weighted_sum(a, x: torch.Tensor, b, y: torch.Tensor) -> torch.Tensor:
-    """a x + b y; two kernels and one allocation when a and b are numbers (the sampling hot path)."""
+def _weighted_sum(a, x: torch.Tensor, b, y: torch.Tensor, into: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """a x + b y, added in place to `into` when one is given; two kernels when a and b are numbers (the sampling hot
+    path, where every pass over the batch counts)."""
     if isinstance(a, float) and isinstance(b, float):
-        return torch.mul(x, a).add_(y, alpha=b)
-    return a * x + b * y
+        if into is None:
+            return torch.mul(x, a).add_(y, alpha=b)
+        return into.add_(x, alpha=a).add_(y, alpha=b)
+    if into is None:
+        return a * x + b * y
+    return into.add_(a * x).add_(b * y)
+
+
+def step_noise(std: float, generator, like: torch.Tensor) -> torch.Tensor:
+    """std * z, z the step noise diffusers draws: `randn_tensor(like.shape, generator, like.device, like.dtype)`.
+
+    Where randn_tensor would call `torch.randn` on the batch's own device (no generator, or one generator there), z is
+    drawn by `normal_(0, std)` instead: the same generator calls make the same z, scaled as they are written, which
+    saves a pass over the batch; a step is only a handful of such passes besides the draw.
+    """
+    device_type = like.device.type
+    same_device = generator is None or (isinstance(generator, torch.Generator) and generator.device.type == device_type)
+    if same_device and device_type in ("cpu", "cuda"):
+        noise = torch.empty_like(like, memory_format=torch.contiguous_format)  # randn's layout, whatever like's strides
+        return noise.normal_(0.0, std, generator=generator)
+    return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype).mul_(std)
 
 
 def _require_choice(name: str, value, choices) -> None:
@@ -229,6 +250,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 "xt_coef": np.sqrt(alpha) * (1.0 - a_prev) / (1.0 - a_t),
                 "eps_coef": beta / np.sqrt(1.0 - a_t),
                 "inv_sqrt_alpha": 1.0 / np.sqrt(alpha),
+                "eps_coef_over_sqrt_alpha": beta / np.sqrt(1.0 - a_t) / np.sqrt(alpha),
                 "posterior_variance": variance,
                 "posterior_std": np.sqrt(variance),
                 "posterior_log_variance": np.log(np.maximum(clipped, 1e-20)),
@@ -459,22 +481,23 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 pred_original_sample = pred_original_sample.clamp(-bound, bound)
             else:  # a fresh tensor of ours: clamp where it is
                 pred_original_sample = pred_original_sample.clamp_(-bound, bound)
-        if config.prediction_type == "epsilon" and not (config.thresholding or config.clip_sample):
-            # The seed's final form: (x_t - (1 - alpha_t) / sqrt(1 - abar_t) eps) / sqrt(alpha_t).
-            prev_sample = torch.add(sample, model_output, alpha=-c.eps_coef).mul_(c.inv_sqrt_alpha)
-        else:  # mu_q's x_0 form at the (clipped) estimate
-            prev_sample = _weighted_sum(c.xt_coef, sample, c.x0_coef, pred_original_sample)
-
-        if c.prev_timestep >= 0:
-            noise = randn_tensor(
-                model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype
-            )
+        # x_{t-1} = mu + sigma_t z. The noise term is drawn first and the mean is added into it, so that a step makes
+        # no tensor beyond its two outputs: on a CPU the draw and each pass over the batch are what a step costs.
+        prev_sample = None
+        if c.prev_timestep >= 0:  # Algorithm 2 of Ho et al.: z = 0 on the chain's last step
             if config.variance_type == "learned_range":
                 log_variance = self.model_log_variance(predicted_variance, int(timestep), sample)
-                prev_sample = prev_sample + torch.exp(0.5 * log_variance) * noise
+                prev_sample = torch.exp(0.5 * log_variance) * step_noise(1.0, generator, model_output)
             else:
                 std = c.beta_std if config.variance_type == "fixed_large" else c.posterior_std
-                prev_sample = prev_sample.add_(noise, alpha=std)  # prev_sample is a fresh tensor here
+                prev_sample = step_noise(std, generator, model_output)
+
+        if config.prediction_type == "epsilon" and not (config.thresholding or config.clip_sample):
+            # The seed's final form, mu = (x_t - (1 - alpha_t) / sqrt(1 - abar_t) eps) / sqrt(alpha_t), its two
+            # coefficients multiplied out.
+            prev_sample = _weighted_sum(c.inv_sqrt_alpha, sample, -c.eps_coef_over_sqrt_alpha, model_output, prev_sample)
+        else:  # mu_q's x_0 form at the (clipped) estimate
+            prev_sample = _weighted_sum(c.xt_coef, sample, c.x0_coef, pred_original_sample, prev_sample)
 
         if not return_dict:
             return (prev_sample, pred_original_sample)

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
+from diffusers.utils.torch_utils import randn_tensor
 
-from ddpm_hf.scheduling_ddpm_posterior import DDPMPosteriorScheduler
+from ddpm_hf.scheduling_ddpm_posterior import DDPMPosteriorScheduler, step_noise
 
 T = 1000
 SHAPE = (2, 3, 8, 8)
@@ -305,3 +306,29 @@ def test_set_timesteps_identical(spacing, steps_offset):
     assert ours.custom_timesteps and theirs.custom_timesteps
     for t in custom:
         assert ours.previous_timestep(t) == int(theirs.previous_timestep(t))
+
+
+def generators(seed, how):
+    if how == "one":
+        return torch.Generator().manual_seed(seed)
+    return [torch.Generator().manual_seed(seed + i) for i in range(SHAPE[0])]  # diffusers' one generator per image
+
+
+@pytest.mark.parametrize("how", ["one", "one per image"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "a channel slice"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_step_noise_is_diffusers_draw_scaled(dtype, layout, how):
+    """The scaled draw a step makes is bit for bit std * randn_tensor(...) from the same generator(s), in randn's
+    contiguous layout whatever the model output's strides, and it leaves the generators where randn_tensor would."""
+    like = torch.zeros(SHAPE[0], 2 * SHAPE[1], *SHAPE[2:], dtype=dtype)
+    like = {"contiguous": like[:, :SHAPE[1]].contiguous(),
+            "channels_last": like[:, :SHAPE[1]].contiguous(memory_format=torch.channels_last),
+            "a channel slice": like[:, :SHAPE[1]]}[layout]  # learned_range's prediction half is such a slice
+    std = 0.1234567
+    ours_generator, their_generator = generators(5, how), generators(5, how)
+    ours = step_noise(std, ours_generator, like)
+    theirs = std * randn_tensor(like.shape, generator=their_generator, device=like.device, dtype=dtype)
+    assert ours.dtype == dtype and ours.is_contiguous()
+    assert torch.equal(ours, theirs)
+    assert torch.equal(step_noise(1.0, ours_generator, like),
+                       randn_tensor(like.shape, generator=their_generator, device=like.device, dtype=dtype))
