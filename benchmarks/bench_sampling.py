@@ -7,13 +7,14 @@ Target: ratio (ours / diffusers, in images per second) >= 1.0.
 
 import argparse
 import os
+import statistics
 import sys
 
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import compare  # noqa: E402
+from common import compare, median_ratio  # noqa: E402
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler  # noqa: E402
 
@@ -34,7 +35,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--channels", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     unet = tiny_unet(args.channels, args.resolution).to(args.device)
@@ -51,13 +52,14 @@ def main():
             pipe(batch_size=args.batch_size, generator=generator, num_inference_steps=args.steps, output_type="np")
         return run
 
-    best = compare({name: runner(pipe) for name, pipe in pipelines.items()}, rounds=args.rounds, repeats=1)
+    times = compare({name: runner(pipe) for name, pipe in pipelines.items()}, rounds=args.rounds, repeats=1)
     params = sum(p.numel() for p in unet.parameters())
     print(f"torch {torch.__version__}, device {args.device}, UNet {params / 1e3:.0f}k params, "
           f"{args.batch_size} images of {args.channels}x{args.resolution}x{args.resolution}, {args.steps} steps")
-    for name, seconds in best.items():
-        print(f"{name:10s} {args.batch_size / seconds:8.2f} images/s")
-    print(f"ratio ours/diffusers {best['diffusers'] / best['ours']:.3f} (target >= 1.0)")
+    for name, seconds in times.items():
+        print(f"{name:10s} {args.batch_size / statistics.median(seconds):8.2f} images/s (median of {args.rounds} rounds)")
+    print(f"ratio ours/diffusers {median_ratio(times, 'diffusers', 'ours'):.3f} in images/s (median of per-round ratios;"
+          " target >= 1.0)")
 
 
 if __name__ == "__main__":

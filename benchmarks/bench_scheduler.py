@@ -2,7 +2,9 @@
 
     python benchmarks/bench_scheduler.py [--device cuda]
 
-Target: ratio (ours / diffusers) <= 0.6. Both schedulers walk the same chain with the same generator.
+Target: ratio (ours / diffusers) <= 0.6. Both schedulers walk the same chain with the same generator. Each round walks
+the chain once with each, back to back; the ratio is the median over rounds of the two walks' ratio, and the times per
+step are medians over rounds.
 
 Both must draw the step noise identically (`randn_tensor`, so that a generator gives the same images), and on a CPU
 that draw is most of a step; the benchmark times the draw alone in the same run and also prints the ratio of the rest
@@ -11,6 +13,7 @@ of the step, the part a scheduler's implementation decides.
 
 import argparse
 import os
+import statistics
 import sys
 
 import torch
@@ -18,7 +21,7 @@ from diffusers import DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import compare  # noqa: E402
+from common import compare, median_ratio  # noqa: E402
 
 from ddpm_hf import DDPMPosteriorScheduler  # noqa: E402
 
@@ -50,7 +53,7 @@ def chain_runner(scheduler, steps, device, work):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     sample = torch.randn(16, 3, 32, 32, device=args.device)
     model_output = torch.randn(16, 3, 32, 32, device=args.device)
@@ -72,12 +75,16 @@ def main():
             "draw": chain_runner(DDPMScheduler(**config), steps, args.device, draw),
         }
         n = runs["ours"][1]
-        best = compare({key: run for key, (run, _) in runs.items()}, rounds=args.rounds, repeats=1)
-        ratio = best["ours"] / best["diffusers"]
-        rest = (best["ours"] - best["draw"]) / (best["diffusers"] - best["draw"])
+        times = compare({key: run for key, (run, _) in runs.items()}, rounds=args.rounds, repeats=1)
+        per_step = {key: statistics.median(values) / n * 1e6 for key, values in times.items()}
+        ratio = median_ratio(times, "ours", "diffusers")
+        rest = statistics.median(
+            (ours - draw) / (theirs - draw)
+            for ours, theirs, draw in zip(times["ours"], times["diffusers"], times["draw"], strict=True)
+        )
         ratios.append(ratio)
-        print(f"{name:40s} {best['diffusers'] / n * 1e6:18.1f} {best['ours'] / n * 1e6:13.1f} {ratio:6.2f}"
-              f" {best['draw'] / n * 1e6:13.1f} {rest:23.2f}")
+        print(f"{name:40s} {per_step['diffusers']:18.1f} {per_step['ours']:13.1f} {ratio:6.2f}"
+              f" {per_step['draw']:13.1f} {rest:23.2f}")
     print(f"worst ratio {max(ratios):.2f} (target <= 0.6)")
 
 

@@ -1,7 +1,8 @@
-"""Helpers shared by the benchmarks: best-of-N wall time, measured in alternation to share machine noise; the
-trainer's command line."""
+"""Helpers shared by the benchmarks: wall times measured in rounds that alternate the candidates, so that a ratio taken
+within a round shares the machine's noise; the trainer's command line."""
 
 import os
+import statistics
 import sys
 import time
 from typing import Callable, Dict, List
@@ -25,12 +26,21 @@ def best_time(fn: Callable[[], None], repeats: int) -> float:
     return best
 
 
-def compare(candidates: Dict[str, Callable[[], None]], rounds: int = 5, repeats: int = 3) -> Dict[str, float]:
-    """Best time of each candidate, alternating between them every round so load affects all alike."""
+def compare(candidates: Dict[str, Callable[[], None]], rounds: int = 5, repeats: int = 3) -> Dict[str, List[float]]:
+    """Each candidate's best-of-`repeats` time in every round. The candidates run back to back within a round, in an
+    order that rotates from round to round, so that a round's times share the machine's state (on a shared host its
+    speed drifts by tens of per cent over seconds) and no candidate always runs in another's cache wake."""
     for fn in candidates.values():
         fn()  # warm-up
-    best = {name: float("inf") for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            best[name] = min(best[name], best_time(fn, repeats))
-    return best
+    names = list(candidates)
+    times = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(best_time(candidates[name], repeats))
+    return times
+
+
+def median_ratio(times: Dict[str, List[float]], numerator: str, denominator: str) -> float:
+    """The median over rounds of numerator's time / denominator's time in the same round."""
+    return statistics.median(a / b for a, b in zip(times[numerator], times[denominator], strict=True))
