@@ -54,6 +54,8 @@ class StepCoefficients(NamedTuple):
     """Every number one reverse step needs, for one visited timestep, as Python floats (computed in float64)."""
 
     prev_timestep: int  # -1 after the last visited timestep
+    x0_hat_xt_coef: float  # x_0's estimate is x0_hat_xt_coef x_t - x0_hat_output_coef model_output (see
+    x0_hat_output_coef: float  # DDPMPosteriorScheduler.predict_original_sample; unused for `sample` prediction)
     x0_coef: float  # sqrt(abar_{t-1}) (1 - alpha_t) / (1 - abar_t)
     xt_coef: float  # sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)
     eps_coef: float  # (1 - alpha_t) / sqrt(1 - abar_t)
@@ -217,6 +219,15 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 "sqrt_recip_alpha_bar_train": 1.0 / np.sqrt(self._alphas_cumprod64),
                 "sqrt_recipm1_alpha_bar_train": np.sqrt(1.0 / self._alphas_cumprod64 - 1.0),
             }
+        # x_0's estimate, x_0 = a x_t - b model_output: epsilon x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t),
+        # v x_0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v; `sample` predicts x_0 itself (a = 0, b = -1).
+        a, b = {
+            "epsilon": ("sqrt_recip_alpha_bar_train", "sqrt_recipm1_alpha_bar_train"),
+            "v_prediction": ("sqrt_alpha_bar_train", "sqrt_one_minus_alpha_bar_train"),
+        }.get(prediction_type, (None, None))
+        T = num_train_timesteps
+        self._train_tables["x0_hat_xt_coef"] = self._train_tables[a] if a else np.zeros(T)
+        self._train_tables["x0_hat_output_coef"] = self._train_tables[b] if b else -np.ones(T)
         self.betas = torch.tensor(betas, dtype=torch.float32)
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.tensor(self._alphas_cumprod64, dtype=torch.float32)
@@ -264,6 +275,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             full = np.full(T, -2 if name == "prev_timestep" else np.nan)
             full[timesteps] = values
             self._chain_tables[name] = full
+        for name in ("x0_hat_xt_coef", "x0_hat_output_coef"):  # valid at any timestep: not a chain table
+            tables[name] = self._train_tables[name][timesteps]
         self._step_coefficients = {
             int(t): StepCoefficients(int(prev[i]), *(float(tables[f][i]) for f in StepCoefficients._fields[1:]))
             for i, t in enumerate(timesteps)
@@ -392,16 +405,17 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         return self._table("posterior_log_variance", timesteps, like if like is not None else _FLOAT64)
 
     def predict_original_sample(self, model_output: torch.Tensor, timesteps, sample: torch.Tensor) -> torch.Tensor:
-        """x_0's estimate from the model's prediction, by `prediction_type` (any timestep, on the chain or not)."""
-        prediction_type = self.config.prediction_type
-        if prediction_type == "sample":
+        """x_0's estimate from the model's prediction, by `prediction_type` (any timestep, on the chain or not):
+        epsilon x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), v x_0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v, and
+        `sample` is x_0 itself."""
+        a = self._table("x0_hat_xt_coef", timesteps, sample)
+        b = self._table("x0_hat_output_coef", timesteps, sample)
+        return self._x0_hat(model_output, sample, a, b)
+
+    def _x0_hat(self, model_output: torch.Tensor, sample: torch.Tensor, a, b) -> torch.Tensor:
+        """a x_t - b model_output, or the model output itself when it predicts x_0."""
+        if self.config.prediction_type == "sample":
             return model_output
-        if prediction_type == "epsilon":  # x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
-            a = self._table("sqrt_recip_alpha_bar_train", timesteps, sample)
-            b = self._table("sqrt_recipm1_alpha_bar_train", timesteps, sample)
-            return _weighted_sum(a, sample, -b, model_output)
-        a = self._table("sqrt_alpha_bar_train", timesteps, sample)  # v: x_0 = sqrt(abar) x_t - sqrt(1 - abar) v
-        b = self._table("sqrt_one_minus_alpha_bar_train", timesteps, sample)
         return _weighted_sum(a, sample, -b, model_output)
 
     def model_log_variance(self, predicted_variance: Optional[torch.Tensor], timesteps, like: torch.Tensor):
@@ -470,7 +484,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         """
         c = self._coefficients_at(timestep)
         model_output, predicted_variance = self.split_model_output(model_output, sample)
-        pred_original_sample = self.predict_original_sample(model_output, int(timestep), sample)
+        pred_original_sample = self._x0_hat(model_output, sample, c.x0_hat_xt_coef, c.x0_hat_output_coef)
 
         config = self.config
         if config.thresholding:
