@@ -29,7 +29,6 @@ Run by hand; not part of the tests.
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import time
@@ -41,7 +40,7 @@ import torch
 from ddpm_hf import DDPMImagePipeline
 from ddpm_hf.data import _subset_indices, load_image_dataset, to_model_range
 from ddpm_hf import variational_bound
-from common import trainer_command
+from common import mean_stderr, trainer_command
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "digits"
@@ -128,10 +127,6 @@ def heldout_images(args, num_train: int) -> torch.Tensor:
     heldout = sorted(set(range(len(everything))) - set(train_indices))
     assert len(heldout) == args.num_heldout, (len(heldout), args.num_heldout)
     return to_model_range(everything.pixels[heldout])
-
-
-def mean_stderr(x: torch.Tensor):
-    return float(x.mean()), (float(x.std(unbiased=True) / math.sqrt(len(x))) if len(x) > 1 else 0.0)
 
 
 def seconds(value) -> str:

@@ -13,12 +13,16 @@ Run by hand; not part of the tests.
 """
 
 import argparse
-import math
+import os
+import sys
 import time
 
 import torch
 
-from ddpm_hf.likelihood import load_evaluation_images, variational_bound
+sys.path.insert(0, os.path.dirname(__file__))
+from common import mean_stderr  # noqa: E402
+
+from ddpm_hf.likelihood import load_evaluation_images, variational_bound  # noqa: E402
 
 
 def parse_args():
@@ -59,10 +63,6 @@ def load_models(names, device):
         pipeline = DDPMImagePipeline.from_pretrained(name).to(device)
         models.append((name, pipeline.unet, pipeline.scheduler))
     return models
-
-
-def mean_stderr(x: torch.Tensor):
-    return float(x.mean()), (float(x.std() / math.sqrt(len(x))) if len(x) > 1 else 0.0)
 
 
 def main():

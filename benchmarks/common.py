@@ -1,11 +1,14 @@
 """Helpers shared by the benchmarks: wall times measured in rounds that alternate the candidates, so that a ratio taken
-within a round shares the machine's noise; the trainer's command line."""
+within a round shares the machine's noise; the trainer's command line; a mean and its standard error."""
 
+import math
 import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
+
+import torch
 
 TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "train.py")
 
@@ -44,3 +47,8 @@ def compare(candidates: Dict[str, Callable[[], None]], rounds: int = 5, repeats:
 def median_ratio(times: Dict[str, List[float]], numerator: str, denominator: str) -> float:
     """The median over rounds of numerator's time / denominator's time in the same round."""
     return statistics.median(a / b for a, b in zip(times[numerator], times[denominator], strict=True))
+
+
+def mean_stderr(x: torch.Tensor) -> Tuple[float, float]:
+    """The mean of per-image values and its standard error (0 for a single value)."""
+    return float(x.mean()), (float(x.std(unbiased=True) / math.sqrt(len(x))) if len(x) > 1 else 0.0)
