@@ -174,7 +174,18 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def _log(self, status: int) -> None:
+        """Log this request once. Called before the answer goes out: a client that has read the answer must find
+        its request in `requests` (logging after the write raced with tests that count requests)."""
+        if not self._logged:
+            self._logged = True
+            with self.hub.state.lock:
+                self.hub.state.requests.append(
+                    LoggedRequest(self._method, self.path, status, self.headers.get("Authorization"), self._body)
+                )
+
     def _send(self, status: int, body: bytes = b"", headers=None, content_type="application/json", head=False):
+        self._log(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -201,9 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str):
         self._status = 0
-        body = b""
+        self._method, self._body, self._logged = method, b"", False
         try:
-            body = self._read_body() if method in ("POST", "PUT", "DELETE") else b""
+            self._body = body = self._read_body() if method in ("POST", "PUT", "DELETE") else b""
             self._route(method, body)
         except HubError as error:
             headers = dict(error.headers)
@@ -216,10 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as error:  # a bug in the fake: answer 500 so the test sees it
             self._json(500, {"error": f"fake hub internal error: {type(error).__name__}: {error}"})
         finally:
-            with self.hub.state.lock:
-                self.hub.state.requests.append(
-                    LoggedRequest(method, self.path, self._status, self.headers.get("Authorization"), body)
-                )
+            self._log(self._status)  # a request that got no answer (the client went away) is logged here
 
     def do_GET(self):
         self._dispatch("GET")
