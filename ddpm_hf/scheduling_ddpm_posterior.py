@@ -58,7 +58,6 @@ class StepCoefficients(NamedTuple):
     x0_hat_output_coef: float  # DDPMPosteriorScheduler.predict_original_sample; unused for `sample` prediction)
     x0_coef: float  # sqrt(abar_{t-1}) (1 - alpha_t) / (1 - abar_t)
     xt_coef: float  # sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)
-    eps_coef: float  # (1 - alpha_t) / sqrt(1 - abar_t)
     inv_sqrt_alpha: float  # 1 / sqrt(alpha_t)
     eps_coef_over_sqrt_alpha: float  # (1 - alpha_t) / (sqrt(1 - abar_t) sqrt(alpha_t))
     posterior_std: float  # sqrt(Sigma_q)
@@ -74,12 +73,10 @@ def _weighted_sum(a, x: torch.Tensor, b, y: torch.Tensor, into: Optional[torch.T
     """a x + b y, added in place to `into` when one is given; two kernels when a and b are numbers (the sampling hot
     path, where every pass over the batch counts)."""
     if isinstance(a, float) and isinstance(b, float):
-        if into is None:
-            return torch.mul(x, a).add_(y, alpha=b)
-        return into.add_(x, alpha=a).add_(y, alpha=b)
-    if into is None:
-        return a * x + b * y
-    return into.add_(a * x).add_(b * y)
+        out = torch.mul(x, a) if into is None else into.add_(x, alpha=a)
+        return out.add_(y, alpha=b)
+    out = a * x + b * y  # per-sample coefficient tensors (training's batches of timesteps)
+    return out if into is None else into.add_(out)
 
 
 def step_noise(std: float, generator, like: torch.Tensor) -> torch.Tensor:
@@ -261,7 +258,6 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 "xt_coef": np.sqrt(alpha) * (1.0 - a_prev) / (1.0 - a_t),
                 "eps_coef": beta / np.sqrt(1.0 - a_t),
                 "inv_sqrt_alpha": 1.0 / np.sqrt(alpha),
-                "eps_coef_over_sqrt_alpha": beta / np.sqrt(1.0 - a_t) / np.sqrt(alpha),
                 "posterior_variance": variance,
                 "posterior_std": np.sqrt(variance),
                 "posterior_log_variance": np.log(np.maximum(clipped, 1e-20)),
@@ -269,6 +265,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 "beta_std": np.sqrt(beta),
                 "log_beta": np.log(beta),
             }
+        tables["eps_coef_over_sqrt_alpha"] = tables["eps_coef"] * tables["inv_sqrt_alpha"]
         # Index every table by timestep (0..T-1); timesteps outside the chain hold NaN so misuse is loud.
         self._chain_tables = {}
         for name, values in tables.items():
