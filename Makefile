@@ -1,6 +1,7 @@
 # Everything runs inside a local virtualenv that `make` creates on first use.
 #   make train   - train a DDPM on the embedded MNIST digits (CPU, about 10 minutes) into ddpm-digits/
 #   make test    - the test suite
+#   make lint    - the style check (ruff.toml)
 # GPU users: make train TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu126"  (or any torch build)
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ OUTPUT_DIR ?= ddpm-digits
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test bench clean
+.PHONY: install train test lint bench clean
 
 install: $(STAMP)
 
@@ -25,7 +26,10 @@ train: $(STAMP)
 		training/train.py --output_dir $(OUTPUT_DIR) $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scheduler.py

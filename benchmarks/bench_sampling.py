@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Images/s of DDPMImagePipeline against diffusers.DDPMPipeline: same tiny UNet, same steps, same generator seed.
 
     python benchmarks/bench_sampling.py [--device cuda] [--steps 100] [--batch-size 16]
@@ -57,9 +58,10 @@ def main():
     print(f"torch {torch.__version__}, device {args.device}, UNet {params / 1e3:.0f}k params, "
           f"{args.batch_size} images of {args.channels}x{args.resolution}x{args.resolution}, {args.steps} steps")
     for name, seconds in times.items():
-        print(f"{name:10s} {args.batch_size / statistics.median(seconds):8.2f} images/s (median of {args.rounds} rounds)")
-    print(f"ratio ours/diffusers {median_ratio(times, 'diffusers', 'ours'):.3f} in images/s (median of per-round ratios;"
-          " target >= 1.0)")
+        images_per_second = args.batch_size / statistics.median(seconds)
+        print(f"{name:10s} {images_per_second:8.2f} images/s (median of {args.rounds} rounds)")
+    ratio = median_ratio(times, "diffusers", "ours")
+    print(f"ratio ours/diffusers {ratio:.3f} in images/s (median of per-round ratios; target >= 1.0)")
 
 
 if __name__ == "__main__":

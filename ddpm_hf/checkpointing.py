@@ -23,8 +23,9 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ def save_image_atomically(image, path: str) -> None:
     write_atomically(path, lambda temporary: image.save(temporary, format=file_format))
 
 
-def remove_stale_temporaries(folder: str) -> List[str]:
+def remove_stale_temporaries(folder: str) -> list[str]:
     """Delete what interrupted writes left in `folder` (hidden `.<name>...tmp-<pid>` entries); returns their names."""
     if not os.path.isdir(folder):
         return []
@@ -112,7 +113,7 @@ def is_complete(path: str) -> bool:
     return os.path.isfile(os.path.join(path, STATE_FILE))
 
 
-def list_checkpoints(root: str) -> List[Tuple[int, str]]:
+def list_checkpoints(root: str) -> list[tuple[int, str]]:
     """The complete checkpoints in `root` as (step, path), oldest first."""
     if not os.path.isdir(root):
         return []
@@ -124,7 +125,7 @@ def list_checkpoints(root: str) -> List[Tuple[int, str]]:
     return sorted(found)
 
 
-def latest_checkpoint(root: str) -> Optional[str]:
+def latest_checkpoint(root: str) -> str | None:
     """The checkpoint `latest` names, or the newest complete one if that is missing (None when there is none)."""
     pointer = os.path.join(root, LATEST_FILE)
     if os.path.isfile(pointer):
@@ -136,7 +137,7 @@ def latest_checkpoint(root: str) -> Optional[str]:
     return checkpoints[-1][1] if checkpoints else None
 
 
-def resolve_checkpoint(root: str, name_or_path: str) -> Optional[str]:
+def resolve_checkpoint(root: str, name_or_path: str) -> str | None:
     """`--resume_from_checkpoint`: "latest" (None when there is no checkpoint yet), a path, or a name in `root`."""
     if name_or_path == "latest":
         return latest_checkpoint(root)
@@ -155,7 +156,7 @@ def resolve_checkpoint(root: str, name_or_path: str) -> Optional[str]:
 # Saving and pruning
 # ----------------------------------------------------------------------------------------------------------------
 def save_checkpoint(
-    root: str, step: int, write_contents: Callable[[str], None], total_limit: Optional[int] = None
+    root: str, step: int, write_contents: Callable[[str], None], total_limit: int | None = None
 ) -> str:
     """Write checkpoint `step` with `write_contents(folder)`, atomically; then point `latest` at it and prune.
 
@@ -180,7 +181,7 @@ def save_checkpoint(
     return final
 
 
-def prune_checkpoints(root: str, total_limit: int) -> List[str]:
+def prune_checkpoints(root: str, total_limit: int) -> list[str]:
     """Delete the oldest complete checkpoints so that at most `total_limit` remain (never the newest)."""
     checkpoints = list_checkpoints(root)
     doomed = [path for _, path in checkpoints[: max(0, len(checkpoints) - max(1, total_limit))]]
@@ -218,11 +219,11 @@ class TrainerState:
     num_images: int = 0  # the size of the training set (a different size reorders the stream)
     num_processes: int = 1  # informational: how the run that wrote the checkpoint was laid out
     global_batch_size: int = 0
-    loss_history: List[List[float]] = field(default_factory=list)  # [step, mean loss] per logging interval
-    args: Dict[str, Any] = field(default_factory=dict)  # the flags of the run that wrote the checkpoint
+    loss_history: list[list[float]] = field(default_factory=list)  # [step, mean loss] per logging interval
+    args: dict[str, Any] = field(default_factory=dict)  # the flags of the run that wrote the checkpoint
 
 
-def capture_random_states() -> Dict[str, Any]:
+def capture_random_states() -> dict[str, Any]:
     """The global RNG states as tensors and numbers only, so that `torch.load(weights_only=True)` reads them."""
     python_version, python_state, python_gauss = random.getstate()
     numpy_name, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
@@ -236,7 +237,7 @@ def capture_random_states() -> Dict[str, Any]:
     return states
 
 
-def restore_random_states(states: Dict[str, Any]) -> None:
+def restore_random_states(states: dict[str, Any]) -> None:
     python_version, python_state, python_gauss = states["python"]
     random.setstate((python_version, tuple(python_state.tolist()), python_gauss))
     numpy_name, numpy_keys, *numpy_rest = states["numpy"]
@@ -276,7 +277,7 @@ def write_training_state(
         json.dump(asdict(state), f)
 
 
-def _architecture(config) -> Dict[str, Any]:
+def _architecture(config) -> dict[str, Any]:
     return {key: value for key, value in dict(config).items() if not key.startswith("_")}
 
 

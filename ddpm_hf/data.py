@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Image data for DDPM training: load once, convert once, keep in memory.
 
 Every source (the two digit sets that ship inside installed packages, an image
@@ -505,7 +506,7 @@ def _open_hf_dataset(name: str, config: str | None) -> tuple[Any, Path | None]:
     import datasets  # imported here: slow to import, and unneeded for embedded sets and folders
 
     path = Path(name).expanduser()
-    if path.is_dir() and _is_saved_dataset(path):
+    if path.is_dir() and is_saved_dataset(path):
         return _train_split(_call_datasets(repr(name), lambda: datasets.load_from_disk(str(path))), name), path
     if path.is_dir():
         return _call_datasets(repr(name), lambda: datasets.load_dataset(str(path), config, split="train")), path
@@ -527,7 +528,7 @@ def _open_hf_dataset(name: str, config: str | None) -> tuple[Any, Path | None]:
     return _call_datasets(what, lambda: datasets.load_dataset(name, config, split="train")), None
 
 
-def _is_saved_dataset(folder: Path) -> bool:
+def is_saved_dataset(folder: Path) -> bool:
     # Dataset.save_to_disk writes state.json; DatasetDict.save_to_disk writes dataset_dict.json.
     return (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file()
 

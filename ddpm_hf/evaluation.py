@@ -8,7 +8,6 @@ classifier names the prompted digit. Chance is 0.1; a model that ignores its pro
 """
 
 from dataclasses import dataclass
-from typing import List
 
 import numpy as np
 import torch
@@ -48,7 +47,7 @@ def fit_digit_classifier(embedded: str = "mnist", resolution: int = 16, seed: in
 @dataclass
 class PromptAccuracy:
     accuracy: float  # the fraction of samples classified as their prompt's digit
-    per_digit: List[float]  # the same, per prompted digit 0..9
+    per_digit: list[float]  # the same, per prompted digit 0..9
     images: np.ndarray  # (10 x images_per_digit, H, W) in [0, 1], prompt by prompt
 
 

@@ -24,15 +24,18 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Union
 
 from huggingface_hub import (
     CommitOperationAdd,
     HfApi,
     ModelCard,
     ModelCardData,
-    constants as hub_constants,
     snapshot_download,
+)
+from huggingface_hub import (
+    constants as hub_constants,
 )
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import get_token
@@ -76,13 +79,10 @@ DEFAULT_PIPELINE_TAG = "unconditional-image-generation"
 TRAINING_LABELS = {
     "max_train_steps": "Training steps",
     "num_train_steps": "Training steps",
-    "train_steps": "Training steps",
-    "steps": "Training steps",
     "global_step": "Steps trained",
     "num_epochs": "Epochs",
     "train_batch_size": "Batch size (per device)",
     "batch_size": "Batch size",
-    "total_batch_size": "Total batch size",
     "gradient_accumulation_steps": "Gradient accumulation steps",
     "learning_rate": "Learning rate",
     "lr_scheduler": "Learning-rate schedule",
@@ -123,7 +123,7 @@ def model_card_template_path() -> str:
     )
 
 
-def _secrets(extra: Iterable[Optional[str]] = ()) -> List[str]:
+def _secrets(extra: Iterable[str | None] = ()) -> list[str]:
     """The token strings that must never be written anywhere (the resolved Hub token, plus any given)."""
     found = set()
     for value in list(extra) + [_resolved_token(None)]:
@@ -132,7 +132,7 @@ def _secrets(extra: Iterable[Optional[str]] = ()) -> List[str]:
     return sorted(found)
 
 
-def _resolved_token(token) -> Optional[str]:
+def _resolved_token(token) -> str | None:
     if isinstance(token, str):
         return token
     if token is False:
@@ -148,7 +148,7 @@ def _is_secret_value(value: Any, secrets: Sequence[str]) -> bool:
     return bool(_TOKEN_SHAPE.search(text)) or any(secret in text for secret in secrets)
 
 
-def scrub_config(config: Optional[Mapping[str, Any]], secrets: Sequence[str] = ()) -> Dict[str, Any]:
+def scrub_config(config: Mapping[str, Any] | None, secrets: Sequence[str] = ()) -> dict[str, Any]:
     """`config` without the entries that are, or contain, secrets (by key name, by token shape, by value)."""
     clean = {}
     for key, value in (config or {}).items():
@@ -183,11 +183,11 @@ def _pipeline_tag(pipeline) -> str:
     return DEFAULT_PIPELINE_TAG
 
 
-def _looks_like_hub_id(name: Optional[str]) -> bool:
+def _looks_like_hub_id(name: str | None) -> bool:
     return bool(name) and bool(_HUB_ID.match(name)) and not os.path.exists(name)
 
 
-def _text_encoder_id(pipeline) -> Optional[str]:
+def _text_encoder_id(pipeline) -> str | None:
     encoder = getattr(pipeline, "text_encoder", None)
     if encoder is None:
         return None
@@ -198,12 +198,12 @@ def _text_encoder_id(pipeline) -> Optional[str]:
     return None
 
 
-def _components(pipeline) -> Dict[str, Any]:
+def _components(pipeline) -> dict[str, Any]:
     components = getattr(pipeline, "components", None) or {}
     return {name: obj for name, obj in components.items() if obj is not None}
 
 
-def _n_params(module) -> Optional[int]:
+def _n_params(module) -> int | None:
     try:
         return sum(p.numel() for p in module.parameters())
     except Exception:
@@ -214,13 +214,13 @@ _COMPONENT_LABELS = {"unet": "UNet", "vae": "VAE", "text_encoder": "Text encoder
                      "scheduler": "Scheduler"}
 
 
-def _model_rows(pipeline) -> List[Dict[str, str]]:
+def _model_rows(pipeline) -> list[dict[str, str]]:
     rows = [{"label": "Pipeline", "value": f"`{type(pipeline).__name__}` (ddpm-hf)"}]
     for name, obj in _components(pipeline).items():
         klass = type(obj).__name__
         config = getattr(obj, "config", None)
-        get = (lambda key, default=None: config.get(key, default)) if isinstance(config, Mapping) else (
-            lambda key, default=None: getattr(config, key, default))
+        get = (lambda key, default=None: config.get(key, default)) if isinstance(config, Mapping) else (  # noqa: B023
+            lambda key, default=None: getattr(config, key, default))  # noqa: B023 (used in this iteration only)
         details = [f"`{klass}`"]
         if name == "scheduler" and config is not None:
             details.append(f"T = {get('num_train_timesteps')} diffusion steps")
@@ -251,11 +251,11 @@ def _model_rows(pipeline) -> List[Dict[str, str]]:
     return rows
 
 
-def _stock_loading(pipeline) -> Tuple[List[str], List[Dict[str, str]], Optional[str]]:
+def _stock_loading(pipeline) -> tuple[list[str], list[dict[str, str]], str | None]:
     """Import lines, (component, stock class) pairs and the stock pipeline line for the third loading way."""
     from diffusers import SchedulerMixin
 
-    imports: Dict[str, set] = {"diffusers": set(), "transformers": set()}
+    imports: dict[str, set] = {"diffusers": set(), "transformers": set()}
     components = []
     for name, obj in _components(pipeline).items():
         module = type(obj).__module__.split(".")[0]
@@ -277,7 +277,7 @@ def _stock_loading(pipeline) -> Tuple[List[str], List[Dict[str, str]], Optional[
     return lines, components, stock_pipeline
 
 
-def _code_files(pipeline) -> List[str]:
+def _code_files(pipeline) -> list[str]:
     """The repository's code files that `trust_remote_code=True` runs (see pipeline_ddpm_hf.ship_code)."""
     import inspect
 
@@ -299,7 +299,7 @@ def _code_files(pipeline) -> List[str]:
     return files
 
 
-def _metric_rows(metrics: Optional[Mapping[str, Any]], secrets: Sequence[str]) -> List[Dict[str, str]]:
+def _metric_rows(metrics: Mapping[str, Any] | None, secrets: Sequence[str]) -> list[dict[str, str]]:
     rows = []
     for name, value in scrub_config(metrics, secrets).items():
         how = ""
@@ -310,7 +310,7 @@ def _metric_rows(metrics: Optional[Mapping[str, Any]], secrets: Sequence[str]) -
     return rows
 
 
-def _training_rows(training_config: Optional[Mapping[str, Any]], secrets: Sequence[str]) -> List[Dict[str, str]]:
+def _training_rows(training_config: Mapping[str, Any] | None, secrets: Sequence[str]) -> list[dict[str, str]]:
     config = {k: v for k, v in scrub_config(training_config, secrets).items() if v is not None}
     ordered = [k for k in TRAINING_LABELS if k in config]
     ordered += sorted(k for k in config if k not in TRAINING_LABELS)
@@ -321,16 +321,16 @@ def render_model_card(
     pipeline,
     *,
     repo_id: str,
-    training_config: Optional[Mapping[str, Any]] = None,
-    metrics: Optional[Mapping[str, Any]] = None,
-    dataset_name: Optional[str] = None,
+    training_config: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    dataset_name: str | None = None,
     license: str = "apache-2.0",
-    base_model: Optional[str] = None,
-    sample_grid_filename: Optional[str] = "samples.png",
-    sample_caption: Optional[str] = None,
-    title: Optional[str] = None,
-    tags: Optional[Sequence[str]] = None,
-    template_path: Optional[PathLike] = None,
+    base_model: str | None = None,
+    sample_grid_filename: str | None = "samples.png",
+    sample_caption: str | None = None,
+    title: str | None = None,
+    tags: Sequence[str] | None = None,
+    template_path: PathLike | None = None,
     _secrets_to_hide: Sequence[str] = (),
 ) -> ModelCard:
     """The model card (README.md) of a pipeline repo, rendered from the `model_card.md` Jinja template.
@@ -410,16 +410,16 @@ def render_model_card(
 class HubPushError(RuntimeError):
     """A push that did not reach the Hub; `repo_id`, `folder` (the local folder, or None) and `attempts` say more."""
 
-    def __init__(self, message: str, *, repo_id: str, folder: Optional[str], attempts: int):
+    def __init__(self, message: str, *, repo_id: str, folder: str | None, attempts: int):
         super().__init__(message)
         self.repo_id, self.folder, self.attempts = repo_id, folder, attempts
 
 
-_APIS: Dict[str, HfApi] = {}
+_APIS: dict[str, HfApi] = {}
 _APIS_LOCK = threading.Lock()
 
 
-def _api(endpoint: Optional[str]) -> HfApi:
+def _api(endpoint: str | None) -> HfApi:
     """One HfApi per endpoint, so background pushes share its single worker thread and commit in order."""
     from . import __version__
 
@@ -456,7 +456,7 @@ def _describe(error: BaseException, secrets: Sequence[str]) -> str:
     return _TOKEN_SHAPE.sub("hf_***", first_line)
 
 
-def _pipeline_files(folder: str) -> List[str]:
+def _pipeline_files(folder: str) -> list[str]:
     """Relative paths of the files a saved pipeline consists of, read from its `model_index.json`."""
     import json
 
@@ -551,7 +551,7 @@ def _link_or_copy_tree(folder: str, files: Sequence[str], snapshot: str) -> None
             shutil.copy2(source, target)
 
 
-def _ensure_repo(api: HfApi, repo_id: str, *, token, private: Optional[bool], revision: Optional[str]) -> str:
+def _ensure_repo(api: HfApi, repo_id: str, *, token, private: bool | None, revision: str | None) -> str:
     """Create the repo (and the `revision` branch) when missing; the full "namespace/name" id."""
     repo_url = api.create_repo(repo_id, token=token, private=private, exist_ok=True)
     target = getattr(repo_url, "repo_id", None) or repo_id
@@ -561,7 +561,7 @@ def _ensure_repo(api: HfApi, repo_id: str, *, token, private: Optional[bool], re
 
 
 def _retrying(action, api: HfApi, repo_id: str, *, what: str, max_retries: int, retry_backoff: float,
-              secrets: Sequence[str], kept_folder: Optional[str], advice: Optional[str] = None):
+              secrets: Sequence[str], kept_folder: str | None, advice: str | None = None):
     """`action()`, retrying transient failures with exponential backoff; a HubPushError when it finally fails.
 
     The error's message ends with `advice`, by default what became of the local copy and how to retry the push.
@@ -583,7 +583,7 @@ def _retrying(action, api: HfApi, repo_id: str, *, what: str, max_retries: int, 
                     f"ddpm_hf.hub.push_folder_to_hub({kept_folder!r}, {repo_id!r})." if kept_folder else
                     "Nothing local was changed: the pipeline object is intact; call the push again, or "
                     "save_pretrained() it and use ddpm_hf.hub.push_folder_to_hub.")
-            reason = "after %d attempts" % attempts if attempts > 1 else "(not retried: not a transient error)"
+            reason = f"after {attempts} attempts" if attempts > 1 else "(not retried: not a transient error)"
             if not transient and isinstance(error, OfflineModeIsEnabled):
                 reason += "; HF_HUB_OFFLINE is set"
             raise HubPushError(
@@ -600,14 +600,14 @@ def _upload(
     repo_id: str,
     *,
     token,
-    private: Optional[bool],
-    revision: Optional[str],
+    private: bool | None,
+    revision: str | None,
     commit_message: str,
     max_retries: int,
     retry_backoff: float,
     secrets: Sequence[str],
-    kept_folder: Optional[str],
-    cleanup: Optional[str],
+    kept_folder: str | None,
+    cleanup: str | None,
 ):
     """create_repo (+ create_branch) + one commit of `files`, retrying transient failures with exponential backoff."""
 
@@ -630,12 +630,12 @@ def _upload(
 def create_hub_repo(
     repo_id: str,
     *,
-    token: Union[str, bool, None] = None,
-    private: Optional[bool] = None,
-    revision: Optional[str] = None,
+    token: str | bool | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
     max_retries: int = 3,
     retry_backoff: float = 2.0,
-    endpoint: Optional[str] = None,
+    endpoint: str | None = None,
 ) -> str:
     """Create `repo_id` (and the `revision` branch) if needed and return its full "namespace/name" id.
 
@@ -654,15 +654,15 @@ def push_folder_to_hub(
     folder: PathLike,
     repo_id: str,
     *,
-    files: Optional[Sequence[str]] = None,
-    token: Union[str, bool, None] = None,
-    private: Optional[bool] = None,
-    revision: Optional[str] = None,
-    commit_message: Optional[str] = None,
+    files: Sequence[str] | None = None,
+    token: str | bool | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
     run_as_future: bool = False,
     max_retries: int = 3,
     retry_backoff: float = 2.0,
-    endpoint: Optional[str] = None,
+    endpoint: str | None = None,
 ):
     """Upload a saved pipeline folder: its pipeline files (from model_index.json), README.md and top-level images.
 
@@ -708,17 +708,17 @@ def push_pipeline_to_hub(
     pipeline,
     repo_id: str,
     *,
-    token: Union[str, bool, None] = None,
-    private: Optional[bool] = None,
-    revision: Optional[str] = None,
-    commit_message: Optional[str] = None,
-    model_card_kwargs: Optional[Mapping[str, Any]] = None,
-    extra_files: Optional[Mapping[str, PathLike]] = None,
+    token: str | bool | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    model_card_kwargs: Mapping[str, Any] | None = None,
+    extra_files: Mapping[str, PathLike] | None = None,
     run_as_future: bool = False,
     max_retries: int = 3,
     retry_backoff: float = 2.0,
-    save_dir: Optional[PathLike] = None,
-    endpoint: Optional[str] = None,
+    save_dir: PathLike | None = None,
+    endpoint: str | None = None,
 ):
     """Publish `pipeline` to the Hub repo `repo_id`: weights, configs, shipped code, README.md and extra files.
 
@@ -813,12 +813,12 @@ HUB_DOWNLOAD_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxi
 def resolve_pipeline_folder(
     name_or_path: PathLike,
     *,
-    revision: Optional[str] = None,
-    token: Union[str, bool, None] = None,
-    cache_dir: Optional[PathLike] = None,
-    local_files_only: Optional[bool] = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: PathLike | None = None,
+    local_files_only: bool | None = None,
     force_download: bool = False,
-    proxies: Optional[dict] = None,
+    proxies: dict | None = None,
 ) -> str:
     """A local folder holding the pipeline `name_or_path`: the folder itself, or a snapshot of the Hub repo.
 

@@ -2,7 +2,7 @@
 """The variational bound on -log p(x_0) of a DDPM, in bits per dimension (Ho et al. 2020, eq. 5; Nichol & Dhariwal
 2021, section 2 and appendix; openai/improved-diffusion's `_vb_terms_bpd`, `_prior_bpd` and `calc_bpd_loop`).
 
-The seed derivation bounds the log-likelihood of an image by
+Ho et al. 2020 (eq. 5) bound the log-likelihood of an image by
 
     log p(x_0) >= E_q[log p(x_0 | x_1)]                                       decoder term   (-L_0)
                   - KL(q(x_T | x_0) || p(x_T))                                 prior term     (L_T)
@@ -22,11 +22,10 @@ the discretized Gaussian p_theta(x_0 | x_1).
 """
 
 import copy
-import json
 import math
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,7 +111,8 @@ def bits_per_dim(nats, dims):
     return nats / (dims * LN2)
 
 
-def _mean_flat(x: torch.Tensor) -> torch.Tensor:
+def mean_flat(x: torch.Tensor) -> torch.Tensor:
+    """The mean over every dimension but the first (improved-diffusion's `mean_flat`): (B, ...) -> (B,)."""
     return x.reshape(x.shape[0], -1).mean(dim=1)
 
 
@@ -139,7 +139,7 @@ class VariationalBound:
     total_bpd: torch.Tensor
     timesteps: torch.Tensor
 
-    def summary(self) -> Dict[str, float]:
+    def summary(self) -> dict[str, float]:
         """Means over the images, with the standard error of the total (0 for a single image)."""
         n = self.total_bpd.shape[0]
         stderr = float(self.total_bpd.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0
@@ -162,7 +162,7 @@ def _module_device_dtype(module: torch.nn.Module):
     return tensor.device, tensor.dtype
 
 
-def _as_posterior_scheduler(scheduler):
+def as_posterior_scheduler(scheduler):
     """The scheduler itself when it has the posterior API; a DDPMPosteriorScheduler with its config otherwise."""
     if all(hasattr(scheduler, name) for name in ("posterior_mean", "model_log_variance", "_table")):
         return scheduler
@@ -181,7 +181,7 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def _base_seed(generator: Optional[torch.Generator]) -> int:
+def _base_seed(generator: torch.Generator | None) -> int:
     if generator is None:
         return int(torch.randint(0, 2**62, (1,)))
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
@@ -202,7 +202,7 @@ def _pair_noise(base_seed: int, images: Sequence[int], timesteps: Sequence[int],
     return out
 
 
-def _gather_model_kwargs(model_kwargs: Dict[str, Any], num_images: int, index: torch.Tensor) -> Dict[str, Any]:
+def _gather_model_kwargs(model_kwargs: dict[str, Any], num_images: int, index: torch.Tensor) -> dict[str, Any]:
     """Per-pair model kwargs: a tensor whose first dimension is the number of images is indexed by each pair's image."""
     gathered = {}
     for key, value in model_kwargs.items():
@@ -221,7 +221,7 @@ def _model_output(unet, x_t, t, kwargs) -> torch.Tensor:
     return output
 
 
-def prior_bpd(scheduler, x_0: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
+def prior_bpd(scheduler, x_0: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
     """KL(q(x_T | x_0) || N(0, I)) per image in bits/dim, in closed form; T = the chain's first timestep by default.
 
     q(x_T | x_0) = N(sqrt(abar_T) x_0, (1 - abar_T) I); it does not depend on the model.
@@ -230,12 +230,12 @@ def prior_bpd(scheduler, x_0: torch.Tensor, timestep: Optional[int] = None) -> t
     sqrt_abar = scheduler._table("sqrt_alpha_bar_train", t, x_0)
     sqrt_one_minus_abar = scheduler._table("sqrt_one_minus_alpha_bar_train", t, x_0)
     kl = normal_kl(sqrt_abar * x_0, 2.0 * math.log(sqrt_one_minus_abar), 0.0, 0.0)
-    return _mean_flat(kl) / LN2
+    return mean_flat(kl) / LN2
 
 
 def vb_terms_bpd(
     unet, scheduler, x_0: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor, is_decoder: torch.Tensor,
-    clip_denoised: bool = True, model_kwargs: Optional[Dict[str, Any]] = None, model_dtype=None,
+    clip_denoised: bool = True, model_kwargs: dict[str, Any] | None = None, model_dtype=None,
 ) -> torch.Tensor:
     """One term of the bound per row (bits/dim): the denoising KL, or the decoder NLL where `is_decoder`.
 
@@ -263,12 +263,12 @@ def vb_terms_bpd(
         # The true (unclipped) Sigma_q: positive everywhere but at the chain's last step, which is a decoder row.
         true_log_variance = torch.log(scheduler.posterior_variance(t, like=x_t[kl_rows]))
         kl = normal_kl(true_mean, true_log_variance, model_mean[kl_rows], model_log_variance[kl_rows])
-        terms[kl_rows] = _mean_flat(kl) / LN2
+        terms[kl_rows] = mean_flat(kl) / LN2
     if len(dec_rows):
         log_likelihood = discretized_gaussian_log_likelihood(
             x_0[dec_rows], model_mean[dec_rows], 0.5 * model_log_variance[dec_rows]
         )
-        terms[dec_rows] = -_mean_flat(log_likelihood) / LN2
+        terms[dec_rows] = -mean_flat(log_likelihood) / LN2
     return terms
 
 
@@ -277,13 +277,13 @@ def variational_bound(
     unet: torch.nn.Module,
     scheduler,
     images: torch.Tensor,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     batch_size: int = 64,
-    timesteps: Union[None, int, Sequence[int]] = None,
+    timesteps: None | int | Sequence[int] = None,
     show_progress: bool = True,
     clip_denoised: bool = True,
-    model_kwargs: Optional[Dict[str, Any]] = None,
-    encoder_hidden_states: Optional[torch.Tensor] = None,
+    model_kwargs: dict[str, Any] | None = None,
+    encoder_hidden_states: torch.Tensor | None = None,
 ) -> VariationalBound:
     """The variational bound on -log p(x_0) of `images` under the DDPM (unet, scheduler), per image and per step.
 
@@ -301,7 +301,10 @@ def variational_bound(
             scheduler's `timestep_spacing`) or descending custom timesteps. The scheduler passed in is not changed.
         show_progress (`bool`, defaults to True): a tqdm bar over the pairs.
         clip_denoised (`bool`, defaults to True): clamp the x_0 estimate to [-1, 1] before forming p_theta's mean
-            (improved-diffusion's `clip_denoised`).
+            (improved-diffusion's `clip_denoised`). It does not follow the scheduler's `clip_sample` on purpose:
+            improved-diffusion's `calc_bpd_loop` clips by default whatever the sampler does, so bits/dim reported
+            here compare with its figures and between pipelines saved with different `clip_sample` settings. Pass
+            `clip_denoised=scheduler.config.clip_sample` to bound p_theta exactly as the sampler is configured.
         model_kwargs (`dict`, *optional*): extra model arguments; a tensor whose first dimension is B is indexed by
             each pair's image (e.g. `encoder_hidden_states` (B, L, D)); anything else is passed as is.
         encoder_hidden_states (`torch.Tensor`, *optional*): (B, L, D) text conditioning, a shortcut for
@@ -322,7 +325,7 @@ def variational_bound(
         )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    scheduler = _as_posterior_scheduler(scheduler)
+    scheduler = as_posterior_scheduler(scheduler)
     if timesteps is not None:
         scheduler = copy.deepcopy(scheduler)
         if isinstance(timesteps, (int, np.integer)):
@@ -375,107 +378,3 @@ def variational_bound(
         total_bpd=prior + terms.sum(dim=1),
         timesteps=ascending,
     )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The `ddpm-hf nll` command (wired into cli.py by its owner)
-# ----------------------------------------------------------------------------------------------------------------
-def load_evaluation_images(data: str, num_images: int, resolution: int, channels: int, seed: int) -> torch.Tensor:
-    """`num_images` images of `data` (embedded:NAME, an image folder, or a datasets name/path) in [-1, 1]."""
-    from pathlib import Path
-
-    from .data import _is_saved_dataset, load_image_dataset, to_model_range
-
-    options = dict(resolution=resolution, channels=channels, max_train_samples=num_images, seed=seed)
-    if data.startswith("embedded:"):
-        dataset = load_image_dataset(embedded=data.split(":", 1)[1], **options)
-    elif os.path.isdir(data) and not _is_saved_dataset(Path(data)):
-        dataset = load_image_dataset(train_data_dir=data, **options)
-    else:
-        dataset = load_image_dataset(dataset_name=data, **options)
-    return to_model_range(dataset.pixels)
-
-
-def plot_terms(bound: VariationalBound, path: str, title: str = "") -> None:
-    """The mean term per timestep (log-scale y), decoder term marked; the prior and the total in the legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = bound.timesteps.numpy()
-    mean_terms = bound.terms_bpd.mean(0).numpy()
-    floor = max(float(mean_terms[mean_terms > 0].min()) if np.any(mean_terms > 0) else 1e-12, 1e-12)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    ax.plot(t[1:], np.maximum(mean_terms[1:], floor), lw=1.2, label="denoising KL terms $L_{t-1}$")
-    ax.scatter(t[:1], mean_terms[:1], color="C3", zorder=3, label=f"decoder $L_0$ = {mean_terms[0]:.3f}")
-    summary = bound.summary()
-    ax.plot([], [], " ", label=f"prior $L_T$ = {summary['prior_bpd']:.2e}")
-    ax.plot([], [], " ", label=f"total = {summary['total_bpd']:.3f} ± {summary['total_bpd_stderr']:.3f}")
-    ax.set_yscale("log")
-    ax.set_xlabel("timestep t (diffusers, 0-based)")
-    ax.set_ylabel("bits/dim")
-    ax.set_title(title or "variational bound: mean term per timestep")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
-
-
-def run_nll_command(args) -> Dict[str, Any]:
-    """`ddpm-hf nll PIPELINE --data ... --num-images N`: the bound of a saved pipeline on a data set.
-
-    Reads args.pipeline, .data, .num_images, .batch_size, .steps (None: the full chain), .seed, .out_png, .out_json
-    (either may be None/empty to skip), .device. Prints the mean total bits/dim with its standard error and the
-    prior and decoder means; returns the JSON record.
-    """
-    from .cli import load_pipeline  # a folder or a Hub id, with the CLI's one-line errors
-
-    for out in (args.out_png, args.out_json):
-        if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-            raise FileNotFoundError(f"Cannot write {out}: its folder does not exist.")
-    pipeline = load_pipeline(args.pipeline, args.device)
-    unet, scheduler = pipeline.unet, pipeline.scheduler
-    size = unet.config.sample_size
-    if not isinstance(size, int):
-        if len(set(size)) != 1:
-            raise ValueError(f"The UNet's sample_size {tuple(size)} is not square; nll needs square images.")
-        size = int(size[0])
-    images = load_evaluation_images(args.data, args.num_images, size, unet.config.in_channels, args.seed)
-
-    if args.steps is None:  # the full training chain, whatever chain the saved scheduler was left on
-        scheduler = _as_posterior_scheduler(scheduler)
-        steps = list(range(scheduler.config.num_train_timesteps - 1, -1, -1))
-    else:
-        steps = args.steps
-    bound = variational_bound(
-        unet, scheduler, images, generator=torch.Generator().manual_seed(args.seed), batch_size=args.batch_size,
-        timesteps=steps,
-    )
-    summary = bound.summary()
-    print(
-        f"NLL bound on {summary['num_images']} images ({len(bound.timesteps)}-step chain): "
-        f"{summary['total_bpd']:.4f} ± {summary['total_bpd_stderr']:.4f} bits/dim "
-        f"(prior {summary['prior_bpd']:.3g}, decoder {summary['decoder_bpd']:.4f}, "
-        f"denoising {summary['denoising_bpd']:.4f})"
-    )
-    record = {
-        "pipeline": args.pipeline,
-        "data": args.data,
-        "seed": args.seed,
-        "steps": len(bound.timesteps),
-        **summary,
-        "timesteps": bound.timesteps.tolist(),
-        "mean_terms_bpd": bound.terms_bpd.mean(0).tolist(),
-        "per_image_total_bpd": bound.total_bpd.tolist(),
-    }
-    if args.out_png:
-        plot_terms(bound, args.out_png, title=f"{args.pipeline} on {args.data}")
-        print(f"wrote {args.out_png}")
-    if args.out_json:
-        with open(args.out_json, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
-        print(f"wrote {args.out_json}")
-    return record

@@ -8,13 +8,14 @@ installed.
 
 import ctypes
 import ctypes.util
+import importlib
 import inspect
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Union
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel, UNet2DModel
@@ -36,7 +37,7 @@ class DDPMTrajectory:
             (the first entry, for x_T, is zeros).
     """
 
-    timesteps: List[int]
+    timesteps: list[int]
     samples: torch.Tensor
     pred_original_samples: torch.Tensor
 
@@ -45,7 +46,7 @@ class DDPMTrajectory:
 class DDPMPipelineOutput(ImagePipelineOutput):
     """`images` as in diffusers' ImagePipelineOutput, plus the trajectory when one was asked for."""
 
-    trajectory: Optional[DDPMTrajectory] = None
+    trajectory: DDPMTrajectory | None = None
 
 
 class TrajectoryRecorder:
@@ -109,11 +110,22 @@ def _move_into_place(new: str, target: str, trash: str) -> None:
         os.replace(new, target)  # atomic for files
 
 
-def _fsync_tree(root: str) -> None:
+# Copied from ddpm_hf.checkpointing.fsync_path (this file is shipped into saved folders and loads without ddpm_hf)
+def fsync_path(path: str) -> None:
+    """Flush a file's or a folder's entry list to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# Copied from ddpm_hf.checkpointing.fsync_tree
+def fsync_tree(root: str) -> None:
     for folder, _, files in os.walk(root):
         for name in files:
-            with open(os.path.join(folder, name), "rb") as f:
-                os.fsync(f.fileno())
+            fsync_path(os.path.join(folder, name))
+        fsync_path(folder)
 
 
 def publish_folder(staging: str, target: str) -> None:
@@ -122,7 +134,7 @@ def publish_folder(staging: str, target: str) -> None:
     Each entry is replaced atomically, so at every moment each file and component folder in `target` is complete;
     entries of `target` that the pipeline does not write (checkpoints, logs, pictures) are left alone.
     """
-    _fsync_tree(staging)
+    fsync_tree(staging)
     os.makedirs(target, exist_ok=True)
     trash = tempfile.mkdtemp(prefix=".ddpm-hf-old-", dir=target)
     entries = sorted(os.listdir(staging), key=lambda name: name == "model_index.json")
@@ -161,7 +173,7 @@ def ship_code(pipeline: DiffusionPipeline, folder: str) -> None:
 class DDPMHFPipelineMixin:
     """What the ddpm-hf pipelines share: saving and loading (see the README's "Loading" section) and the chain."""
 
-    def save_pretrained(self, save_directory: Union[str, os.PathLike], safe_serialization: bool = True, **kwargs):
+    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
         """`DiffusionPipeline.save_pretrained`, plus the shipped code, written beside `save_directory` and swapped in.
 
         Weights are always safetensors. A crash while saving leaves the previous pipeline in `save_directory`.
@@ -286,6 +298,10 @@ class DDPMHFPipelineMixin:
                     continue
                 if entry[0] is not None and "." not in entry[0] and package:
                     config[name] = [f"{package}.{entry[0]}", entry[1]]
+                if package and config[name][0].startswith(package + "."):
+                    # diffusers loads a component of a non-stock library only from an imported module; ours is
+                    # imported lazily (`import ddpm_hf` imports nothing), so import it now.
+                    importlib.import_module(config[name][0])
         return output
 
 
@@ -309,15 +325,15 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
     def __call__(
         self,
         batch_size: int = 1,
-        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int = 1000,
         output_type: str = "pil",
         return_dict: bool = True,
-        callback_on_step_end: Optional[Callable[["DDPMImagePipeline", int, int, Dict], Dict]] = None,
-        callback_on_step_end_tensor_inputs: List[str] = ["latents"],
-        timesteps: Optional[List[int]] = None,
-        trajectory_every: Optional[int] = None,
-    ) -> Union[DDPMPipelineOutput, tuple]:
+        callback_on_step_end: Callable[["DDPMImagePipeline", int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature; never mutated)
+        timesteps: list[int] | None = None,
+        trajectory_every: int | None = None,
+    ) -> DDPMPipelineOutput | tuple:
         r"""
         Args:
             batch_size (`int`, defaults to 1): how many images.
@@ -368,7 +384,7 @@ class DDPMTextToImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
         check_text_components(unet, text_encoder, tokenizer)
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
 
-    def encode_prompt(self, prompt: List[str], device) -> torch.Tensor:
+    def encode_prompt(self, prompt: list[str], device) -> torch.Tensor:
         """CLIP's last hidden states for each prompt, padded to the tokenizer's maximum length."""
         tokens = self.tokenizer(
             prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
@@ -379,21 +395,21 @@ class DDPMTextToImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        prompt: Union[str, List[str], None] = None,
-        negative_prompt: Union[str, List[str], None] = None,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
         num_images_per_prompt: int = 1,
         guidance_scale: float = 3.0,
         num_inference_steps: int = 1000,
-        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        prompt_embeds: Optional[torch.Tensor] = None,
-        negative_prompt_embeds: Optional[torch.Tensor] = None,
-        callback_on_step_end: Optional[Callable] = None,
-        callback_on_step_end_tensor_inputs: List[str] = ["latents"],
-        timesteps: Optional[List[int]] = None,
-        trajectory_every: Optional[int] = None,
-    ) -> Union[DDPMPipelineOutput, tuple]:
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature; never mutated)
+        timesteps: list[int] | None = None,
+        trajectory_every: int | None = None,
+    ) -> DDPMPipelineOutput | tuple:
         r"""
         Args:
             prompt (`str` or `list[str]`): what to draw; or pass `prompt_embeds`.
@@ -416,7 +432,9 @@ class DDPMTextToImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
                 negative_prompt = [""] * batch
             elif isinstance(negative_prompt, str):
                 negative_prompt = [negative_prompt] * batch
-            negative_prompt_embeds = self.prompt_embeddings(negative_prompt, negative_prompt_embeds, "negative_prompt", device)
+            negative_prompt_embeds = self.prompt_embeddings(
+                negative_prompt, negative_prompt_embeds, "negative_prompt", device
+            )
             if negative_prompt_embeds.shape != prompt_embeds.shape:
                 raise ValueError(
                     f"negative prompts give {tuple(negative_prompt_embeds.shape)} embeddings but the prompts give"
@@ -434,7 +452,8 @@ class DDPMTextToImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
         def predict(x_t, t):
             if not do_guidance:
                 return self.unet(x_t, t, encoder_hidden_states=embeds).sample
-            unconditional, conditional = self.unet(torch.cat([x_t, x_t]), t, encoder_hidden_states=embeds).sample.chunk(2)
+            both = self.unet(torch.cat([x_t, x_t]), t, encoder_hidden_states=embeds).sample
+            unconditional, conditional = both.chunk(2)
             c = x_t.shape[1]  # guide the prediction; a learned variance (channels c:) comes from the conditional half
             guided = unconditional[:, :c] + guidance_scale * (conditional[:, :c] - unconditional[:, :c])
             return torch.cat([guided, conditional[:, c:]], dim=1)

@@ -16,7 +16,7 @@ count, the variance type and `--resolution` (see `unet_config_for_data`).
 import json
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Dict, List
+from typing import Any
 
 DEFAULT_PRESET = "mnist-16"
 
@@ -32,11 +32,11 @@ class PresetError(ValueError):
 class Preset:
     name: str
     description: str
-    unet: Dict[str, Any]
-    training: Dict[str, Any] = field(default_factory=dict)
+    unet: dict[str, Any]
+    training: dict[str, Any] = field(default_factory=dict)
 
 
-def available_presets() -> List[str]:
+def available_presets() -> list[str]:
     """Names of the shipped presets, sorted."""
     folder = resources.files(__package__) / "presets"
     return sorted(entry.name[: -len(".json")] for entry in folder.iterdir() if entry.name.endswith(".json"))
@@ -54,12 +54,12 @@ def load_preset(name: str) -> Preset:
     return Preset(name=name, description=raw.get("description", ""), unet=raw["unet"], training=raw.get("training", {}))
 
 
-def downsampling_factor(unet_config: Dict[str, Any]) -> int:
+def downsampling_factor(unet_config: dict[str, Any]) -> int:
     """How many times the UNet halves its input: every level but the last downsamples by 2."""
     return 2 ** (len(unet_config["block_out_channels"]) - 1)
 
 
-def check_resolution(resolution: int, unet_config: Dict[str, Any]) -> None:
+def check_resolution(resolution: int, unet_config: dict[str, Any]) -> None:
     """The UNet adds skip connections level by level, so every level's feature map must have an integer size."""
     factor = downsampling_factor(unet_config)
     if resolution % factor:
@@ -72,8 +72,8 @@ def check_resolution(resolution: int, unet_config: Dict[str, Any]) -> None:
 
 
 def unet_config_for_data(
-    architecture: Dict[str, Any], *, channels: int, resolution: int, learned_variance: bool
-) -> Dict[str, Any]:
+    architecture: dict[str, Any], *, channels: int, resolution: int, learned_variance: bool
+) -> dict[str, Any]:
     """A complete UNet2DModel config: `architecture` plus what the data and the objective decide.
 
     A model that learns its variance (Improved DDPM's `learned_range`) outputs twice the image channels: the
@@ -87,7 +87,7 @@ def unet_config_for_data(
     return config
 
 
-def count_parameters(unet_config: Dict[str, Any]) -> int:
+def count_parameters(unet_config: dict[str, Any]) -> int:
     """The number of parameters of a UNet2DModel built from `unet_config`, without allocating its weights."""
     import torch
     from diffusers import UNet2DModel

@@ -20,7 +20,8 @@ import contextlib
 import inspect
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -92,7 +93,7 @@ def _builtin_text_components(name: str, seed: int):
     return tokenizer, text_encoder.eval()
 
 
-def _local_layout(folder: str) -> Tuple[str, str]:
+def _local_layout(folder: str) -> tuple[str, str]:
     """(encoder folder, tokenizer folder): a saved pipeline's subfolders, or the folder itself."""
     if os.path.isfile(os.path.join(folder, "text_encoder", "config.json")):
         return os.path.join(folder, "text_encoder"), os.path.join(folder, "tokenizer")
@@ -150,7 +151,7 @@ def _load_from_folders(source: str, encoder_dir: str, tokenizer_dir: str):
         missing = sorted(info["missing_keys"])
         raise TextEncoderError(f"text encoder {source!r} lacks {len(missing)} text-model weights in {encoder_dir}, "
                                f"e.g. {missing[:3]}")
-    check_text_components(source, tokenizer, text_encoder)
+    check_tokenizer_fits_encoder(source, tokenizer, text_encoder)
     return tokenizer, text_encoder.eval()
 
 
@@ -164,7 +165,7 @@ def _transformers_quiet(transformers_logging):
         transformers_logging.set_verbosity(verbosity)
 
 
-def check_text_components(source: str, tokenizer, text_encoder) -> None:
+def check_tokenizer_fits_encoder(source: str, tokenizer, text_encoder) -> None:
     """Refuse a tokenizer the encoder cannot embed, or one padding to more positions than the encoder has."""
     length, positions = tokenizer.model_max_length, text_encoder.config.max_position_embeddings
     if len(tokenizer) > text_encoder.config.vocab_size:
@@ -184,17 +185,18 @@ def _load_from_hub(repo_id: str):
     CLIP repo holds (only the first of `_WEIGHT_FILES` present is fetched). Offline, every file comes from the Hub
     cache.
     """
-    from huggingface_hub import constants as hub_constants, hf_hub_download
+    from huggingface_hub import constants as hub_constants
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
-        HFValidationError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
-    def fetch(filename: str) -> Optional[str]:
+    def fetch(filename: str) -> str | None:
         """The local path of `filename` in the repo, or None when the repo has no such file."""
         try:
             return hf_hub_download(repo_id, filename)
@@ -212,7 +214,7 @@ def _load_from_hub(repo_id: str):
         return f"{folder}/{filename}" if folder else filename
 
     try:
-        for encoder_sub, tokenizer_sub in (("text_encoder", "tokenizer"), ("", "")):
+        for encoder_sub, tokenizer_sub in (("text_encoder", "tokenizer"), ("", "")):  # noqa: B007 (read after the loop)
             config = fetch(in_repo(encoder_sub, "config.json"))
             if config is not None:
                 break
@@ -270,12 +272,12 @@ _CROSS_ATTENTION_BLOCKS = {
 }
 
 
-def _init_defaults(cls) -> Dict[str, Any]:
+def _init_defaults(cls) -> dict[str, Any]:
     return {name: parameter.default for name, parameter in inspect.signature(cls.__init__).parameters.items()
             if name != "self" and parameter.default is not inspect.Parameter.empty}
 
 
-def conditional_unet_config(unet_config: Dict[str, Any], cross_attention_dim: int) -> Dict[str, Any]:
+def conditional_unet_config(unet_config: dict[str, Any], cross_attention_dim: int) -> dict[str, Any]:
     """The UNet2DConditionModel config of the same network as `UNet2DModel.from_config(unet_config)`, plus text.
 
     The resnets, channels, levels, norms, dropout and time embedding stay as they are (keys left out take
@@ -417,15 +419,15 @@ class CaptionBank:
             raise ValueError(f"captions must be strings, got {len(bad)} others, e.g. {bad[0]!r}")
         self.tokenizer = tokenizer
         self.max_precomputed = max_precomputed
-        self.captions: List[str] = list(dict.fromkeys(["", *captions]))
+        self.captions: list[str] = list(dict.fromkeys(["", *captions]))
         self.empty_index = 0
         position = {caption: index for index, caption in enumerate(self.captions)}
         self.caption_indices = torch.tensor([position[caption] for caption in captions], dtype=torch.long)
         self.precomputable = len(self.captions) <= max_precomputed
-        self.token_ids: Optional[torch.Tensor] = (
+        self.token_ids: torch.Tensor | None = (
             tokenize_captions(tokenizer, self.captions) if self.precomputable else None
         )
-        self.embeddings: Optional[torch.Tensor] = None
+        self.embeddings: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -487,7 +489,7 @@ def drop_captions(indices: torch.Tensor, probability: float, empty_index: int,
 # ----------------------------------------------------------------------------------------------------------------
 # Validation prompts
 # ----------------------------------------------------------------------------------------------------------------
-def default_validation_prompts(dataset, limit: int = 4) -> List[str]:
+def default_validation_prompts(dataset, limit: int = 4) -> list[str]:
     """The prompts of validation grids when none are given.
 
     The embedded digits (labelled, source "embedded:...") get one prompt per digit, "a handwritten digit zero" to

@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """CLIP text components built offline: the real 49,408-token CLIP tokenizer and small random CLIPTextModels.
 
 No CLIP weights can be had without the Hub, but the vocabulary ships with this package (assets/), so tests and the
@@ -9,7 +10,6 @@ import gzip
 import json
 import os
 import tempfile
-from typing import Optional
 
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -33,7 +33,9 @@ BUILTIN_INITIALIZER_FACTOR = 10.0
 
 def bytes_to_unicode() -> dict:
     """CLIP's (and GPT-2's) reversible map from bytes to printable unicode characters."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes = printable[:]
     extra = 0
     for byte in range(256):
@@ -63,13 +65,15 @@ def write_clip_tokenizer_files(folder: str) -> str:
         json.dump(vocab, f, ensure_ascii=False)
     with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
         f.write("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n")
-    settings = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS, "model_max_length": CLIP_MAX_LENGTH}
+    settings = {
+        "bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS, "model_max_length": CLIP_MAX_LENGTH,
+    }
     with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump(settings, f)
     return folder
 
 
-def build_clip_tokenizer(folder: Optional[str] = None) -> CLIPTokenizer:
+def build_clip_tokenizer(folder: str | None = None) -> CLIPTokenizer:
     """The real CLIP tokenizer (49,408 tokens, bos 49406, eos 49407), with no network; its files are written to
     `folder` (kept), or with none to a temporary folder removed once the tokenizer has read them into memory."""
     if folder is None:

@@ -14,15 +14,14 @@ sampled timesteps, the sampler's loss history, which is a `state_dict` of device
 """
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data import random_flip, to_model_range
-from .likelihood import LN2, discretized_gaussian_log_likelihood, normal_kl
+from .likelihood import LN2, discretized_gaussian_log_likelihood, mean_flat, normal_kl
 
 # Purposes, so that the streams of one micro-batch are independent of each other.
 _EPOCH, _FLIP, _NOISE, _DROPOUT, _CAPTION_DROPOUT = 0, 1, 2, 3, 4
@@ -64,9 +63,6 @@ class DataStream:
             pieces.append(self.permutation(epoch)[offset : offset + take])
             position += take
         return torch.cat(pieces)
-
-    def epoch_of(self, position: int) -> float:
-        return position / self.num_samples
 
 
 @dataclass(frozen=True)
@@ -125,7 +121,7 @@ class ImageBatches(torch.utils.data.Dataset):
     """
 
     def __init__(self, pixels: torch.Tensor, seed: int, process_index: int, flip: bool,
-                 captions: Optional[torch.Tensor] = None):
+                 captions: torch.Tensor | None = None):
         self.pixels, self.seed, self.process_index, self.flip = pixels, seed, process_index, flip
         self.captions = captions
 
@@ -151,7 +147,7 @@ def micro_batch_loader(
     flip: bool,
     num_workers: int = 0,
     pin_memory: bool = False,
-    captions: Optional[torch.Tensor] = None,
+    captions: torch.Tensor | None = None,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over this process's uint8 micro-batches, in training order (workers keep the order).
 
@@ -174,24 +170,24 @@ def micro_batch_loader(
 class UniformSampler:
     """t ~ U{0..T-1} with every importance weight 1: Ho et al.'s sampling, and the default.
 
-    It draws exactly `torch.randint(0, T, (B,), generator=generator, device=device)`, so runs with it match runs from
-    before timestep samplers existed, draw for draw. Its weights are `None` (all 1): the loss stays a plain mean.
+    It draws exactly `torch.randint(0, T, (B,), generator=generator, device=device)`. Its weights are `None` (all 1):
+    the loss stays a plain mean.
     """
 
-    def __init__(self, num_timesteps: int):
+    def __init__(self, num_timesteps: int, device=None):  # `device`: the factory's signature; nothing is kept on it
         self.num_timesteps = num_timesteps
 
-    def sample(self, batch_size: int, generator: Optional[torch.Generator], device) -> Tuple[torch.Tensor, None]:
+    def sample(self, batch_size: int, generator: torch.Generator | None, device) -> tuple[torch.Tensor, None]:
         t = torch.randint(0, self.num_timesteps, (batch_size,), generator=generator, device=device)
         return t, None
 
     def update(self, timesteps: torch.Tensor, losses: torch.Tensor) -> None:
         """Nothing to learn."""
 
-    def state_dict(self) -> Dict[str, torch.Tensor]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
 
-    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         pass
 
 
@@ -232,7 +228,7 @@ class LossSecondMomentSampler:
         warm = (self.loss_counts >= self.history_per_term).all()
         return torch.where(warm, p, uniform)
 
-    def sample(self, batch_size: int, generator: Optional[torch.Generator], device):
+    def sample(self, batch_size: int, generator: torch.Generator | None, device):
         """(timesteps (B,) int64, importance weights w = 1 / (T p_t) (B,) float32), both on `device`.
 
         The state moves to `device` on first use (the generator must live there too).
@@ -270,10 +266,10 @@ class LossSecondMomentSampler:
         self.loss_history[t, slot] = values[first + last_rank]
         self.loss_counts[t] = self.loss_counts[t] + group_size  # the same value for every loss of a group, too
 
-    def state_dict(self) -> Dict[str, torch.Tensor]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         return {"loss_history": self.loss_history.clone(), "loss_counts": self.loss_counts.clone()}
 
-    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         history, counts = state["loss_history"], state["loss_counts"]
         if history.shape != self.loss_history.shape or counts.shape != self.loss_counts.shape:
             raise ValueError(
@@ -290,10 +286,8 @@ TIMESTEP_SAMPLERS = {"uniform": UniformSampler, "loss-second-moment": LossSecond
 
 def make_timestep_sampler(name: str, num_timesteps: int, device=None):
     """The sampler of a `--timestep_sampler` choice."""
-    if name == "uniform":
-        return UniformSampler(num_timesteps)
-    if name == "loss-second-moment":
-        return LossSecondMomentSampler(num_timesteps, device=device)
+    if name in TIMESTEP_SAMPLERS:
+        return TIMESTEP_SAMPLERS[name](num_timesteps, device=device)
     raise ValueError(f"Unknown timestep sampler {name!r}: choose one of {', '.join(TIMESTEP_SAMPLERS)}.")
 
 
@@ -311,11 +305,11 @@ class NoisedBatch:
     noise: torch.Tensor
     timesteps: torch.Tensor
     x_t: torch.Tensor
-    weights: Optional[torch.Tensor] = None
+    weights: torch.Tensor | None = None
 
 
 def noise_batch(
-    noise_scheduler, x0: torch.Tensor, generator: Optional[torch.Generator], timestep_sampler=None
+    noise_scheduler, x0: torch.Tensor, generator: torch.Generator | None, timestep_sampler=None
 ) -> NoisedBatch:
     """eps ~ N(0, I), then t from `timestep_sampler` (uniform on diffusers' 0..T-1 by default), x_t by `add_noise`.
 
@@ -344,23 +338,18 @@ def training_target(noise_scheduler, batch: NoisedBatch) -> torch.Tensor:
     raise ValueError(f"Unknown prediction_type {prediction_type!r}: choose epsilon, sample or v_prediction.")
 
 
-def _mean_per_sample(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1).mean(dim=1)
-
-
-def simple_loss(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
-    """L_simple (Ho et al. 2020, eq. 14): the mean squared error of the prediction over the batch, in float32.
+def squared_error(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
+    """(prediction - target)^2 per value, float32: the integrand of L_simple (Ho et al. 2020, eq. 14).
 
     A `learned_range` model's variance channels get no gradient from it (Improved DDPM trains them with L_vlb).
     """
     prediction, _ = noise_scheduler.split_model_output(model_output, batch.x0)
-    return F.mse_loss(prediction.float(), training_target(noise_scheduler, batch).float())
+    return (prediction.float() - training_target(noise_scheduler, batch).float()).square()
 
 
 def simple_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
     """L_simple per sample, (B,) float32: the squared error averaged over each sample's C*H*W values."""
-    prediction, _ = noise_scheduler.split_model_output(model_output, batch.x0)
-    return _mean_per_sample((prediction.float() - training_target(noise_scheduler, batch).float()).square())
+    return mean_flat(squared_error(model_output, batch, noise_scheduler))
 
 
 def vlb_term_bpd(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler, detach_mean: bool = False):
@@ -391,9 +380,9 @@ def vlb_term_bpd(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler
 
     true_mean = noise_scheduler.posterior_mean(x_t, x_0, t)
     true_log_variance = noise_scheduler.posterior_log_variance(t, like=x_t)
-    kl = _mean_per_sample(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)) / LN2
+    kl = mean_flat(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)) / LN2
     log_likelihood = discretized_gaussian_log_likelihood(x_0, model_mean, 0.5 * model_log_variance)
-    decoder_nll = -_mean_per_sample(log_likelihood) / LN2
+    decoder_nll = -mean_flat(log_likelihood) / LN2
     return torch.where(t.to(kl.device) == 0, decoder_nll, kl)
 
 
@@ -418,7 +407,7 @@ def vlb_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) 
 
 
 # Per-sample losses, (B,) float32: a micro-batch's loss is their (importance-weighted) mean.
-LOSSES: Dict[str, Callable[[torch.Tensor, NoisedBatch, object], torch.Tensor]] = {
+LOSSES: dict[str, Callable[[torch.Tensor, NoisedBatch, object], torch.Tensor]] = {
     "simple": simple_losses,
     "hybrid": hybrid_losses,
     "vlb": vlb_losses,
@@ -447,30 +436,28 @@ class MicroBatchLoss:
 
 def diffusion_loss_terms(
     model, noise_scheduler, x0: torch.Tensor, generator=None, loss_type: str = "simple", timestep_sampler=None,
-    model_kwargs: Optional[Dict] = None,
+    model_kwargs: dict | None = None,
 ) -> MicroBatchLoss:
     """The loss of one micro-batch of clean images `x0` (in [-1, 1]), with its per-sample values and timesteps.
 
-    The loss is the mean of the per-sample losses weighted by the sampler's importance weights, except for L_simple
-    with uniform t, which keeps its single mean over all values: runs from before the other losses keep their bits.
+    The loss is the mean of the per-sample losses, weighted by the sampler's importance weights when it has any.
     """
     check_loss_config(loss_type, getattr(noise_scheduler.config, "variance_type", None))
     batch = noise_batch(noise_scheduler, x0, generator, timestep_sampler)
     model_output = model(batch.x_t, batch.timesteps, **(model_kwargs or {})).sample
     if loss_type == "simple" and batch.weights is None:
-        loss = simple_loss(model_output, batch, noise_scheduler)
-        with torch.no_grad():
-            sample_losses = simple_losses(model_output, batch, noise_scheduler)
-    else:
-        sample_losses = LOSSES[loss_type](model_output, batch, noise_scheduler)
-        weighted = sample_losses if batch.weights is None else sample_losses * batch.weights
-        loss, sample_losses = weighted.mean(), sample_losses.detach()
-    return MicroBatchLoss(loss, sample_losses, batch.timesteps)
+        # The mean over all B*C*H*W values (what F.mse_loss computes, bit for bit), not the mean of the per-sample
+        # means: the same number in exact arithmetic, and the float32 bits the default preset has always trained on.
+        error = squared_error(model_output, batch, noise_scheduler)
+        return MicroBatchLoss(error.mean(), mean_flat(error.detach()), batch.timesteps)
+    sample_losses = LOSSES[loss_type](model_output, batch, noise_scheduler)
+    weighted = sample_losses if batch.weights is None else sample_losses * batch.weights
+    return MicroBatchLoss(weighted.mean(), sample_losses.detach(), batch.timesteps)
 
 
 def diffusion_loss(
     model, noise_scheduler, x0: torch.Tensor, generator=None, loss_type: str = "simple", timestep_sampler=None,
-    model_kwargs: Optional[Dict] = None,
+    model_kwargs: dict | None = None,
 ) -> torch.Tensor:
     """The training loss of one micro-batch of clean images `x0` (in [-1, 1])."""
     return diffusion_loss_terms(model, noise_scheduler, x0, generator, loss_type, timestep_sampler, model_kwargs).loss
@@ -516,11 +503,11 @@ class StepRandomness:
 @dataclass
 class StepOutput:
     loss: torch.Tensor  # mean over the micro-batches, a 0-d device tensor (reading it is a host sync)
-    grad_norm: Optional[torch.Tensor]  # before clipping; None without clipping
+    grad_norm: torch.Tensor | None  # before clipping; None without clipping
     # This process's samples, micro-batch after micro-batch: what `timestep_sampler.update` takes (once gathered from
     # all processes). Device tensors, detached; the losses are per sample and unweighted.
-    timesteps: Optional[torch.Tensor] = None  # (B x micro-batches,) int64
-    sample_losses: Optional[torch.Tensor] = None  # (B x micro-batches,) float32
+    timesteps: torch.Tensor | None = None  # (B x micro-batches,) int64
+    sample_losses: torch.Tensor | None = None  # (B x micro-batches,) float32
 
 
 def prepare_micro_batch(pixels: torch.Tensor, device) -> torch.Tensor:
@@ -537,10 +524,10 @@ def train_step(
     lr_scheduler,
     noise_scheduler,
     randomness: StepRandomness,
-    max_grad_norm: Optional[float] = None,
+    max_grad_norm: float | None = None,
     loss_type: str = "simple",
     timestep_sampler=None,
-    micro_batch_kwargs: Optional[Sequence[Dict]] = None,
+    micro_batch_kwargs: Sequence[dict] | None = None,
 ) -> StepOutput:
     """One optimizer step over the gradient-accumulation `micro_batches` (clean images in [-1, 1]).
 
@@ -597,7 +584,7 @@ class NonFiniteLossError(RuntimeError):
 class LoggedStep:
     step: int
     loss: float
-    grad_norm: Optional[float]
+    grad_norm: float | None
 
 
 class LossMeter:
@@ -610,8 +597,8 @@ class LossMeter:
     def __init__(self, check_grad_norm: bool = True):
         # fp16 training overflows the gradients now and then by design; its loss scaler skips those steps.
         self.check_grad_norm = check_grad_norm
-        self._steps: List[int] = []
-        self._values: List[torch.Tensor] = []
+        self._steps: list[int] = []
+        self._values: list[torch.Tensor] = []
         self._has_grad_norm = None
 
     def add(self, step: int, output: StepOutput) -> None:
@@ -622,7 +609,7 @@ class LossMeter:
         self._steps.append(step)
         self._values.append(torch.stack(values))
 
-    def flush(self, accelerator) -> List[LoggedStep]:
+    def flush(self, accelerator) -> list[LoggedStep]:
         if not self._steps:
             return []
         values = accelerator.reduce(torch.stack(self._values), reduction="mean").tolist()

@@ -1,6 +1,8 @@
-"""Pictures of the diffusion process: sample grids, the reverse-process strip and the forward-process strip."""
+"""Pictures of the diffusion process: sample grids, the reverse- and forward-process strips, the bound's terms, the
+training loss."""
 
-from typing import List, Optional, Sequence
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -9,7 +11,7 @@ from PIL import Image
 MIN_TILE_PIXELS = 64  # small images (8x8 digits) are enlarged so a person can see them
 
 
-def to_pil_images(x: torch.Tensor, tile_pixels: Optional[int] = None) -> List[Image.Image]:
+def to_pil_images(x: torch.Tensor, tile_pixels: int | None = None) -> list[Image.Image]:
     """(B, C, H, W) tensor in [-1, 1] -> PIL images ("L" for one channel), enlarged with nearest-neighbour."""
     x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     arrays = x.permute(0, 2, 3, 1).numpy()
@@ -17,7 +19,7 @@ def to_pil_images(x: torch.Tensor, tile_pixels: Optional[int] = None) -> List[Im
     return [enlarge(image, tile_pixels) for image in images]
 
 
-def enlarge(image: Image.Image, tile_pixels: Optional[int] = None) -> Image.Image:
+def enlarge(image: Image.Image, tile_pixels: int | None = None) -> Image.Image:
     """Scale up by an integer factor (nearest) until the short side reaches `tile_pixels` (default 64)."""
     target = tile_pixels or MIN_TILE_PIXELS
     factor = max(1, -(-target // min(image.size)))
@@ -30,23 +32,35 @@ def grid_shape(n: int) -> tuple:
     return int(np.ceil(n / cols)), cols
 
 
-def make_image_grid(images: Sequence[Image.Image], rows: int, cols: int) -> Image.Image:
-    """`rows` x `cols` cells filled row by row, in the images' own mode (diffusers' make_image_grid makes it RGB)."""
+def filled_grid_rows(n: int) -> int:
+    """The rows of the most nearly square grid of n images with no empty cell (its rows <= its columns)."""
+    rows = int(math.sqrt(n))
+    while n % rows:
+        rows -= 1
+    return rows
+
+
+def tile_images(images: Sequence[Image.Image], rows: int, cols: int, mode: str | None = None) -> Image.Image:
+    """`rows` x `cols` cells filled row by row, in `mode` (default: the images' own; diffusers' make_image_grid makes
+    it RGB)."""
     images = list(images)
     if len(images) > rows * cols:
         raise ValueError(f"{len(images)} images do not fit a {rows}x{cols} grid.")
     w, h = images[0].size
-    grid = Image.new(images[0].mode, (cols * w, rows * h))
+    grid = Image.new(mode or images[0].mode, (cols * w, rows * h))
     for i, image in enumerate(images):
         grid.paste(image, box=(i % cols * w, i // cols * h))
     return grid
 
 
-def image_grid(images: Sequence[Image.Image]) -> Image.Image:
-    """A near-square grid; missing cells are black."""
+def image_grid(images: Sequence[Image.Image], rows: int | None = None, mode: str | None = None) -> Image.Image:
+    """A grid of `rows` rows (default: the most nearly square), filled row by row; missing cells are black."""
     images = list(images)
-    rows, cols = grid_shape(len(images))
-    return make_image_grid(images, rows, cols)
+    if rows is None:
+        rows, cols = grid_shape(len(images))
+    else:
+        cols = -(-len(images) // rows)
+    return tile_images(images, rows, cols, mode=mode)
 
 
 def trajectory_strip(trajectory, max_images: int = 4) -> Image.Image:
@@ -54,7 +68,7 @@ def trajectory_strip(trajectory, max_images: int = 4) -> Image.Image:
     rows = []
     for b in range(min(max_images, trajectory.samples.shape[1])):
         rows += to_pil_images(trajectory.samples[:, b]) + to_pil_images(trajectory.pred_original_samples[:, b])
-    return make_image_grid(rows, 2 * min(max_images, trajectory.samples.shape[1]), trajectory.samples.shape[0])
+    return tile_images(rows, 2 * min(max_images, trajectory.samples.shape[1]), trajectory.samples.shape[0])
 
 
 def forward_process_strip(scheduler, x_0: torch.Tensor, timesteps: Sequence[int], generator=None) -> Image.Image:
@@ -62,10 +76,10 @@ def forward_process_strip(scheduler, x_0: torch.Tensor, timesteps: Sequence[int]
     noise = torch.randn((len(timesteps), *x_0.shape[1:]), generator=generator, dtype=x_0.dtype)
     t = torch.as_tensor(list(timesteps), dtype=torch.long)
     x_t = scheduler.add_noise(x_0.expand(len(timesteps), *x_0.shape[1:]), noise, t)
-    return make_image_grid(to_pil_images(torch.cat([x_0[:1], x_t])), 1, len(timesteps) + 1)
+    return tile_images(to_pil_images(torch.cat([x_0[:1], x_t])), 1, len(timesteps) + 1)
 
 
-def load_image_as_tensor(path: str, resolution: Optional[int] = None) -> torch.Tensor:
+def load_image_as_tensor(path: str, resolution: int | None = None) -> torch.Tensor:
     """An image file -> (1, C, H, W) in [-1, 1], grayscale kept as one channel, others as RGB."""
     with Image.open(path) as image:
         image.load()
@@ -75,3 +89,59 @@ def load_image_as_tensor(path: str, resolution: Optional[int] = None) -> torch.T
     array = np.asarray(image, dtype=np.float32)
     array = array[..., None] if array.ndim == 2 else array
     return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1
+
+
+def plot_terms(bound, path: str, title: str = "") -> None:
+    """A VariationalBound's mean term per timestep (log-scale y), decoder term marked; the prior and the total in the
+    legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = bound.timesteps.numpy()
+    mean_terms = bound.terms_bpd.mean(0).numpy()
+    floor = max(float(mean_terms[mean_terms > 0].min()) if np.any(mean_terms > 0) else 1e-12, 1e-12)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.plot(t[1:], np.maximum(mean_terms[1:], floor), lw=1.2, label="denoising KL terms $L_{t-1}$")
+    ax.scatter(t[:1], mean_terms[:1], color="C3", zorder=3, label=f"decoder $L_0$ = {mean_terms[0]:.3f}")
+    summary = bound.summary()
+    ax.plot([], [], " ", label=f"prior $L_T$ = {summary['prior_bpd']:.2e}")
+    ax.plot([], [], " ", label=f"total = {summary['total_bpd']:.3f} ± {summary['total_bpd_stderr']:.3f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("timestep t (diffusers, 0-based)")
+    ax.set_ylabel("bits/dim")
+    ax.set_title(title or "variational bound: mean term per timestep")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def plot_loss_curve(loss_history, path: str) -> None:
+    """The logged loss (and a moving average) against the step, log-scaled, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    if loss_history:
+        steps, losses = np.asarray(loss_history, dtype=np.float64).T
+        axes.plot(steps, losses, linewidth=0.8, alpha=0.5, label="loss (mean of each logging interval)")
+        window = max(1, len(losses) // 20)
+        if window > 1:
+            smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+            axes.plot(steps[window - 1 :], smooth, linewidth=1.6, label=f"moving average ({window} points)")
+        axes.set_yscale("log")
+        axes.legend()
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss")
+    axes.set_title("Training loss")
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    try:
+        figure.savefig(path, format="png")
+    finally:
+        plt.close(figure)

@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Shared fixtures: tiny models built offline, and an isolated Hugging Face cache per test session."""
 
 import os

@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """A small Hugging Face Hub-compatible HTTP server for tests (stdlib only, bound to 127.0.0.1).
 
 It implements the part of the Hub's HTTP API that `huggingface_hub` (2.4) uses to create a repo, upload files with
@@ -39,7 +40,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 REPO_TYPES = ("model", "dataset", "space")
@@ -54,9 +54,9 @@ def git_blob_oid(data: bytes) -> str:
 @dataclass
 class Commit:
     oid: str
-    parent: Optional[str]
+    parent: str | None
     message: str
-    files: Dict[str, bytes]
+    files: dict[str, bytes]
     date: float
 
 
@@ -65,8 +65,8 @@ class Repo:
     repo_id: str
     repo_type: str
     private: bool
-    branches: Dict[str, str] = field(default_factory=dict)  # branch name -> commit oid
-    commits: Dict[str, Commit] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)  # branch name -> commit oid
+    commits: dict[str, Commit] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,11 +74,11 @@ class LoggedRequest:
     method: str
     path: str  # path and query, as sent
     status: int
-    authorization: Optional[str]  # the raw header value ("Bearer hf_...") or None
+    authorization: str | None  # the raw header value ("Bearer hf_...") or None
     body: bytes = b""
 
     @property
-    def bearer(self) -> Optional[str]:
+    def bearer(self) -> str | None:
         if self.authorization and self.authorization.startswith("Bearer "):
             return self.authorization[len("Bearer "):]
         return None
@@ -93,7 +93,7 @@ class Upload:
 
 
 class HubError(Exception):
-    def __init__(self, status: int, message: str, error_code: Optional[str] = None, headers=None):
+    def __init__(self, status: int, message: str, error_code: str | None = None, headers=None):
         super().__init__(message)
         self.status, self.message, self.error_code, self.headers = status, message, error_code, headers or {}
 
@@ -104,15 +104,15 @@ class HubState:
     def __init__(self, token: str, user: str):
         self.token, self.user = token, user
         self.lock = threading.RLock()
-        self.repos: Dict[Tuple[str, str], Repo] = {}
-        self.requests: List[LoggedRequest] = []
-        self.uploads: List[Upload] = []
+        self.repos: dict[tuple[str, str], Repo] = {}
+        self.requests: list[LoggedRequest] = []
+        self.uploads: list[Upload] = []
         self.fail_commits = 0  # int: answer 500 to that many commit calls; True: to all of them
         self.fail_status = 500  # the answer to a failed commit (5xx are retried by clients, 4xx are not)
         self._counter = 0
 
     # -- repos ----------------------------------------------------------------------------------------------------
-    def new_commit(self, repo: Repo, parent: Optional[str], message: str, files: Dict[str, bytes]) -> Commit:
+    def new_commit(self, repo: Repo, parent: str | None, message: str, files: dict[str, bytes]) -> Commit:
         self._counter += 1
         digest = hashlib.sha1()
         digest.update(f"{repo.repo_id}\0{parent}\0{message}\0{self._counter}\0{time.time()}".encode())
@@ -153,7 +153,7 @@ class HubState:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"  # one request per connection: stop() then refuses every new call at once
     server_version = "FakeHub/1.0"
-    hub: "HubServer"  # set on the subclass
+    hub: HubServer  # set on the subclass
 
     # -- plumbing ---------------------------------------------------------------------------------------------------
     def log_message(self, format, *args):  # keep test output clean (and the Authorization header never logged)
@@ -264,7 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._resolve(method, repo_type, repo_id, rest[0], "/".join(rest[1:]))
         raise HubError(404, f"Not found: {method} {split.path}")
 
-    def _route_api(self, method: str, parts: List[str], query: Dict[str, str], body: bytes):
+    def _route_api(self, method: str, parts: list[str], query: dict[str, str], body: bytes):
         state = self.hub.state
         if parts == ["repos", "create"] and method == "POST":
             self._require_write()
@@ -311,7 +311,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._tree(repo, rest[1], "/".join(rest[2:]), query)
         if method == "GET" and action == "refs":
             with state.lock:
-                branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": oid} for n, oid in repo.branches.items()]
+                branches = [
+                    {"name": n, "ref": f"refs/heads/{n}", "targetCommit": oid} for n, oid in repo.branches.items()
+                ]
             return self._json(200, {"branches": branches, "tags": [], "converts": []})
         if method == "POST" and action == "preupload" and len(rest) >= 2:
             self._require_write()
@@ -495,7 +497,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(200, data, headers, content_type="application/octet-stream", head=(method == "HEAD"))
 
 
-def _card_metadata(readme: Optional[bytes]) -> dict:
+def _card_metadata(readme: bytes | None) -> dict:
     if not readme:
         return {}
     match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", readme.decode("utf-8", "replace"), re.DOTALL)
@@ -521,8 +523,8 @@ class HubServer:
     def __init__(self, token: str = "hf_test_token_0123456789abcdef", user: str = "user", port: int = 0):
         self.state = HubState(token, user)
         self._port = port
-        self._server: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
     @property
@@ -537,7 +539,7 @@ class HubServer:
     def running(self) -> bool:
         return self._server is not None
 
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         """Listen (again) on 127.0.0.1; after `stop()`, on the same port."""
         if self._server is not None:
             return self
@@ -558,7 +560,7 @@ class HubServer:
             server.server_close()
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -577,12 +579,12 @@ class HubServer:
 
     # -- inspection -------------------------------------------------------------------------------------------------
     @property
-    def requests(self) -> List[LoggedRequest]:
+    def requests(self) -> list[LoggedRequest]:
         with self.state.lock:
             return list(self.state.requests)
 
     @property
-    def uploads(self) -> List[Upload]:
+    def uploads(self) -> list[Upload]:
         with self.state.lock:
             return list(self.state.uploads)
 
@@ -590,17 +592,17 @@ class HubServer:
         with self.state.lock:
             self.state.requests.clear()
 
-    def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> Dict[str, bytes]:
+    def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict[str, bytes]:
         """The files of `repo_id` at `revision` (path -> bytes)."""
         with self.state.lock:
             repo = self.state.repos[(repo_type, repo_id)]
             return dict(self.state.resolve(repo, revision).files)
 
-    def repo(self, repo_id: str, repo_type: str = "model") -> Optional[Repo]:
+    def repo(self, repo_id: str, repo_type: str = "model") -> Repo | None:
         with self.state.lock:
             return self.state.repos.get((repo_type, repo_id))
 
-    def commits(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> List[Commit]:
+    def commits(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> list[Commit]:
         """The history of `revision`, newest first."""
         with self.state.lock:
             repo = self.state.repos[(repo_type, repo_id)]

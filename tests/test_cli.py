@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """The `ddpm-hf` console script, run as a command in fresh processes on a tiny saved pipeline.
 
 Every Python start pays for importing torch and diffusers (~9 s of CPU here), so the file starts few of them:
@@ -331,7 +332,8 @@ def test_nll_prints_and_writes_the_bound_of_the_images(ws, batch):
     assert float(printed.group(1)) == round(total, 4) and float(printed.group(2)) == round(stderr, 4)
     assert "wrote nll.png" in stdout and "wrote nll.json" in stdout
 
-    from ddpm_hf.likelihood import load_evaluation_images, variational_bound
+    from ddpm_hf.cli.nll import load_evaluation_images
+    from ddpm_hf.likelihood import variational_bound
 
     images = load_evaluation_images("embedded:digits", 4, 8, 1, 0)
     bound = variational_bound(pipe.unet, pipe.scheduler, images, generator=torch.Generator().manual_seed(0),

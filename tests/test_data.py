@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Tests for ddpm_hf.data: every source, every conversion, every error message. Local data only."""
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def test_embedded_captions_name_the_digit_in_several_phrasings(name, digits, mni
     dataset = {"digits": digits, "mnist": mnist}[name]
     assert len(dataset.captions) == len(dataset)
     for label in range(10):
-        captions = {c for c, l in zip(dataset.captions, dataset.labels.tolist()) if l == label}
+        captions = {c for c, y in zip(dataset.captions, dataset.labels.tolist()) if y == label}
         assert len(captions) >= 4
         assert all(DIGIT_WORDS[label] in c or str(label) in c for c in captions)
 

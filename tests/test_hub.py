@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Publishing on the Hub (ddpm_hf.hub) against a local Hub-compatible server driven by the real huggingface_hub client.
 
 Loads run in fresh Python processes with HF_ENDPOINT pointing at the server and HF_HOME in a temporary folder.
@@ -10,15 +11,15 @@ import sys
 import tempfile
 from concurrent.futures import Future
 
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
 from conftest import run_python, tiny_unet
 from hub_server import HubServer, port_is_closed
+from huggingface_hub import ModelCard
+from huggingface_hub import constants as hub_constants
 from PIL import Image
-
-import huggingface_hub
-from huggingface_hub import ModelCard, constants as hub_constants
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
 from ddpm_hf.hub import HubPushError, push_folder_to_hub, push_pipeline_to_hub, render_model_card
@@ -54,7 +55,8 @@ def hub():
     with HubServer(token=TOKEN) as server, pytest.MonkeyPatch.context() as mp:
         mp.setattr(hub_constants, "ENDPOINT", server.url)
         # Read at import time by hf_hub_download; never let a test reach huggingface.co.
-        mp.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        resolve_url = server.url + "/{repo_id}/resolve/{revision}/{filename}"
+        mp.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", resolve_url)
         mp.setattr(hub_constants, "HF_HUB_OFFLINE", False)
         mp.delenv("HF_TOKEN", raising=False)
         yield server
@@ -168,7 +170,8 @@ np.save({str(tmp_path / "remote.npy")!r}, images(DiffusionPipeline.from_pretrain
 del sys.modules["ddpm_hf"]
 from ddpm_hf import DDPMImagePipeline
 from ddpm_hf.hub import resolve_pipeline_folder
-np.save({str(tmp_path / "via_folder.npy")!r}, images(DDPMImagePipeline.from_pretrained(resolve_pipeline_folder({REPO!r}))))
+via_folder = DDPMImagePipeline.from_pretrained(resolve_pipeline_folder({REPO!r}))
+np.save({str(tmp_path / "via_folder.npy")!r}, images(via_folder))
 result = {{}}
 try:
     np.save({str(tmp_path / "via_repo_id.npy")!r}, images(DDPMImagePipeline.from_pretrained({REPO!r})))

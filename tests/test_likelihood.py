@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """The variational bound (bits/dim): its densities, an oracle model whose bound is known in closed form, and a real
 tiny UNet. Every expected number is computed here independently of ddpm_hf (numpy float64, math.erf)."""
 
@@ -11,12 +12,12 @@ import pytest
 import torch
 
 from ddpm_hf import DDPMPosteriorScheduler
+from ddpm_hf.cli.nll import run_nll
 from ddpm_hf.likelihood import (
     VariationalBound,
     bits_per_dim,
     discretized_gaussian_log_likelihood,
     normal_kl,
-    run_nll_command,
     variational_bound,
 )
 
@@ -286,8 +287,8 @@ def test_terms_match_a_direct_recomputation_from_the_models_inputs():
         beta = 1 - a_t / a_prev
         x0_hat = np.clip((x_t - math.sqrt(1 - a_t) * 0.5 * x_t) / math.sqrt(a_t), -1, 1)
 
-        def mean(x0_):
-            return (math.sqrt(a_prev) * beta * x0_ + math.sqrt(1 - beta) * (1 - a_prev) * x_t) / (1 - a_t)
+        def mean(x0_):  # called in this iteration only
+            return (math.sqrt(a_prev) * beta * x0_ + math.sqrt(1 - beta) * (1 - a_prev) * x_t) / (1 - a_t)  # noqa: B023
 
         if k == 0:  # decoder, sigma^2 = beta_t
             z_hi = (x0 + 1 / 255 - mean(x0_hat)) / math.sqrt(2 * beta)
@@ -347,7 +348,7 @@ def test_nll_command_writes_json_and_png(tmp_path, unet_factory, capsys):
         pipeline=str(folder), data="embedded:digits", num_images=3, batch_size=32, steps=5, seed=0,
         out_png=str(tmp_path / "terms.png"), out_json=str(tmp_path / "nll.json"), device="cpu",
     )
-    run_nll_command(args)
+    run_nll(args)
     record = json.loads((tmp_path / "nll.json").read_text())
     assert record["num_images"] == 3 and len(record["timesteps"]) == 5 and len(record["mean_terms_bpd"]) == 5
     assert math.isfinite(record["total_bpd"]) and record["total_bpd"] > 0 and record["total_bpd_stderr"] >= 0
@@ -361,3 +362,20 @@ def test_the_bound_is_part_of_the_public_api():
 
     assert ddpm_hf.variational_bound is likelihood.variational_bound
     assert ddpm_hf.VariationalBound is likelihood.VariationalBound
+
+
+def test_x0_clipping_is_the_bounds_own_choice_not_the_schedulers(unet_factory):
+    """clip_denoised=True by default (improved-diffusion's convention), whatever the scheduler's clip_sample says."""
+    unet = unet_factory(in_channels=1, sample_size=8)
+    x_0 = torch.cat([random_image((1, 1, 8, 8), seed=s) for s in range(2)]).float()
+
+    def bound(clip_sample, **kwargs):
+        scheduler = DDPMPosteriorScheduler(num_train_timesteps=T, clip_sample=clip_sample)
+        return variational_bound(unet, scheduler, x_0, generator=torch.Generator().manual_seed(0), batch_size=64,
+                                 show_progress=False, **kwargs).terms_bpd
+
+    clipped, unclipped = bound(True, clip_denoised=True), bound(False, clip_denoised=False)
+    assert not torch.allclose(clipped, unclipped)  # an untrained model's x_0 estimate leaves [-1, 1]: clipping shows
+    torch.testing.assert_close(bound(False), clipped, rtol=0, atol=0)  # default clips, the scheduler says no
+    torch.testing.assert_close(bound(True), clipped, rtol=0, atol=0)
+    torch.testing.assert_close(bound(True, clip_denoised=False), unclipped, rtol=0, atol=0)

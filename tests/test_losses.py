@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Improved DDPM's training objectives (L_hybrid, L_vlb) and importance-sampled timesteps, in training_utils.
 
 The math is checked against independent float64 numpy formulas (Ho et al. 2020, eq. 7 for the posterior; the
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_unet
 from scipy.special import ndtr
 
 from ddpm_hf import DDPMPosteriorScheduler
@@ -35,8 +37,6 @@ from ddpm_hf.training_utils import (
     vlb_losses,
     vlb_term_bpd,
 )
-
-from conftest import tiny_unet
 
 T = 1000
 TIMESTEPS = [0, 0, 1, 2, 10, 500, 998, 999]  # decoder rows, the smallest KL steps, the middle and the end

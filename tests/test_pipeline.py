@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """DDPMImagePipeline: sampling conventions, equality with diffusers, and the three loading paths (fresh processes)."""
 
 import json

@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """ddpm_hf.text_conditioning: loading CLIP parts, the conditional UNet config, caption encodings and dropout.
 
 Real transformers/diffusers objects with tiny configs, built offline; the Hub is reached only through the fake Hub.
@@ -178,8 +179,8 @@ def test_hub_id_offline_without_cache_says_what_to_do(offline):
 
 
 def test_hub_ids_in_both_layouts_online_then_from_the_cache(pipe, tmp_path, monkeypatch):
-    from huggingface_hub import HfApi
     from hub_server import HubServer
+    from huggingface_hub import HfApi
 
     clip_layout = tmp_path / "clip"
     pipe.text_encoder.save_pretrained(clip_layout)

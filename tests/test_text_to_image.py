@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """DDPMTextToImagePipeline: guidance, clear errors, the offline CLIP tokenizer, and loading in fresh processes."""
 
 import json

@@ -65,7 +65,8 @@ from ddpm_hf.checkpointing import (
 )
 from ddpm_hf.data import EMBEDDED_DATASETS, DataError, load_image_dataset, to_model_range
 from ddpm_hf.hub import HubPushError, create_hub_repo, push_folder_to_hub, push_pipeline_to_hub, render_model_card
-from ddpm_hf.likelihood import plot_terms, variational_bound
+from ddpm_hf.likelihood import variational_bound
+from ddpm_hf.visualization import plot_terms
 from ddpm_hf.presets import (
     DEFAULT_PRESET,
     PresetError,

@@ -1,0 +1,28 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""`ddpm-hf sample`: a grid of samples from a saved pipeline, and optionally the reverse-process strip."""
+
+import torch
+from diffusers.utils import logging as diffusers_logging
+
+from ..visualization import image_grid, to_pil_images, trajectory_strip
+from .loading import load_pipeline, output_path
+
+
+def run_sample(args) -> None:
+    out = output_path(args.out)
+    trajectory_out = output_path(args.trajectory) if args.trajectory else None  # fail before sampling, not after
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."; the sampling bar stays
+    pipeline = load_pipeline(args.pipeline, args.device)
+    every = max(1, args.steps // args.trajectory_points) if args.trajectory else None
+    result = pipeline(
+        batch_size=args.num_images,
+        generator=torch.Generator(device="cpu").manual_seed(args.seed),
+        num_inference_steps=args.steps,
+        output_type="pt",
+        trajectory_every=every,
+    )
+    image_grid(to_pil_images(result.images * 2 - 1)).save(out)
+    print(f"wrote {out}")
+    if args.trajectory:
+        trajectory_strip(result.trajectory).save(trajectory_out)
+        print(f"wrote {trajectory_out}")
