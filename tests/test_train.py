@@ -5,7 +5,6 @@ through `python training/train.py`: `accelerate launch` replaces a failing scrip
 a traceback of the launcher.
 """
 
-import importlib.util
 import json
 import os
 import signal
@@ -100,13 +99,6 @@ def assert_bitwise_equal(a: dict, b: dict) -> None:
 
 def error_lines(stderr: str) -> list:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def load_train_module():
-    spec = importlib.util.spec_from_file_location("ddpm_hf_train_script", TRAIN_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -360,23 +352,51 @@ def test_learned_range_doubles_the_output_channels():
 
 def test_every_preset_parses_and_explicit_flags_win():
     from ddpm_hf.presets import DEFAULT_PRESET, available_presets, count_parameters, load_preset
+    from ddpm_hf.trainer.config import parse_args
 
-    train = load_train_module()
     assert {"tiny", "ddpm-cifar10", DEFAULT_PRESET} <= set(available_presets())
     for name in available_presets():
-        args = train.parse_args(["--preset", name])
+        args = parse_args(["--preset", name])
         for flag, value in load_preset(name).training.items():
             assert getattr(args, flag) == value, (name, flag)
         count_parameters(dict(load_preset(name).unet, in_channels=1, out_channels=1))
-    assert train.parse_args([]).preset == DEFAULT_PRESET
-    args = train.parse_args(["--preset", "ddpm-cifar10", "--learning_rate", "1e-3", "--no-use_ema"])
+    assert parse_args([]).preset == DEFAULT_PRESET
+    args = parse_args(["--preset", "ddpm-cifar10", "--learning_rate", "1e-3", "--no-use_ema"])
     assert (args.learning_rate, args.use_ema, args.train_batch_size) == (1e-3, False, 128)
     # A data source on the command line replaces all of the preset's data settings.
-    args = train.parse_args(["--preset", "ddpm-cifar10", "--train_data_dir", "pictures"])
+    args = parse_args(["--preset", "ddpm-cifar10", "--train_data_dir", "pictures"])
     assert (args.dataset_name, args.image_column, args.train_data_dir) == (None, "image", "pictures")
     # So does a training length: --num_epochs replaces the preset's step count.
-    args = train.parse_args(["--preset", "ddpm-cifar10", "--num_epochs", "2"])
+    args = parse_args(["--preset", "ddpm-cifar10", "--num_epochs", "2"])
     assert (args.num_epochs, args.max_train_steps) == (2, None)
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_changed_number_of_images_is_reported_only_on_a_real_resume(resumed, tmp_path, monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from accelerate import PartialState
+
+    from ddpm_hf.checkpointing import TrainerState
+    from ddpm_hf.trainer import state as trainer_state
+
+    PartialState(cpu=True)  # accelerate's logger needs it
+    if resumed:  # a checkpoint of a run on 100 images
+        monkeypatch.setattr(trainer_state, "resolve_checkpoint", lambda root, name: str(tmp_path / "checkpoint-2"))
+        monkeypatch.setattr(trainer_state, "read_training_state",
+                            lambda folder, **parts: TrainerState(global_step=2, samples_seen=16, num_images=100))
+    accelerator = SimpleNamespace(is_main_process=True, num_processes=1, scaler=None, wait_for_everyone=lambda: None,
+                                  unwrap_model=lambda model, keep_fp32_wrapper: model)
+    training = SimpleNamespace(accelerator=accelerator, unet=None, ema=None, optimizer=None, lr_scheduler=None,
+                               timestep_sampler=None, trained_text_encoder=None, state=TrainerState(),
+                               layout=SimpleNamespace(global_batch_size=8),
+                               args=SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint="latest"))
+    with caplog.at_level("INFO"):
+        trainer_state.start_or_resume(training, num_images=64)
+    warned = [record for record in caplog.records if "images, this run has 64" in record.getMessage()]
+    assert len(warned) == int(resumed), caplog.text
+    assert ("Resumed from" in caplog.text) == resumed and ("starting a new run" in caplog.text) != resumed
+    assert (training.state.num_images, training.state.global_step) == (64, 2 if resumed else 0)
 
 
 def test_data_position_is_independent_of_the_process_layout():

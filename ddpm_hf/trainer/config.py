@@ -1,0 +1,234 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""The trainer's flags: the parser, presets filling in what the command line leaves out, and the checks argparse
+cannot make; also the flags as saved (training_args.json, checkpoints, trackers) and the UNet architecture they name."""
+
+import argparse
+import json
+import os
+import sys
+
+from diffusers.optimization import SchedulerType
+
+from ..data import EMBEDDED_DATASETS
+from ..presets import DEFAULT_PRESET, PresetError, available_presets, load_preset
+from ..scheduling_ddpm_posterior import BETA_SCHEDULES
+from ..text_conditioning import BUILTIN_TEXT_ENCODERS
+from ..training_utils import LOSSES, TIMESTEP_SAMPLERS, check_loss_config
+
+# Flags that go together: when the command line gives any flag of a group, the preset's values for the whole group
+# are dropped (a preset's Hub dataset and image column make no sense for your --train_data_dir, nor its step count
+# for your --num_epochs).
+DATA_SOURCE_FLAGS = ("dataset_name", "dataset_config_name", "train_data_dir", "embedded_dataset", "image_column",
+                     "caption_column")
+PRESET_FLAG_GROUPS = (DATA_SOURCE_FLAGS, ("num_epochs", "max_train_steps"))
+DEFAULT_EMBEDDED_DATASET = "mnist"
+DESCRIPTION = "Train a DDPM (Ho et al. 2020) noise predictor with Accelerate, and save it as a `DDPMImagePipeline`."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=DESCRIPTION, allow_abbrev=False)
+    bool_flag = argparse.BooleanOptionalAction
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--preset", help=f"a shipped recipe: UNet + training defaults ({', '.join(available_presets())};"
+                       f" default {DEFAULT_PRESET} unless --model_config_name_or_path is given)")
+    model.add_argument("--model_config_name_or_path", help="a UNet2DModel config: a folder with config.json, or a JSON"
+                       " file; in/out channels and sample_size follow the data")
+    model.add_argument("--ddpm_num_steps", type=int, default=1000, help="T, the length of the forward process")
+    model.add_argument("--ddpm_beta_schedule", default="linear", choices=BETA_SCHEDULES, help="linear: the paper's")
+    model.add_argument("--prediction_type", default="epsilon", choices=["epsilon", "sample", "v_prediction"])
+    model.add_argument("--variance_type", default="fixed_small",
+                       choices=["fixed_small", "fixed_large", "learned_range"],
+                       help="the sampler's reverse variance; learned_range doubles the UNet's output channels")
+    model.add_argument("--loss_type", default="simple", choices=list(LOSSES), help="simple: the paper's L_simple;"
+                       " hybrid: L_simple + 0.001 L_vlb, which trains a learned_range variance (Improved DDPM);"
+                       " vlb: the variational bound alone")
+    model.add_argument("--timestep_sampler", default="uniform", choices=list(TIMESTEP_SAMPLERS), help="how t is drawn"
+                       " in training; loss-second-moment: importance sampling by sqrt(E[L_t^2]) (Improved DDPM)")
+
+    data = parser.add_argument_group("data (one source; with none, an embedded digit set)")
+    data.add_argument("--dataset_name", help="a Hub dataset id, a local dataset folder or a .parquet/.arrow/.csv file")
+    data.add_argument("--dataset_config_name")
+    data.add_argument("--train_data_dir", help="a folder of images (searched recursively)")
+    data.add_argument("--embedded_dataset", choices=EMBEDDED_DATASETS, help="digit sets shipped inside installed"
+                      f" packages, no download (default {DEFAULT_EMBEDDED_DATASET})")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--caption_column", help="train text to image on this column's captions (an image folder's"
+                      " metadata.jsonl, a dataset column; the embedded digits have captions under any name)")
+    data.add_argument("--resolution", type=int, help="images are resized to resolution x resolution (default: the"
+                      " preset's, else the model config's sample_size, else 32)")
+    data.add_argument("--center_crop", action=bool_flag, default=False, help="crop the centre square, do not squash")
+    data.add_argument("--random_flip", action=bool_flag, default=False, help="random horizontal flips")
+    data.add_argument("--channels", type=int, choices=[1, 3], help="force grayscale (1) or RGB (3)")
+    data.add_argument("--max_train_samples", type=int, help="train on a seeded subset")
+    data.add_argument("--dataloader_num_workers", type=int, default=0, help="worker processes that index the images")
+
+    loop = parser.add_argument_group("training loop")
+    loop.add_argument("--output_dir", default="ddpm-digits")
+    loop.add_argument("--seed", type=int, default=0)
+    loop.add_argument("--train_batch_size", type=int, default=16, help="per process and micro-batch")
+    loop.add_argument("--num_epochs", type=float, default=100, help="ignored when --max_train_steps is given")
+    loop.add_argument("--max_train_steps", type=int, help="optimizer steps")
+    loop.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    loop.add_argument("--learning_rate", type=float, default=1e-4)
+    loop.add_argument("--lr_scheduler", default="constant_with_warmup", choices=[t.value for t in SchedulerType])
+    loop.add_argument("--lr_warmup_steps", type=int, default=500)
+    loop.add_argument("--adam_beta1", type=float, default=0.9)
+    loop.add_argument("--adam_beta2", type=float, default=0.999)
+    loop.add_argument("--adam_weight_decay", type=float, default=0.0)
+    loop.add_argument("--adam_epsilon", type=float, default=1e-8)
+    loop.add_argument("--max_grad_norm", type=float, default=1.0, help="0 disables gradient clipping")
+    loop.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="default: accelerate's config")
+    loop.add_argument("--gradient_checkpointing", action=bool_flag, default=False)
+    loop.add_argument("--use_ema", action=bool_flag, default=False, help="keep an EMA of the weights; validation"
+                      " and the saved pipeline use it")
+    loop.add_argument("--ema_max_decay", type=float, default=0.9999)
+    loop.add_argument("--ema_min_decay", type=float, default=0.0)
+    loop.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up: decay = 1 - (1 + step / inv_gamma)"
+                      " ** -power, clamped to [min, max]")
+    loop.add_argument("--ema_power", type=float, default=3 / 4)
+
+    report = parser.add_argument_group("logging, validation and checkpoints")
+    report.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "wandb", "none"])
+    report.add_argument("--logging_dir", default="logs", help="relative to --output_dir")
+    report.add_argument("--logging_steps", type=int, default=10, help="read the loss back from the device this often")
+    report.add_argument("--validation_steps", type=int, help="draw a sample grid every N steps (0: never)")
+    report.add_argument("--validation_inference_steps", type=int, default=100, help="steps of the respaced sampling"
+                        " chain for the validation grids and samples.png")
+    report.add_argument("--num_validation_images", type=int, default=16)
+    report.add_argument("--eval_nll_images", type=int, default=0, help="at the end, the variational bound (bits/dim)"
+                        " of this many training images; written to nll.json, nll_terms.png and the model card")
+    report.add_argument("--eval_nll_steps", type=int, help="bound a respaced chain of this many steps (default: all"
+                        " T steps, the exact bound of the trained model)")
+    report.add_argument("--checkpointing_steps", type=int, default=500, help="0 disables checkpoints")
+    report.add_argument("--checkpoints_total_limit", type=int, help="keep only the newest N checkpoints")
+    report.add_argument("--resume_from_checkpoint", help="'latest' (starts afresh when there is none yet), a"
+                        " checkpoint folder, or a checkpoint name under output_dir/checkpoints")
+
+    text = parser.add_argument_group("text to image (trains a DDPMTextToImagePipeline)")
+    builtin = " / ".join(BUILTIN_TEXT_ENCODERS)
+    text.add_argument("--text_encoder_name_or_path", help="the CLIP text encoder and tokenizer: a Hub id (e.g."
+                      f" openai/clip-vit-base-patch32), a local folder, or {builtin} (the real CLIP vocabulary with a"
+                      " small random encoder, offline; the default with --caption_column)")
+    text.add_argument("--train_text_encoder", action=bool_flag, default=False, help="train the text encoder with"
+                      " the UNet (default: frozen, run once per distinct caption under no_grad, in the"
+                      " --mixed_precision dtype); its weights go into checkpoints and the pipeline, and the EMA"
+                      " (--use_ema) follows the UNet only")
+    text.add_argument("--conditioning_dropout_prob", type=float, default=0.1, help="captions replaced by the empty"
+                      " prompt during training, so that the model also learns the unconditional side of guidance")
+    text.add_argument("--validation_prompts", nargs="+", help="one grid row per prompt (default: the ten digit"
+                      " prompts for embedded digits, else the first distinct captions)")
+    text.add_argument("--validation_guidance_scale", type=float, default=3.0, help="validation grids are drawn with"
+                      " this guidance scale and without guidance (1.0)")
+
+    hub = parser.add_argument_group("publishing on the Hugging Face Hub")
+    hub.add_argument("--push_to_hub", action=bool_flag, default=False, help="publish the pipeline and its model card:"
+                     " in the background at every checkpoint, awaited at the end")
+    hub.add_argument("--hub_model_id", help="the repo, 'user/name' or 'name' (default: the --output_dir folder name)")
+    hub.add_argument("--hub_token", help="default: HF_TOKEN, else the token of `hf auth login`; never logged or saved")
+    hub.add_argument("--hub_private_repo", action=bool_flag, default=None, help="create the repo private (a new repo"
+                     " only)")
+    hub.add_argument("--hub_revision", help="push to this branch (created when missing) instead of main")
+    return parser
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
+    """The destinations of the flags written on the command line (so that presets fill in only the others)."""
+    actions = parser._option_string_actions
+    return {actions[token.split("=", 1)[0]].dest for token in argv if token.split("=", 1)[0] in actions}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    given = explicit_flags(parser, argv)
+    if args.preset is None and args.model_config_name_or_path is None:
+        args.preset = DEFAULT_PRESET
+    if args.preset is not None:
+        apply_preset_defaults(args, load_preset(args.preset).training, given, parser)
+    if not any(getattr(args, flag) for flag in ("dataset_name", "train_data_dir", "embedded_dataset")):
+        args.embedded_dataset = DEFAULT_EMBEDDED_DATASET
+    args.text_to_image = bool(args.caption_column or args.text_encoder_name_or_path)
+    if args.text_to_image:
+        args.caption_column = args.caption_column or "text"  # diffusers' examples and metadata.jsonl use "text"
+        args.text_encoder_name_or_path = args.text_encoder_name_or_path or BUILTIN_TEXT_ENCODERS[0]
+    check_args(args, parser)
+    return args
+
+
+def apply_preset_defaults(args, defaults: dict, given: set, parser) -> None:
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(defaults) - known)
+    if unknown:
+        raise PresetError(f"preset {args.preset!r} sets unknown flags: {', '.join(unknown)}")
+    overridden = set(given)
+    for group in PRESET_FLAG_GROUPS:
+        if overridden & set(group):
+            overridden |= set(group)
+    for flag, value in defaults.items():
+        if flag not in overridden:
+            setattr(args, flag, value)
+
+
+def check_args(args, parser: argparse.ArgumentParser) -> None:
+    """What argparse cannot check by itself (it exits with the usage and a one-line error)."""
+    at_least_one = ["train_batch_size", "gradient_accumulation_steps", "logging_steps", "validation_inference_steps",
+                    "num_validation_images", "ddpm_num_steps", "max_train_steps", "checkpoints_total_limit"]
+    for flag in at_least_one:
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag} must be at least 1, got {value}")
+    try:
+        check_loss_config(args.loss_type, args.variance_type)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.validation_inference_steps > args.ddpm_num_steps:
+        parser.error(f"--validation_inference_steps {args.validation_inference_steps} exceeds --ddpm_num_steps"
+                     f" {args.ddpm_num_steps}")
+    if args.eval_nll_steps is not None and not 1 <= args.eval_nll_steps <= args.ddpm_num_steps:
+        parser.error(f"--eval_nll_steps must be between 1 and --ddpm_num_steps {args.ddpm_num_steps}, got"
+                     f" {args.eval_nll_steps}")
+    if args.train_text_encoder and not args.text_to_image:
+        parser.error("--train_text_encoder needs captions: give --caption_column (and --text_encoder_name_or_path)")
+    if not 0.0 <= args.conditioning_dropout_prob <= 1.0:
+        parser.error(f"--conditioning_dropout_prob must be in [0, 1], got {args.conditioning_dropout_prob}")
+    for flag in ("dataloader_num_workers", "checkpointing_steps", "validation_steps", "eval_nll_images"):
+        if (getattr(args, flag) or 0) < 0:
+            parser.error(f"--{flag} must be 0 or more, got {getattr(args, flag)}")
+
+
+
+
+def model_architecture(args) -> dict:
+    """The UNet2DModel config keys that do not depend on the data: from --model_config_name_or_path, else the preset."""
+    path = args.model_config_name_or_path
+    if path is None:
+        return dict(load_preset(args.preset).unet)
+    config_file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    if not os.path.isfile(config_file):
+        raise PresetError(f"--model_config_name_or_path {path}: no such JSON file or folder with config.json")
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+    except json.JSONDecodeError as err:
+        raise PresetError(f"{config_file} is not valid JSON: {err}") from None
+    if not isinstance(config, dict) or "block_out_channels" not in config:
+        raise PresetError(f"{config_file} is not a UNet2DModel config (it has no block_out_channels)")
+    return config
+
+
+def default_resolution(architecture: dict) -> int:
+    sample_size = architecture.get("sample_size")
+    return sample_size if isinstance(sample_size, int) else 32
+
+
+def saveable_args(args) -> dict:
+    """The flags as written to training_args.json and checkpoints: never anything that looks like a secret."""
+    return {key: value for key, value in sorted(vars(args).items()) if "token" not in key.lower()}
+
+
+def tracker_config(args) -> dict:
+    """TensorBoard's hparams accept only bool, int, float and str."""
+    return {key: value if isinstance(value, (bool, int, float, str)) else str(value)
+            for key, value in saveable_args(args).items()}

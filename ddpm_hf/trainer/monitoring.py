@@ -1,0 +1,89 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""Watching a run: the loss and throughput reported to the progress bar and the trackers, and the test hooks."""
+
+import hashlib
+import json
+import os
+import time
+from typing import TYPE_CHECKING
+
+from ..checkpointing import write_text_atomically
+from ..training_utils import LossMeter
+
+if TYPE_CHECKING:
+    from .state import Training
+
+
+class Throughput:
+    """Images per second over the training steps since the last reading (time spent elsewhere is excluded)."""
+
+    def __init__(self):
+        self.restart()
+
+    def restart(self) -> None:
+        self.start, self.images = time.perf_counter(), 0
+
+    def add(self, images: int) -> None:
+        self.images += images
+
+    def read(self) -> float:
+        rate = self.images / max(time.perf_counter() - self.start, 1e-9)
+        self.restart()
+        return rate
+
+
+def log_progress(training: "Training", meter: LossMeter, throughput: Throughput, progress, num_images: int) -> None:
+    """Read the losses since the last call back from the device, check them, and report the latest."""
+    state = training.state
+    logged = meter.flush(training.accelerator)  # raises NonFiniteLossError, on every process alike
+    # One point per logging interval (its mean), so that checkpoints of long runs stay small.
+    state.loss_history.append([logged[-1].step, sum(entry.loss for entry in logged) / len(logged)])
+    logs = {"loss": logged[-1].loss, "lr": training.lr_scheduler.get_last_lr()[0],
+            "images_per_second": throughput.read(), "epoch": state.samples_seen / num_images}
+    if logged[-1].grad_norm is not None:
+        logs["grad_norm"] = logged[-1].grad_norm
+    progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", img_s=f"{logs['images_per_second']:.1f}")
+    training.accelerator.log(logs, step=state.global_step)
+
+
+class DebugRecorder:
+    """Test hooks, off unless their environment variable is set.
+
+    DDPM_HF_DEBUG_RANKS=1: each process writes output_dir/debug/rank-<i>.json with a hash of every micro-batch it
+    trained on and hashes of its final parameters and timestep-sampler state (to check sharding and synchronisation).
+    DDPM_HF_TEST_STEP_DELAY=<seconds>: sleep after every step (so a test can kill the run at a chosen moment).
+    """
+
+    def __init__(self, output_dir: str, process_index: int):
+        self.enabled = os.environ.get("DDPM_HF_DEBUG_RANKS") == "1"
+        self.delay = float(os.environ.get("DDPM_HF_TEST_STEP_DELAY", "0"))
+        self.path = os.path.join(output_dir, "debug", f"rank-{process_index}.json")
+        self.batches = []
+
+    def micro_batches(self, step: int, batches) -> None:
+        if self.enabled:
+            self.batches.extend([step, hashlib.sha1(pixels.numpy().tobytes()).hexdigest()] for pixels in batches)
+
+    def after_step(self) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+
+    @staticmethod
+    def digest(state: dict) -> str:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(state.items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def finish(self, model, timestep_sampler) -> None:
+        if not self.enabled:
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        write_text_atomically(self.path, json.dumps({
+            "micro_batches": self.batches, "parameters": self.digest(model.state_dict()),
+            "timestep_sampler": self.digest(timestep_sampler.state_dict()),
+        }))
+
+
+# ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,51 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""What a run leaves behind besides checkpoints (main process only): the pipeline, its pictures and model card in
+--output_dir, and the pipeline pushed to the Hub at checkpoints."""
+
+import os
+
+from accelerate.logging import get_logger
+
+from ..checkpointing import save_image_atomically, write_atomically, write_text_atomically
+from ..hub import render_model_card
+from ..visualization import plot_loss_curve
+from .publishing import model_card_kwargs, repo_name
+from .setup import ema_weights, make_pipeline
+from .state import Training
+from .validation import evaluate_nll, grid_guidance, grid_path, sample_grids
+
+logger = get_logger(__name__)
+
+
+def push_checkpoint_pipeline(training: Training) -> None:
+    """Main process only: the current (EMA) weights to the Hub in the background, with this step's grid if any."""
+    step, unet = training.state.global_step, training.unet
+    # This step's main validation grid (the one samples.png would be), when validation ran at this step too.
+    main_grid = next(iter(grid_guidance(training.args)))
+    grid = grid_path(os.path.join(training.args.output_dir, "validation"), step, main_grid)
+    with ema_weights(training.ema, unet):
+        pipeline = make_pipeline(unet, training.noise_scheduler, training.text)
+        training.publisher.push_checkpoint(pipeline, step, grid=grid if os.path.isfile(grid) else None)
+
+
+def save_final_outputs(training: Training, data) -> None:
+    """Main process only: the pipeline (EMA weights with --use_ema), samples.png, loss_curve.png, the optional
+    bound, and the model card (README.md): everything --push_to_hub then uploads."""
+    args, unet, accelerator = training.args, training.unet, training.accelerator
+    if training.ema is not None:
+        training.ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model now
+    pipeline = make_pipeline(unet, training.noise_scheduler, training.text)
+    pipeline.save_pretrained(args.output_dir)
+    grids = sample_grids(unet, training.noise_scheduler, args, training.text)
+    for index, (name, grid) in enumerate(grids.items()):  # samples.png; for text to image also samples-guidance-1.png
+        filename = "samples.png" if index == 0 else f"samples-{name}.png"
+        save_image_atomically(grid, os.path.join(args.output_dir, filename))
+    write_atomically(os.path.join(args.output_dir, "loss_curve.png"),
+                     lambda temporary: plot_loss_curve(training.state.loss_history, temporary))
+    metrics = evaluate_nll(pipeline, data, args, training.text) if args.eval_nll_images else None
+    repo_id = training.publisher.repo_id if training.publisher is not None else repo_name(args)
+    card = render_model_card(pipeline, repo_id=repo_id, sample_grid_filename="samples.png",
+                             _secrets_to_hide=[args.hub_token],
+                             **model_card_kwargs(args, accelerator, training.state.global_step, metrics))
+    write_text_atomically(os.path.join(args.output_dir, "README.md"), str(card))
+    logger.info(f"Saved the pipeline, samples.png, loss_curve.png and README.md to {args.output_dir}")

@@ -1,0 +1,140 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""What a run is built from: the Accelerator, the images, the UNet, the noise scheduler, the EMA, the optimizer, and
+the pipeline that wraps the trained UNet for sampling and saving."""
+
+import contextlib
+import logging
+import os
+from typing import TYPE_CHECKING, Optional
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import UNet2DConditionModel, UNet2DModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+
+from ..data import load_image_dataset
+from ..pipeline_ddpm_hf import DDPMImagePipeline, DDPMTextToImagePipeline
+from ..presets import unet_config_for_data
+from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
+from ..text_conditioning import conditional_unet_config
+
+if TYPE_CHECKING:
+    from .text import TextConditioning
+
+logger = get_logger(__name__)
+
+
+def make_accelerator(args) -> Accelerator:
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO if accelerator.is_local_main_process else logging.ERROR)
+    return accelerator
+
+
+def load_training_data(args, accelerator):
+    with accelerator.main_process_first():  # the main process downloads and caches Hub datasets first
+        return load_image_dataset(
+            dataset_name=args.dataset_name,
+            dataset_config_name=args.dataset_config_name,
+            train_data_dir=args.train_data_dir,
+            embedded=args.embedded_dataset,
+            image_column=args.image_column,
+            caption_column=args.caption_column if args.text_to_image else None,
+            resolution=args.resolution,
+            center_crop=args.center_crop,
+            channels=args.channels,
+            max_train_samples=args.max_train_samples,
+            seed=args.seed,
+            show_progress=accelerator.is_local_main_process,
+        )
+
+
+
+def build_unet(args, architecture: dict, channels: int, cross_attention_dim: int | None = None):
+    """A UNet2DModel, or with `cross_attention_dim` a UNet2DConditionModel of the same shape that attends to text."""
+    learned_variance = args.variance_type == "learned_range"
+    if learned_variance and args.loss_type == "simple":
+        logger.warning("--variance_type learned_range with --loss_type simple: L_simple does not train the variance"
+                       " channels, so sampling uses an untrained variance.")
+    set_seed(args.seed)  # the same initial weights on every process
+    config = unet_config_for_data(architecture, channels=channels, resolution=args.resolution,
+                                  learned_variance=learned_variance)
+    if cross_attention_dim is None:
+        unet = UNet2DModel.from_config(config)
+    else:
+        unet = UNet2DConditionModel.from_config(conditional_unet_config(config, cross_attention_dim))
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    return unet
+
+
+
+def make_noise_scheduler(args) -> DDPMPosteriorScheduler:
+    return DDPMPosteriorScheduler(
+        num_train_timesteps=args.ddpm_num_steps,
+        beta_schedule=args.ddpm_beta_schedule,
+        prediction_type=args.prediction_type,
+        variance_type=args.variance_type,
+    )
+
+
+def make_ema(unet, args) -> EMAModel:
+    return EMAModel(
+        unet.parameters(),
+        decay=args.ema_max_decay,
+        min_decay=args.ema_min_decay,
+        use_ema_warmup=True,
+        inv_gamma=args.ema_inv_gamma,
+        power=args.ema_power,
+        foreach=True,
+        model_cls=type(unet),
+        model_config=unet.config,
+    )
+
+
+@contextlib.contextmanager
+def ema_weights(ema, unet):
+    """Temporarily put the EMA weights into `unet` (exactly restored afterwards); a no-op without EMA."""
+    if ema is None:
+        yield unet
+        return
+    ema.store(unet.parameters())
+    ema.copy_to(unet.parameters())
+    try:
+        yield unet
+    finally:
+        ema.restore(unet.parameters())
+
+
+def make_optimizer(model, args, max_train_steps: int):
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
+    )
+    # Not passed to accelerator.prepare, which would step it once per process: we step it once per optimizer step.
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
+                                 num_training_steps=max_train_steps)
+    return optimizer, lr_scheduler
+
+
+def weight_dtype(accelerator) -> torch.dtype:
+    """The dtype of weights that only run inference under --mixed_precision (float32 without it)."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+
+def make_pipeline(unet, noise_scheduler, text: Optional["TextConditioning"]):
+    """The pipeline the run trains, around `unet` (with a fresh scheduler, so sampling never touches training's)."""
+    scheduler = DDPMPosteriorScheduler.from_config(noise_scheduler.config)
+    if text is None:
+        return DDPMImagePipeline(unet=unet, scheduler=scheduler)
+    return DDPMTextToImagePipeline(unet=unet, scheduler=scheduler, text_encoder=text.text_encoder,
+                                   tokenizer=text.tokenizer)

@@ -1,0 +1,125 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""Judging the model as it trains: sample grids from a fixed seed (validation/step-N.png, the trackers, samples.png),
+and at the end the variational bound on training images (nll.json, nll_terms.png)."""
+
+import json
+import os
+
+import numpy as np
+import torch
+from accelerate.logging import get_logger
+
+from ..checkpointing import save_image_atomically, write_atomically, write_text_atomically
+from ..data import to_model_range
+from ..likelihood import variational_bound
+from ..visualization import enlarge, filled_grid_rows, image_grid, plot_terms
+from .setup import ema_weights, make_pipeline
+from .text import TextConditioning
+
+logger = get_logger(__name__)
+
+
+def grid_guidance(args) -> dict:
+    """{name: guidance scale} of the grids `sample_grids` draws, in its order; the first becomes samples.png."""
+    if not args.text_to_image:
+        return {"": None}
+    return {f"guidance-{scale:g}": scale for scale in (args.validation_guidance_scale, 1.0)}
+
+
+@torch.no_grad()
+def sample_grids(unet, noise_scheduler, args, text: TextConditioning | None) -> dict:
+    """{name: grid} from a fixed generator, so successive grids are comparable; the first is the run's samples.png.
+
+    Unconditional: one grid of `num_validation_images`. Text to image: one row per validation prompt, drawn with
+    guidance and, from the same noise, without it.
+    """
+    pipeline = make_pipeline(unet, noise_scheduler, text)
+    pipeline.set_progress_bar_config(disable=True)
+    common = dict(num_inference_steps=args.validation_inference_steps, output_type="pil")
+    def generator():
+        return torch.Generator("cpu").manual_seed(args.seed)  # the same noise on every device
+    modules = [unet] if text is None else [unet, text.text_encoder]
+    was_training = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        if text is None:
+            images = pipeline(batch_size=args.num_validation_images, generator=generator(), **common).images
+            return {"": sample_grid(images, rows=filled_grid_rows(len(images)))}
+        per_prompt = max(1, args.num_validation_images // len(text.prompts))
+        grids = {}
+        for name, scale in grid_guidance(args).items():
+            images = pipeline(prompt=text.prompts, num_images_per_prompt=per_prompt, guidance_scale=scale,
+                              generator=generator(), **common).images
+            grids[name] = sample_grid(images, rows=len(text.prompts))
+        return grids
+    finally:
+        for module, mode in zip(modules, was_training, strict=True):
+            module.train(mode)
+
+
+def sample_grid(images, rows: int):
+    """An RGB grid of `rows` full rows, each image enlarged (nearest) so that small digits are visible."""
+    return image_grid([enlarge(image) for image in images], rows=rows, mode="RGB")
+
+
+def grid_path(folder: str, step: int, name: str) -> str:
+    return os.path.join(folder, f"step-{step}{'-' + name if name else ''}.png")
+
+
+def log_validation(training) -> None:
+    """Main process only: sample grids to output_dir/validation/step-N[-name].png and to the trackers.
+
+    No collectives in here: the other processes do not call it."""
+    args, step = training.args, training.state.global_step
+    unet = training.unet
+    with ema_weights(training.ema, unet):
+        grids = sample_grids(unet, training.noise_scheduler, args, training.text)
+    folder = os.path.join(args.output_dir, "validation")
+    os.makedirs(folder, exist_ok=True)
+    for name, grid in grids.items():
+        save_image_atomically(grid, grid_path(folder, step, name))
+        tag = f"validation/{name}" if name else "validation"
+        for tracker in training.accelerator.trackers:
+            if tracker.name == "tensorboard":
+                tracker.log_images({tag: np.asarray(grid.convert("RGB"))[None]}, step=step, dataformats="NHWC")
+            elif tracker.name == "wandb":
+                tracker.log_images({tag: [grid]}, step=step)
+
+
+@torch.no_grad()
+def evaluate_nll(pipeline, data, args, text: TextConditioning | None) -> dict:
+    """The variational bound of the trained model on --eval_nll_images training images (given their captions, for
+    text to image): nll.json, nll_terms.png, and the metric for the model card."""
+    count = min(args.eval_nll_images, len(data))
+    chosen = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:count]
+    images = to_model_range(data.pixels[chosen]).to(pipeline.unet.device)
+    model_kwargs = None
+    if text is not None:
+        caption_indices = text.bank.caption_indices[chosen.to(text.bank.caption_indices.device)]
+        model_kwargs = {"encoder_hidden_states": text.encodings(caption_indices)}
+    steps = args.eval_nll_steps or args.ddpm_num_steps
+    chain = list(range(args.ddpm_num_steps - 1, -1, -1)) if steps == args.ddpm_num_steps else steps
+    was_training = pipeline.unet.training
+    pipeline.unet.eval()
+    try:
+        bound = variational_bound(pipeline.unet, pipeline.scheduler, images, batch_size=256, timesteps=chain,
+                                  generator=torch.Generator().manual_seed(args.seed), model_kwargs=model_kwargs)
+    finally:
+        pipeline.unet.train(was_training)
+    summary = bound.summary()
+    chain_name = "the full chain" if steps == args.ddpm_num_steps else f"a respaced {steps}-step chain"
+    given = " given their captions" if text is not None else ""
+    how = (f"variational bound (prior + denoising KLs + discretized decoder) of {chain_name} on {count} training"
+           f" images{given}, ± {summary['total_bpd_stderr']:.3f} standard error (ddpm_hf.variational_bound)")
+    record = {"description": how, "steps": steps, **summary, "timesteps": bound.timesteps.tolist(),
+              "mean_terms_bpd": bound.terms_bpd.mean(0).tolist()}
+    write_text_atomically(os.path.join(args.output_dir, "nll.json"), json.dumps(record, indent=2) + "\n")
+    write_atomically(os.path.join(args.output_dir, "nll_terms.png"),
+                     lambda temporary: plot_terms(bound, temporary, title="variational bound of the trained model"))
+    logger.info(f"Variational bound: {summary['total_bpd']:.4f} ± {summary['total_bpd_stderr']:.4f} bits/dim on"
+                f" {count} training images ({steps}-step chain)")
+    return {"bits/dim": {"value": round(summary["total_bpd"], 4), "description": how}}
+
+
+# ----------------------------------------------------------------------------------------------------------------
