@@ -36,11 +36,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from ddpm_hf import DDPMImagePipeline
-from ddpm_hf.data import _subset_indices, load_image_dataset, to_model_range
-from ddpm_hf import variational_bound
 from common import mean_stderr, trainer_command
+
+from ddpm_hf import DDPMImagePipeline, variational_bound
+from ddpm_hf.data import _subset_indices, load_image_dataset, to_model_range
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "digits"
@@ -89,7 +88,7 @@ def parse_args():
 
 
 def train(name: str, args, num_train: int) -> float:
-    """Train one model into OUT/NAME; returns the wall time of the whole trainer process (start-up and save included)."""
+    """Train one model into OUT/NAME; returns the whole trainer process's wall time (start-up and save included)."""
     output_dir = Path(args.out) / name
     command = trainer_command(
         "--preset", "tiny", "--embedded_dataset", DATASET, "--resolution", str(args.resolution),

@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Does the text steer the image? Prompt-following accuracy of a text-to-image DDPM trained on captioned digits.
 
     python benchmarks/bench_text_to_image.py --train   # train the README-sized run (mnist-16-text), then judge it
@@ -21,9 +22,10 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from common import trainer_command  # noqa: E402
+
 from ddpm_hf import DDPMTextToImagePipeline  # noqa: E402
 from ddpm_hf.evaluation import fit_digit_classifier, prompted_digit_accuracy  # noqa: E402
-from common import trainer_command  # noqa: E402
 
 
 def train(output_dir: str) -> float:

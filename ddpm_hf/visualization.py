@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Pictures of the diffusion process: sample grids, the reverse- and forward-process strips, the bound's terms, the
 training loss."""
 

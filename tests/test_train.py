@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """The trainer (training/train.py), run as real subprocesses on the CPU with the tiny preset.
 
 Runs that end normally go through `accelerate launch`, as users run them. Runs whose exit code is under test go

@@ -1,3 +1,4 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """The trainer on captions: a DDPMTextToImagePipeline that loads, resumes bit for bit (also with
 --train_text_encoder) and runs on two processes; and the digit-classifier judge that benchmarks/bench_text_to_image.py
 uses to measure whether the text steers the image.
