@@ -5,16 +5,20 @@ This file is self-contained (it imports torch, numpy and diffusers only) because
 pipeline folder, so that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` works where
 `ddpm_hf` is not installed.
 
-Notation follows the derivation in the seed article (and Ho et al. 2020), with diffusers' 0-based timesteps:
-diffusers' `t = 0` is the paper's t = 1, the first noising step.
+Notation and equation numbers follow Ho et al. 2020, "Denoising Diffusion Probabilistic Models"
+(arXiv:2006.11239), with diffusers' 0-based timesteps: diffusers' `t = 0` is the paper's t = 1, the first noising
+step.
 
-    forward step      q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, (1 - alpha_t) I),       alpha_t = 1 - beta_t
-    closed form       q(x_t | x_0)     = N(sqrt(abar_t) x_0, (1 - abar_t) I),              abar_t = alpha_1 ... alpha_t
-    posterior         q(x_{t-1} | x_t, x_0) = N(mu_q, Sigma_q I) with
-                      mu_q    = (sqrt(alpha_t) (1 - abar_{t-1}) x_t + sqrt(abar_{t-1}) (1 - alpha_t) x_0) / (1 - abar_t)
-                      Sigma_q = (1 - alpha_t) (1 - abar_{t-1}) / (1 - abar_t)
-    noise form        x_0  = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
-                      mu_q = (x_t - (1 - alpha_t) / sqrt(1 - abar_t) eps) / sqrt(alpha_t)
+    forward step      q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, (1 - alpha_t) I),   alpha_t = 1 - beta_t  (eq. 2)
+    closed form       q(x_t | x_0)     = N(sqrt(abar_t) x_0, (1 - abar_t) I),          abar_t = alpha_1 ... alpha_t
+                                                                                                             (eq. 4)
+    posterior         q(x_{t-1} | x_t, x_0) = N(mu_q, Sigma_q I) with                                       (eq. 7)
+                      mu_q    = (sqrt(abar_{t-1}) beta_t / (1 - abar_t)) x_0 + (sqrt(alpha_t) (1 - abar_{t-1})
+                                / (1 - abar_t)) x_t
+                      Sigma_q = (1 - abar_{t-1}) / (1 - abar_t) beta_t
+    noise form        x_0  = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)                            (eq. 4, eq. 15)
+                      mu_q = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)                          (eq. 11)
+    sampling          x_{t-1} = mu + sigma_t z, z ~ N(0, I), and z = 0 at the last step           (Algorithm 2)
 
 Respaced chains: after `set_timesteps`, the chain visits only `self.timesteps`. Its steps are still a DDPM chain whose
 cumulative products are the original abar at the visited timesteps, so every "alpha_t" above means
@@ -23,7 +27,6 @@ abar_t / abar_prev, where prev is the next visited timestep (and abar_prev = 1 a
 
 import math
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -47,51 +50,10 @@ class DDPMPosteriorSchedulerOutput(BaseOutput):
     """
 
     prev_sample: torch.Tensor
-    pred_original_sample: Optional[torch.Tensor] = None
-
-
-class StepCoefficients(NamedTuple):
-    """Every number one reverse step needs, for one visited timestep, as Python floats (computed in float64)."""
-
-    prev_timestep: int  # -1 after the last visited timestep
-    x0_hat_xt_coef: float  # x_0's estimate is x0_hat_xt_coef x_t - x0_hat_output_coef model_output (see
-    x0_hat_output_coef: float  # DDPMPosteriorScheduler.predict_original_sample; unused for `sample` prediction)
-    x0_coef: float  # sqrt(abar_{t-1}) (1 - alpha_t) / (1 - abar_t)
-    xt_coef: float  # sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)
-    inv_sqrt_alpha: float  # 1 / sqrt(alpha_t)
-    eps_coef_over_sqrt_alpha: float  # (1 - alpha_t) / (sqrt(1 - abar_t) sqrt(alpha_t))
-    posterior_std: float  # sqrt(Sigma_q)
-    beta_std: float  # sqrt(beta_t)
-    log_beta: float  # log(beta_t)
-    posterior_log_variance: float  # log(Sigma_q), clipped at the last step as in Improved DDPM
+    pred_original_sample: torch.Tensor | None = None
 
 
 _FLOAT64 = torch.empty(0, dtype=torch.float64)  # the `like` of table queries that have no tensor to follow
-
-
-def _weighted_sum(a, x: torch.Tensor, b, y: torch.Tensor, into: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """a x + b y, added in place to `into` when one is given; two kernels when a and b are numbers (the sampling hot
-    path, where every pass over the batch counts)."""
-    if isinstance(a, float) and isinstance(b, float):
-        out = torch.mul(x, a) if into is None else into.add_(x, alpha=a)
-        return out.add_(y, alpha=b)
-    out = a * x + b * y  # per-sample coefficient tensors (training's batches of timesteps)
-    return out if into is None else into.add_(out)
-
-
-def step_noise(std: float, generator, like: torch.Tensor) -> torch.Tensor:
-    """std * z, z the step noise diffusers draws: `randn_tensor(like.shape, generator, like.device, like.dtype)`.
-
-    Where randn_tensor would call `torch.randn` on the batch's own device (no generator, or one generator there), z is
-    drawn by `normal_(0, std)` instead: the same generator calls make the same z, scaled as they are written, which
-    saves a pass over the batch; a step is only a handful of such passes besides the draw.
-    """
-    device_type = like.device.type
-    same_device = generator is None or (isinstance(generator, torch.Generator) and generator.device.type == device_type)
-    if same_device and device_type in ("cpu", "cuda"):
-        noise = torch.empty_like(like, memory_format=torch.contiguous_format)  # randn's layout, whatever like's strides
-        return noise.normal_(0.0, std, generator=generator)
-    return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype).mul_(std)
 
 
 def _require_choice(name: str, value, choices) -> None:
@@ -142,12 +104,13 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             `sigmoid`.
         trained_betas (`list[float]`, *optional*): explicit betas, each in (0, 1); overrides the schedule.
         variance_type (`str`, defaults to `"fixed_small"`): the reverse-step variance. `fixed_small` is Sigma_q
-            (`fixed_small_log` is the same distribution, kept for diffusers configs), `fixed_large` is beta_t, and
+            (`fixed_small_log` is the same distribution, kept for diffusers configs), `fixed_large` is beta_t (Ho et
+            al. 2020, section 3.2, with their decoder's variance at the last step: see `model_log_variance`), and
             `learned_range` reads a second set of C channels v from the model and uses
             exp(frac log beta_t + (1 - frac) log Sigma_q) with frac = (v + 1) / 2 (Improved DDPM, eq. 15).
         clip_sample (`bool`, defaults to True), clip_sample_range (`float`, defaults to 1.0): clip x_0's estimate.
-        prediction_type (`str`, defaults to `"epsilon"`): what the model predicts: `epsilon` (the noise, the seed's
-            choice), `sample` (x_0) or `v_prediction` (v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0).
+        prediction_type (`str`, defaults to `"epsilon"`): what the model predicts: `epsilon` (the noise, Ho et al.
+            2020's choice, eq. 11), `sample` (x_0) or `v_prediction` (v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0).
         thresholding (`bool`, defaults to False), dynamic_thresholding_ratio (`float`, 0.995), sample_max_value
             (`float`, 1.0): Imagen's dynamic thresholding of x_0's estimate (pixel-space models only).
         timestep_spacing (`str`, defaults to `"leading"`), steps_offset (`int`, defaults to 0): how `set_timesteps`
@@ -166,7 +129,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         beta_start: float = 0.0001,
         beta_end: float = 0.02,
         beta_schedule: str = "linear",
-        trained_betas: Optional[Union[np.ndarray, List[float]]] = None,
+        trained_betas: np.ndarray | list[float] | None = None,
         variance_type: str = "fixed_small",
         clip_sample: bool = True,
         prediction_type: str = "epsilon",
@@ -206,28 +169,22 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             )
 
         # float64 master tables; the float32 copies below are diffusers' public attributes.
-        self._betas64 = betas
         self._alphas_cumprod64 = np.cumprod(1.0 - betas)
-        # The forward process does not depend on the sampling chain: its tables are fixed at construction.
+        # The forward process does not depend on the sampling chain: its tables are fixed at construction and valid
+        # at every timestep 0..T-1.
+        alpha_bar = self._alphas_cumprod64
         with np.errstate(divide="ignore"):  # abar_T = 0 under a zero terminal SNR
             self._train_tables = {
-                "sqrt_alpha_bar_train": np.sqrt(self._alphas_cumprod64),
-                "sqrt_one_minus_alpha_bar_train": np.sqrt(1.0 - self._alphas_cumprod64),
-                "sqrt_recip_alpha_bar_train": 1.0 / np.sqrt(self._alphas_cumprod64),
-                "sqrt_recipm1_alpha_bar_train": np.sqrt(1.0 / self._alphas_cumprod64 - 1.0),
+                "alpha_bar_train": alpha_bar,
+                "sqrt_alpha_bar_train": np.sqrt(alpha_bar),
+                "sqrt_one_minus_alpha_bar_train": np.sqrt(1.0 - alpha_bar),
+                # x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), multiplied out as improved-diffusion does
+                "sqrt_recip_alpha_bar_train": 1.0 / np.sqrt(alpha_bar),
+                "sqrt_recipm1_alpha_bar_train": np.sqrt(1.0 / alpha_bar - 1.0),
             }
-        # x_0's estimate, x_0 = a x_t - b model_output: epsilon x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t),
-        # v x_0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v; `sample` predicts x_0 itself (a = 0, b = -1).
-        a, b = {
-            "epsilon": ("sqrt_recip_alpha_bar_train", "sqrt_recipm1_alpha_bar_train"),
-            "v_prediction": ("sqrt_alpha_bar_train", "sqrt_one_minus_alpha_bar_train"),
-        }.get(prediction_type, (None, None))
-        T = num_train_timesteps
-        self._train_tables["x0_hat_xt_coef"] = self._train_tables[a] if a else np.zeros(T)
-        self._train_tables["x0_hat_output_coef"] = self._train_tables[b] if b else -np.ones(T)
         self.betas = torch.tensor(betas, dtype=torch.float32)
         self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.tensor(self._alphas_cumprod64, dtype=torch.float32)
+        self.alphas_cumprod = torch.tensor(alpha_bar, dtype=torch.float32)
         self.init_noise_sigma = 1.0
         self.num_inference_steps = None
         self.custom_timesteps = False
@@ -237,55 +194,58 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     # The chain of visited timesteps and its per-timestep tables
     # ------------------------------------------------------------------------------------------------------------
     def _set_chain(self, timesteps: np.ndarray, device) -> None:
-        """Precompute, once per chain, every coefficient a step or a posterior query needs (float64)."""
+        """Precompute, once per chain, the float64 tables the posterior queries read, each named after its formula.
+
+        The queries take a batch of timesteps in training's hot path, where the coefficients are gathered from these
+        tables rather than computed from abar in the batch's (float32) precision.
+        """
         T = self.config.num_train_timesteps
-        A = self._alphas_cumprod64
+        alpha_bar = self._alphas_cumprod64
         prev = np.append(timesteps[1:], -1)
-        a_t = A[timesteps]
-        a_prev = np.where(prev >= 0, A[np.maximum(prev, 0)], 1.0)
-        alpha = a_t / a_prev  # the respaced alpha_t
+        alpha_bar_t = alpha_bar[timesteps]
+        alpha_bar_prev = np.where(prev >= 0, alpha_bar[np.maximum(prev, 0)], 1.0)
+        alpha = alpha_bar_t / alpha_bar_prev  # the respaced alpha_t
         beta = 1.0 - alpha
-        variance = beta * (1.0 - a_prev) / (1.0 - a_t)  # Sigma_q
-        # Improved DDPM clips log Sigma_q at the last step (where Sigma_q = 0) to the step before's value.
-        clipped = variance.copy()
+        posterior_variance = (1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t) * beta  # Sigma_q, Ho et al. 2020, eq. 7
+        # Sigma_q = 0 at the last step, so its log is clipped to the step before's value, as Improved DDPM (Nichol &
+        # Dhariwal 2021) does; only the likelihood and learned_range read the log there.
+        clipped = posterior_variance.copy()
         if len(clipped) > 1:
             clipped[-1] = clipped[-2]
-        with np.errstate(divide="ignore"):
-            tables = {
-                "prev_timestep": prev,
-                "alphas_cumprod_prev": a_prev,
-                "x0_coef": np.sqrt(a_prev) * beta / (1.0 - a_t),
-                "xt_coef": np.sqrt(alpha) * (1.0 - a_prev) / (1.0 - a_t),
-                "eps_coef": beta / np.sqrt(1.0 - a_t),
-                "inv_sqrt_alpha": 1.0 / np.sqrt(alpha),
-                "posterior_variance": variance,
-                "posterior_std": np.sqrt(variance),
-                "posterior_log_variance": np.log(np.maximum(clipped, 1e-20)),
-                "beta": beta,
-                "beta_std": np.sqrt(beta),
-                "log_beta": np.log(beta),
-            }
-        tables["eps_coef_over_sqrt_alpha"] = tables["eps_coef"] * tables["inv_sqrt_alpha"]
-        # Index every table by timestep (0..T-1); timesteps outside the chain hold NaN so misuse is loud.
-        self._chain_tables = {}
+        # fixed_large is beta_t, except on the last step, the decoder p(x_0 | x_1): there both reference
+        # implementations take the posterior variance of the step before (Ho et al.'s diffusion_utils_2.py, "for
+        # fixedlarge, we set the initial (log-)variance like so to get a better decoder log likelihood", and
+        # improved-diffusion's FIXED_LARGE, np.append(posterior_variance[1], betas[1:])). improved-diffusion respaces
+        # the betas before it builds that table, so on a respaced chain the step before is the chain's second-to-last
+        # visited timestep. A one-step chain has no step before and keeps beta_t. Sampling adds no noise on that step.
+        fixed_large = beta.copy()
+        if len(fixed_large) > 1:
+            fixed_large[-1] = posterior_variance[-2]
+        tables = {
+            "prev_timestep": prev.astype(np.float64),  # exact below 2**53; NaN marks the timesteps off the chain
+            "posterior_mean_coef_x0": np.sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar_t),  # eq. 7
+            "posterior_mean_coef_xt": np.sqrt(alpha) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t),  # eq. 7
+            "beta_over_sqrt_one_minus_alpha_bar": beta / np.sqrt(1.0 - alpha_bar_t),  # eq. 11
+            "sqrt_alpha": np.sqrt(alpha),  # eq. 11
+            "posterior_variance": posterior_variance,
+            "posterior_log_variance_clipped": np.log(np.maximum(clipped, 1e-20)),
+            "log_beta": np.log(beta),
+            "fixed_large_log_variance": np.log(fixed_large),
+        }
+        # Index every table by timestep (0..T-1); the timesteps the chain does not visit hold NaN, so misuse is loud.
+        self._chain_tables: dict[str, np.ndarray] = {}
         for name, values in tables.items():
-            full = np.full(T, -2 if name == "prev_timestep" else np.nan)
+            full = np.full(T, np.nan)
             full[timesteps] = values
             self._chain_tables[name] = full
-        for name in ("x0_hat_xt_coef", "x0_hat_output_coef"):  # valid at any timestep: not a chain table
-            tables[name] = self._train_tables[name][timesteps]
-        self._step_coefficients = {
-            int(t): StepCoefficients(int(prev[i]), *(float(tables[f][i]) for f in StepCoefficients._fields[1:]))
-            for i, t in enumerate(timesteps)
-        }
         self._tensor_cache = {}
         self.timesteps = torch.from_numpy(timesteps.copy()).to(device)
 
     def set_timesteps(
         self,
-        num_inference_steps: Optional[int] = None,
-        device: Union[str, torch.device, None] = None,
-        timesteps: Optional[List[int]] = None,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: list[int] | None = None,
     ) -> None:
         """
         Choose the visited timesteps (run before inference), exactly as `DDPMScheduler.set_timesteps` does. The
@@ -318,8 +278,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 raise ValueError("Pass num_inference_steps (or custom timesteps).")
             if not 1 <= num_inference_steps <= T:
                 raise ValueError(
-                    f"num_inference_steps={num_inference_steps} must be between 1 and num_train_timesteps={T}: the model"
-                    f" was trained on {T} timesteps and cannot take more."
+                    f"num_inference_steps={num_inference_steps} must be between 1 and num_train_timesteps={T}: the"
+                    f" model was trained on {T} timesteps and cannot take more."
                 )
             self.custom_timesteps = False
             self.num_inference_steps = num_inference_steps
@@ -334,47 +294,54 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 chain = np.round(np.arange(T, 0, -T / num_inference_steps)).astype(np.int64) - 1
                 chain = chain[:num_inference_steps]
             if chain[0] >= T or chain[-1] < 0 or np.any(np.diff(chain) >= 0):
-                raise ValueError(f"steps_offset={self.config.steps_offset} pushes timesteps past T-1={T - 1}: lower it.")
+                raise ValueError(
+                    f"steps_offset={self.config.steps_offset} pushes timesteps past T-1={T - 1}: lower it."
+                )
         self._set_chain(np.ascontiguousarray(chain), device)
 
-    def previous_timestep(self, timestep: int) -> int:
-        """The next visited timestep after `timestep` (-1 after the last one)."""
-        return self._coefficients_at(timestep).prev_timestep
+    def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
+        """The next visited timestep after `timestep` (-1 after the last one): an int for an int, a tensor for a
+        tensor (as `DDPMScheduler.previous_timestep` returns)."""
+        prev = int(self._table("prev_timestep", int(timestep), _FLOAT64))
+        if torch.is_tensor(timestep):
+            return torch.tensor(prev, dtype=torch.int64, device=timestep.device)
+        return prev
 
-    def _coefficients_at(self, timestep) -> StepCoefficients:
-        t = int(timestep)
-        try:
-            return self._step_coefficients[t]
-        except KeyError:
-            raise ValueError(
-                f"Timestep {t} is not on this scheduler's chain (first visited {int(self.timesteps[0])}, last"
-                f" {int(self.timesteps[-1])}): step through `scheduler.timesteps` after `set_timesteps`."
-            ) from None
-
-    def _table(self, name: str, timesteps, like: torch.Tensor) -> Union[float, torch.Tensor]:
+    def _table(self, name: str, timesteps, like: torch.Tensor) -> float | torch.Tensor:
         """Table `name` at `timesteps`: a float for one timestep, else a tensor broadcastable against `like`.
 
-        The tensor path does no host sync (it runs in training's hot path); a timestep off the chain reads NaN there.
+        One timestep off the chain raises an explanatory error. The tensor path does no host sync (it runs in
+        training's hot path), so there a timestep off the chain reads NaN.
         """
         table = self._chain_tables.get(name)
         if table is None:
             table = self._train_tables[name]
         if isinstance(timesteps, (int, np.integer)) or (torch.is_tensor(timesteps) and timesteps.ndim == 0):
-            value = table[int(timesteps)]
+            t = int(timesteps)
+            value = float(table[t]) if 0 <= t < len(table) else math.nan
             if math.isnan(value):
-                self._coefficients_at(timesteps)  # raises the explanatory error
-            return float(value)
+                raise self._timestep_error(t, on_chain=name in self._chain_tables)
+            return value
         key = (name, like.device, like.dtype)
         if key not in self._tensor_cache:
             self._tensor_cache[key] = torch.from_numpy(table).to(device=like.device, dtype=like.dtype)
         index = torch.as_tensor(timesteps, device=like.device).long().flatten()
         return self._tensor_cache[key][index].reshape(-1, *([1] * (like.ndim - 1)))
 
+    def _timestep_error(self, t: int, on_chain: bool) -> ValueError:
+        if not on_chain:
+            T = self.config.num_train_timesteps
+            return ValueError(f"Timestep {t} is outside [0, {T - 1}] (num_train_timesteps={T}).")
+        return ValueError(
+            f"Timestep {t} is not on this scheduler's chain (first visited {int(self.timesteps[0])}, last"
+            f" {int(self.timesteps[-1])}): step through `scheduler.timesteps` after `set_timesteps`."
+        )
+
     # ------------------------------------------------------------------------------------------------------------
-    # The forward process and the posterior, as public formulas
+    # The forward process and the posterior, as public formulas (one timestep, or one per sample)
     # ------------------------------------------------------------------------------------------------------------
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
-        """q(x_t | x_0): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, for one timestep or one per sample."""
+        """q(x_t | x_0) (Ho et al. 2020, eq. 4): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
         sqrt_a = self._table("sqrt_alpha_bar_train", timesteps, original_samples)
         sqrt_1ma = self._table("sqrt_one_minus_alpha_bar_train", timesteps, original_samples)
         return sqrt_a * original_samples + sqrt_1ma * noise
@@ -386,46 +353,87 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         return sqrt_a * noise - sqrt_1ma * sample
 
     def posterior_mean(self, x_t: torch.Tensor, x_0: torch.Tensor, timesteps) -> torch.Tensor:
-        """mu_q(x_t, x_0) = (sqrt(alpha_t)(1 - abar_{t-1}) x_t + sqrt(abar_{t-1})(1 - alpha_t) x_0) / (1 - abar_t)."""
-        return _weighted_sum(self._table("xt_coef", timesteps, x_t), x_t, self._table("x0_coef", timesteps, x_t), x_0)
+        """mu_q(x_t, x_0) = (sqrt(abar_{t-1}) beta_t x_0 + sqrt(alpha_t)(1 - abar_{t-1}) x_t) / (1 - abar_t)
+        (Ho et al. 2020, eq. 7)."""
+        coef_x0 = self._table("posterior_mean_coef_x0", timesteps, x_t)
+        coef_xt = self._table("posterior_mean_coef_xt", timesteps, x_t)
+        return coef_x0 * x_0 + coef_xt * x_t
 
     def posterior_mean_from_noise(self, x_t: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
-        """mu_q in the seed's noise form: (x_t - (1 - alpha_t) / sqrt(1 - abar_t) eps) / sqrt(alpha_t)."""
-        return (x_t - self._table("eps_coef", timesteps, x_t) * noise) * self._table("inv_sqrt_alpha", timesteps, x_t)
+        """mu_q in the noise form of Ho et al. 2020, eq. 11: (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)."""
+        eps_coef = self._table("beta_over_sqrt_one_minus_alpha_bar", timesteps, x_t)
+        return (x_t - eps_coef * noise) / self._table("sqrt_alpha", timesteps, x_t)
 
-    def posterior_variance(self, timesteps, like: Optional[torch.Tensor] = None):
-        """Sigma_q = (1 - alpha_t)(1 - abar_{t-1}) / (1 - abar_t); 0 at the last step of the chain."""
+    def posterior_variance(self, timesteps, like: torch.Tensor | None = None):
+        """Sigma_q = (1 - abar_{t-1}) / (1 - abar_t) beta_t (Ho et al. 2020, eq. 7); 0 at the chain's last step."""
         return self._table("posterior_variance", timesteps, like if like is not None else _FLOAT64)
 
-    def posterior_log_variance(self, timesteps, like: Optional[torch.Tensor] = None):
+    def posterior_log_variance(self, timesteps, like: torch.Tensor | None = None):
         """log Sigma_q, with the last step's (log 0) replaced by the step before's, as Improved DDPM does."""
-        return self._table("posterior_log_variance", timesteps, like if like is not None else _FLOAT64)
+        return self._table("posterior_log_variance_clipped", timesteps, like if like is not None else _FLOAT64)
 
     def predict_original_sample(self, model_output: torch.Tensor, timesteps, sample: torch.Tensor) -> torch.Tensor:
         """x_0's estimate from the model's prediction, by `prediction_type` (any timestep, on the chain or not):
-        epsilon x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), v x_0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v, and
-        `sample` is x_0 itself."""
-        a = self._table("x0_hat_xt_coef", timesteps, sample)
-        b = self._table("x0_hat_output_coef", timesteps, sample)
-        return self._x0_hat(model_output, sample, a, b)
-
-    def _x0_hat(self, model_output: torch.Tensor, sample: torch.Tensor, a, b) -> torch.Tensor:
-        """a x_t - b model_output, or the model output itself when it predicts x_0."""
-        if self.config.prediction_type == "sample":
+        epsilon x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (Ho et al. 2020, eq. 15), v x_0 = sqrt(abar_t) x_t
+        - sqrt(1 - abar_t) v (Salimans & Ho 2022), and `sample` is x_0 itself."""
+        prediction_type = self.config.prediction_type
+        if prediction_type == "sample":
             return model_output
-        return _weighted_sum(a, sample, -b, model_output)
+        if prediction_type == "epsilon":
+            sqrt_recip = self._table("sqrt_recip_alpha_bar_train", timesteps, sample)
+            sqrt_recipm1 = self._table("sqrt_recipm1_alpha_bar_train", timesteps, sample)
+            return sqrt_recip * sample - sqrt_recipm1 * model_output
+        sqrt_a = self._table("sqrt_alpha_bar_train", timesteps, sample)
+        sqrt_1ma = self._table("sqrt_one_minus_alpha_bar_train", timesteps, sample)
+        return sqrt_a * sample - sqrt_1ma * model_output
 
-    def model_log_variance(self, predicted_variance: Optional[torch.Tensor], timesteps, like: torch.Tensor):
-        """log of p_theta's variance at `timesteps`, by `variance_type` (a float unless it is learned)."""
+    def model_log_variance(self, predicted_variance: torch.Tensor | None, timesteps, like: torch.Tensor):
+        """log of p_theta's variance at `timesteps`, by `variance_type` (a float unless it is learned).
+
+        fixed_small is log Sigma_q (clipped at the last step); fixed_large is log beta_t, but on the chain's last step
+        (the decoder) the reference implementations' log Sigma_q of the step before (see `_set_chain`);
+        learned_range interpolates log beta_t and the clipped log Sigma_q (Improved DDPM, eq. 15, v in [-1, 1]).
+        """
         variance_type = self.config.variance_type
         if variance_type in ("fixed_small", "fixed_small_log"):
-            return self._table("posterior_log_variance", timesteps, like)
+            return self._table("posterior_log_variance_clipped", timesteps, like)
         if variance_type == "fixed_large":
-            return self._table("log_beta", timesteps, like)
-        frac = (predicted_variance + 1) / 2  # learned_range: Improved DDPM eq. 15, v in [-1, 1]
+            return self._table("fixed_large_log_variance", timesteps, like)
+        frac = (predicted_variance + 1) / 2
         max_log = self._table("log_beta", timesteps, like)
-        min_log = self._table("posterior_log_variance", timesteps, like)
+        min_log = self._table("posterior_log_variance_clipped", timesteps, like)
         return frac * max_log + (1 - frac) * min_log
+
+    def _get_variance(
+        self, t: int | torch.Tensor, predicted_variance: torch.Tensor | None = None,
+        variance_type: str | None = None,
+    ) -> torch.Tensor:
+        """`DDPMScheduler._get_variance`, for code written against diffusers, from our float64 tables.
+
+        As in diffusers: Sigma_q clamped at 1e-20 (`fixed_small`), its square root (`fixed_small_log`: a standard
+        deviation, not a log), beta_t (`fixed_large`, with no decoder correction), log beta_t (`fixed_large_log`),
+        the model's output (`learned`) or the interpolated log variance (`learned_range`); a 0-dim float64 tensor for
+        the fixed types. `step` and `model_log_variance` do not use it.
+        """
+        prev_t = self.previous_timestep(int(t))
+        alpha_prod_t = self._table("alpha_bar_train", int(t), _FLOAT64)
+        alpha_prod_t_prev = self._table("alpha_bar_train", prev_t, _FLOAT64) if prev_t >= 0 else 1.0
+        current_beta_t = 1 - alpha_prod_t / alpha_prod_t_prev
+        variance = max((1 - alpha_prod_t_prev) / (1 - alpha_prod_t) * current_beta_t, 1e-20)  # diffusers' clamp
+
+        variance_type = self.config.variance_type if variance_type is None else variance_type
+        if variance_type == "learned":
+            return predicted_variance
+        if variance_type == "learned_range":
+            frac = (predicted_variance + 1) / 2
+            return frac * math.log(current_beta_t) + (1 - frac) * math.log(variance)
+        value = {
+            "fixed_small": variance,
+            "fixed_small_log": math.sqrt(variance),
+            "fixed_large": current_beta_t,
+            "fixed_large_log": math.log(current_beta_t),
+        }[variance_type]
+        return torch.tensor(value, dtype=torch.float64)
 
     def split_model_output(self, model_output: torch.Tensor, sample: torch.Tensor):
         """(prediction, predicted variance or None): `learned_range` models output 2C channels, the rest C."""
@@ -448,7 +456,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     # ------------------------------------------------------------------------------------------------------------
     # The reverse step
     # ------------------------------------------------------------------------------------------------------------
-    def scale_model_input(self, sample: torch.Tensor, timestep: Optional[int] = None) -> torch.Tensor:
+    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
         """DDPM does not scale its input; present for interchangeability with other schedulers."""
         return sample
 
@@ -466,53 +474,81 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     def step(
         self,
         model_output: torch.Tensor,
-        timestep: Union[int, torch.Tensor],
+        timestep: int | torch.Tensor,
         sample: torch.Tensor,
-        generator: Optional[torch.Generator] = None,
+        generator: torch.Generator | None = None,
         return_dict: bool = True,
-    ) -> Union[DDPMPosteriorSchedulerOutput, Tuple]:
+    ) -> DDPMPosteriorSchedulerOutput | tuple:
         """
-        One ancestral step x_t -> x_{t-1} ~ p_theta(x_{t-1} | x_t) = N(mu_q(x_t, x_0_hat), sigma_t^2 I).
+        One ancestral step x_t -> x_{t-1} ~ p_theta(x_{t-1} | x_t) = N(mu_q(x_t, x_0_hat), sigma_t^2 I), Algorithm 2
+        of Ho et al. 2020, laid out as `DDPMScheduler.step`.
 
-        With `epsilon` prediction and no clipping the mean is the seed's noise form
-        (x_t - (1 - alpha_t) / sqrt(1 - abar_t) eps) / sqrt(alpha_t); otherwise it is mu_q's x_0 form evaluated
-        at the (clipped or thresholded) x_0 estimate. The noise is drawn as diffusers draws it, and not at all on
-        the chain's last step (Algorithm 2 of Ho et al.: z = 0 there).
+        With `epsilon` prediction and no clipping the mean is the noise form of eq. 11,
+        (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t); otherwise it is eq. 7's posterior mean at the (clipped
+        or thresholded) x_0 estimate. The noise z is `randn_tensor`'s draw, as in diffusers (the same generator gives
+        the same images), and there is none on the chain's last step (Algorithm 2: z = 0 there), whatever timestep
+        that is.
         """
-        c = self._coefficients_at(timestep)
-        model_output, predicted_variance = self.split_model_output(model_output, sample)
-        pred_original_sample = self._x0_hat(model_output, sample, c.x0_hat_xt_coef, c.x0_hat_output_coef)
-
         config = self.config
+        t = int(timestep)
+        prev_t = self.previous_timestep(t)  # -1 after the chain's last step; raises for a timestep off the chain
+        model_output, predicted_variance = self.split_model_output(model_output, sample)
+
+        # 1. compute alphas, betas (in float64; on a respaced chain alpha_t = abar_t / abar_prev)
+        alpha_prod_t = self._table("alpha_bar_train", t, sample)  # abar_t
+        alpha_prod_t_prev = self._table("alpha_bar_train", prev_t, sample) if prev_t >= 0 else 1.0  # abar_{t-1}
+        beta_prod_t = 1 - alpha_prod_t
+        beta_prod_t_prev = 1 - alpha_prod_t_prev
+        current_alpha_t = alpha_prod_t / alpha_prod_t_prev  # alpha_t
+        current_beta_t = 1 - current_alpha_t  # beta_t
+
+        # 2. compute predicted original sample (x_0's estimate)
+        if config.prediction_type == "epsilon":  # Ho et al. 2020, eq. 15 (eq. 4 solved for x_0)
+            pred_original_sample = (sample - beta_prod_t**0.5 * model_output) / alpha_prod_t**0.5
+        elif config.prediction_type == "sample":
+            pred_original_sample = model_output
+        else:  # v_prediction, v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022)
+            pred_original_sample = alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
+
+        # 3. clip or threshold x_0's estimate (out of place: with `sample` prediction it is the caller's tensor)
+        clipped = config.thresholding or config.clip_sample
         if config.thresholding:
             pred_original_sample = self._threshold_sample(pred_original_sample)
         elif config.clip_sample:
-            bound = config.clip_sample_range
-            if pred_original_sample is model_output:  # x_0 predicted directly: never clamp the caller's tensor
-                pred_original_sample = pred_original_sample.clamp(-bound, bound)
-            else:  # a fresh tensor of ours: clamp where it is
-                pred_original_sample = pred_original_sample.clamp_(-bound, bound)
-        # x_{t-1} = mu + sigma_t z. The noise term is drawn first and the mean is added into it, so that a step makes
-        # no tensor beyond its two outputs: on a CPU the draw and each pass over the batch are what a step costs.
-        prev_sample = None
-        if c.prev_timestep >= 0:  # Algorithm 2 of Ho et al.: z = 0 on the chain's last step
-            if config.variance_type == "learned_range":
-                log_variance = self.model_log_variance(predicted_variance, int(timestep), sample)
-                prev_sample = torch.exp(0.5 * log_variance) * step_noise(1.0, generator, model_output)
-            else:
-                std = c.beta_std if config.variance_type == "fixed_large" else c.posterior_std
-                prev_sample = step_noise(std, generator, model_output)
+            pred_original_sample = pred_original_sample.clamp(-config.clip_sample_range, config.clip_sample_range)
 
-        if config.prediction_type == "epsilon" and not (config.thresholding or config.clip_sample):
-            # The seed's final form, mu = (x_t - (1 - alpha_t) / sqrt(1 - abar_t) eps) / sqrt(alpha_t), its two
-            # coefficients multiplied out.
-            prev_sample = _weighted_sum(c.inv_sqrt_alpha, sample, -c.eps_coef_over_sqrt_alpha, model_output, prev_sample)
-        else:  # mu_q's x_0 form at the (clipped) estimate
-            prev_sample = _weighted_sum(c.xt_coef, sample, c.x0_coef, pred_original_sample, prev_sample)
+        # 4. compute the posterior mean mu_q
+        if config.prediction_type == "epsilon" and not clipped:
+            # Eq. 11, mu = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t): the same mean as eq. 7 at x_0's
+            # unclipped estimate, without the round trip through 1 / sqrt(abar_t) (~160 at t = 999 on the linear
+            # schedule), which would amplify the rounding of a float32 batch.
+            pred_prev_sample = (sample - current_beta_t / beta_prod_t**0.5 * model_output) / current_alpha_t**0.5
+        else:
+            # Eq. 7: mu_q = (sqrt(abar_{t-1}) beta_t / (1 - abar_t)) x_0
+            #             + (sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)) x_t
+            pred_original_sample_coeff = alpha_prod_t_prev**0.5 * current_beta_t / beta_prod_t
+            current_sample_coeff = current_alpha_t**0.5 * beta_prod_t_prev / beta_prod_t
+            pred_prev_sample = pred_original_sample_coeff * pred_original_sample + current_sample_coeff * sample
+
+        # 5. compute the variance, only where it is used: Algorithm 2 adds no noise on the chain's last step, the
+        # decoder, whose mean is the output (with abar_prev = 1, mu_q is x_0's estimate).
+        if prev_t >= 0:
+            if config.variance_type == "learned_range":  # Improved DDPM, eq. 15
+                std_dev_t = torch.exp(0.5 * self.model_log_variance(predicted_variance, t, sample))
+            elif config.variance_type == "fixed_large":  # sigma_t^2 = beta_t (Ho et al. 2020, section 3.2)
+                std_dev_t = current_beta_t**0.5
+            else:  # fixed_small(_log): sigma_t^2 = Sigma_q = (1 - abar_{t-1}) / (1 - abar_t) beta_t, eq. 7
+                std_dev_t = (beta_prod_t_prev / beta_prod_t * current_beta_t) ** 0.5
+
+            # 6. x_{t-1} = mu + sigma z, z drawn exactly as diffusers draws it
+            variance_noise = randn_tensor(
+                model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype
+            )
+            pred_prev_sample = pred_prev_sample + std_dev_t * variance_noise
 
         if not return_dict:
-            return (prev_sample, pred_original_sample)
-        return DDPMPosteriorSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+            return (pred_prev_sample, pred_original_sample)
+        return DDPMPosteriorSchedulerOutput(prev_sample=pred_prev_sample, pred_original_sample=pred_original_sample)
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps

@@ -290,9 +290,11 @@ def test_terms_match_a_direct_recomputation_from_the_models_inputs():
         def mean(x0_):  # called in this iteration only
             return (math.sqrt(a_prev) * beta * x0_ + math.sqrt(1 - beta) * (1 - a_prev) * x_t) / (1 - a_t)  # noqa: B023
 
-        if k == 0:  # decoder, sigma^2 = beta_t
-            z_hi = (x0 + 1 / 255 - mean(x0_hat)) / math.sqrt(2 * beta)
-            z_lo = (x0 - 1 / 255 - mean(x0_hat)) / math.sqrt(2 * beta)
+        if k == 0:  # decoder: fixed_large's sigma^2 there is Sigma_q of the step before (Ho et al.'s fixedlarge)
+            a_1, a_0 = abar[chain[-2]], abar[chain[-1]]
+            decoder_var = (1 - a_1 / a_0) * (1 - a_0) / (1 - a_1)
+            z_hi = (x0 + 1 / 255 - mean(x0_hat)) / math.sqrt(2 * decoder_var)
+            z_lo = (x0 - 1 / 255 - mean(x0_hat)) / math.sqrt(2 * decoder_var)
             erf = np.vectorize(math.erf)
             p = np.where(x0 < -0.999, 0.5 * (1 + erf(z_hi)),
                          np.where(x0 > 0.999, 0.5 * (1 - erf(z_lo)), 0.5 * (erf(z_hi) - erf(z_lo))))

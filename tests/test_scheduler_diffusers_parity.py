@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
-from diffusers.utils.torch_utils import randn_tensor
 
-from ddpm_hf.scheduling_ddpm_posterior import DDPMPosteriorScheduler, step_noise
+from ddpm_hf.scheduling_ddpm_posterior import DDPMPosteriorScheduler
 
 T = 1000
 SHAPE = (2, 3, 8, 8)
@@ -308,27 +307,60 @@ def test_set_timesteps_identical(spacing, steps_offset):
         assert ours.previous_timestep(t) == int(theirs.previous_timestep(t))
 
 
-def generators(seed, how):
-    if how == "one":
-        return torch.Generator().manual_seed(seed)
-    return [torch.Generator().manual_seed(seed + i) for i in range(SHAPE[0])]  # diffusers' one generator per image
+# ----------------------------------------------------------------------------------------------------------------
+# Drop-in helpers: previous_timestep and _get_variance
+# ----------------------------------------------------------------------------------------------------------------
+DROP_IN_CHAINS = {**CHAINS, "custom_not0": ("leading", {"timesteps": [950, 700, 300, 60]})}
 
 
-@pytest.mark.parametrize("how", ["one", "one per image"])
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "a channel slice"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_step_noise_is_diffusers_draw_scaled(dtype, layout, how):
-    """The scaled draw a step makes is bit for bit std * randn_tensor(...) from the same generator(s), in randn's
-    contiguous layout whatever the model output's strides, and it leaves the generators where randn_tensor would."""
-    like = torch.zeros(SHAPE[0], 2 * SHAPE[1], *SHAPE[2:], dtype=dtype)
-    like = {"contiguous": like[:, :SHAPE[1]].contiguous(),
-            "channels_last": like[:, :SHAPE[1]].contiguous(memory_format=torch.channels_last),
-            "a channel slice": like[:, :SHAPE[1]]}[layout]  # learned_range's prediction half is such a slice
-    std = 0.1234567
-    ours_generator, their_generator = generators(5, how), generators(5, how)
-    ours = step_noise(std, ours_generator, like)
-    theirs = std * randn_tensor(like.shape, generator=their_generator, device=like.device, dtype=dtype)
-    assert ours.dtype == dtype and ours.is_contiguous()
-    assert torch.equal(ours, theirs)
-    assert torch.equal(step_noise(1.0, ours_generator, like),
-                       randn_tensor(like.shape, generator=their_generator, device=like.device, dtype=dtype))
+@pytest.mark.parametrize("chain", list(DROP_IN_CHAINS))
+def test_previous_timestep_types_match_diffusers(chain):
+    """An int for an int, a tensor for a tensor (diffusers returns a tensor there; code calls `.item()` on it)."""
+    spacing, set_kw = DROP_IN_CHAINS[chain]
+    ours, theirs = DDPMPosteriorScheduler(timestep_spacing=spacing), DDPMScheduler(timestep_spacing=spacing)
+    for s in (ours, theirs):
+        if set_kw is not None:
+            s.set_timesteps(**set_kw)
+    for t in ours.timesteps:  # 0-dim int64 tensors, as a pipeline's loop over `scheduler.timesteps` gives them
+        got, expected = ours.previous_timestep(t), theirs.previous_timestep(t)
+        assert torch.is_tensor(got) and got.ndim == 0 and got.dtype == torch.int64
+        assert got.item() == int(expected)
+        got_int = ours.previous_timestep(int(t))
+        assert type(got_int) is int and got_int == int(theirs.previous_timestep(int(t)))
+
+
+DIFFUSERS_VARIANCE_TYPES = ["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned",
+                            "learned_range"]
+
+
+@pytest.mark.parametrize("variance_type", DIFFUSERS_VARIANCE_TYPES)
+@pytest.mark.parametrize("chain", list(DROP_IN_CHAINS))
+def test_get_variance_matches_diffusers(chain, variance_type):
+    """_get_variance(t, predicted_variance, variance_type) is diffusers' at every visited timestep, for every variance
+    type diffusers knows (including the two our config refuses, fixed_large_log and learned, which it takes only as an
+    argument), and whatever the configured variance type. diffusers is given float64 cumulative products, so that its
+    formulas run in float64 and the two agree to rounding (its own float32 ones are off by up to ~1e-3 near t = 0)."""
+    spacing, set_kw = DROP_IN_CHAINS[chain]
+    ours, theirs = DDPMPosteriorScheduler(timestep_spacing=spacing), DDPMScheduler(timestep_spacing=spacing)
+    theirs_float32 = DDPMScheduler(timestep_spacing=spacing)
+    for s in (ours, theirs, theirs_float32):
+        if set_kw is not None:
+            s.set_timesteps(**set_kw)
+    theirs.alphas_cumprod = torch.from_numpy(np.cumprod(1.0 - np.linspace(1e-4, 0.02, T, dtype=np.float64)))
+    theirs.one = torch.tensor(1.0, dtype=torch.float64)
+    predicted_variance = torch.rand(SHAPE, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    timesteps = ours.timesteps.tolist()
+    for t in timesteps[:N_FIRST] + timesteps[-N_LAST:]:
+        got = ours._get_variance(t, predicted_variance=predicted_variance, variance_type=variance_type)
+        expected = theirs._get_variance(t, predicted_variance=predicted_variance, variance_type=variance_type)
+        assert torch.is_tensor(got) and got.shape == expected.shape, (t, variance_type)
+        torch.testing.assert_close(got, expected.double(), rtol=1e-10, atol=0, msg=lambda m, t=t: f"t={t}: {m}")
+        # and against diffusers as it is (float32), to its float32 rounding
+        loose = theirs_float32._get_variance(t, predicted_variance=predicted_variance.float(),
+                                             variance_type=variance_type)
+        torch.testing.assert_close(got.float(), loose, rtol=2e-3, atol=1e-6, msg=lambda m, t=t: f"t={t}: {m}")
+    # With no variance_type it reads the config's, as diffusers does.
+    for configured in ("fixed_small", "fixed_large"):
+        a = DDPMPosteriorScheduler(variance_type=configured)._get_variance(500)
+        b = DDPMScheduler(variance_type=configured)._get_variance(500)
+        assert a.item() == pytest.approx(b.item(), rel=1e-5)

@@ -547,4 +547,61 @@ def test_step_agrees_with_posterior_queries(chain):
         if scheduler.previous_timestep(t) < 0:
             z = torch.zeros_like(z)
         expected = scheduler.posterior_mean(x_t, x_0, t) + math.sqrt(scheduler.posterior_variance(t)) * z
-        torch.testing.assert_close(out.prev_sample, expected, rtol=1e-12, atol=1e-12, msg=lambda m: f"t={t}: {m}")
+        torch.testing.assert_close(out.prev_sample, expected, rtol=1e-12, atol=1e-12, msg=lambda m, t=t: f"t={t}: {m}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fixed_large's decoder variance, as the reference implementations define it
+# ----------------------------------------------------------------------------------------------------------------
+def np_improved_diffusion_fixed_large_log_variance(abar, chain):
+    """improved-diffusion's FIXED_LARGE log variance, log np.append(posterior_variance[1], betas[1:]), in float64
+    numpy, for the timesteps of `chain`, returned in the chain's (descending) order.
+
+    On the training chain this is Ho et al.'s diffusion_utils_2.py "fixedlarge" too: beta_t everywhere but t = 0,
+    where it is the posterior variance at t = 1. On a respaced chain improved-diffusion first respaces the betas
+    (SpacedDiffusion: beta'_i = 1 - abar_{t_i} / abar_{t_{i-1}} over the kept timesteps in ascending order, abar = 1
+    before the first), then builds that table, so the decoder's variance is the posterior variance of the respaced
+    chain's second-smallest visited timestep, the step just before the last one sampled.
+    """
+    kept = sorted(int(t) for t in chain)
+    betas, last = [], 1.0
+    for t in kept:
+        betas.append(1.0 - abar[t] / last)
+        last = abar[t]
+    betas = np.asarray(betas)
+    alphas_cumprod = np.cumprod(1.0 - betas)
+    alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
+    posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+    return np.log(np.append(posterior_variance[1], betas[1:]))[::-1]
+
+
+@pytest.mark.parametrize("chain", list(CHAINS))
+@pytest.mark.parametrize("schedule", ["linear", "squaredcos_cap_v2"])
+def test_fixed_large_log_variance_is_the_references(schedule, chain):
+    scheduler, abar, ts = make(schedule, chain, variance_type="fixed_large")
+    expected = np_improved_diffusion_fixed_large_log_variance(abar, ts)
+    # beta_t (respaced) at every step but the last, the decoder's
+    np.testing.assert_allclose(expected[:-1], np.log(np_chain_tables(abar, ts)["beta"][:-1]), rtol=1e-10)
+    like = torch.zeros(len(ts), 1, dtype=F64)
+    assert_close(scheduler.model_log_variance(None, torch.tensor(ts.tolist()), like).flatten(), expected)
+    for i in probe_indices(len(ts)):
+        assert scheduler.model_log_variance(None, int(ts[i]), like) == pytest.approx(expected[i], rel=1e-10)
+    # learned_range keeps log beta_t as its upper end at the last step (Improved DDPM's max_log = log betas)
+    learned, _, _ = make(schedule, chain, variance_type="learned_range")
+    v = torch.ones(1, 1, dtype=F64)  # v = 1: all of the upper end
+    last = int(ts[-1])
+    assert_close(learned.model_log_variance(v, last, v), np.log(np_chain_tables(abar, ts)["beta"][-1]), rtol=1e-10)
+
+
+def test_fixed_large_decoder_variance_does_not_change_sampling():
+    """The last step adds no noise, so the decoder's variance does not reach the samples; a one-step chain, which has
+    no step before its last, keeps log beta_t."""
+    scheduler = DDPMPosteriorScheduler(variance_type="fixed_large", clip_sample=False)
+    g = torch.Generator().manual_seed(11)
+    x_t, eps = torch.randn(2, 3, 4, 4, generator=g, dtype=F64), torch.randn(2, 3, 4, 4, generator=g, dtype=F64)
+    out = scheduler.step(eps, 0, x_t, generator=torch.Generator().manual_seed(0)).prev_sample
+    betas = np_betas("linear")
+    assert_close(out, ((x_t - betas[0] / math.sqrt(betas[0]) * eps) / math.sqrt(1 - betas[0])).numpy())
+    scheduler.set_timesteps(timesteps=[500])
+    abar = np_abar(schedule="linear")
+    assert scheduler.model_log_variance(None, 500, x_t) == pytest.approx(math.log(1 - abar[500]), rel=1e-12)
