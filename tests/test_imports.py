@@ -30,6 +30,7 @@ def test_public_names_load_on_first_use_as_diffusers_looks_them_up():
         pipeline_class = getattr(ddpm_hf, "DDPMImagePipeline")  # what diffusers' loader does
         from ddpm_hf.pipeline_ddpm_hf import DDPMImagePipeline
         assert pipeline_class is DDPMImagePipeline
+        assert sorted(ddpm_hf.__all__) == sorted([*ddpm_hf._EXPORTS, "__version__"])  # one list, spelled twice
         assert set(ddpm_hf.__all__) <= set(dir(ddpm_hf))
         for name in ddpm_hf.__all__:
             getattr(ddpm_hf, name)

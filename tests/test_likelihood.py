@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ddpm_hf import DDPMPosteriorScheduler
-from ddpm_hf.cli.nll import run_nll
+from ddpm_hf.cli.nll import run as run_nll
 from ddpm_hf.likelihood import (
     VariationalBound,
     bits_per_dim,

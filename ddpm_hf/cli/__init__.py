@@ -99,13 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     Set DDPM_HF_TRACEBACK=1 to get the traceback of an unexpected error instead.
     """
     args = build_parser().parse_args(argv)
-    # Each command imports what it uses (torch, diffusers) only now, so `ddpm-hf --help` starts in well under a second.
-    commands = {"sample": ("sample", "run_sample"), "forward": ("forward", "run_forward"), "nll": ("nll", "run_nll")}
-    module_name, function_name = commands[args.command]
     prefix = f"ddpm-hf {args.command}: error:"
     try:
-        run = getattr(importlib.import_module(f"{__name__}.{module_name}"), function_name)
-        run(args)
+        # Each command's module (ddpm_hf/cli/<command>.py, with its `run`) imports what it uses (torch, diffusers)
+        # only now, so `ddpm-hf --help` starts in well under a second.
+        importlib.import_module(f"{__name__}.{args.command}").run(args)
     except (ValueError, OSError) as error:  # OSError covers missing files and failed Hub look-ups
         print(f"{prefix} {one_line(error)}", file=sys.stderr)
         return 2

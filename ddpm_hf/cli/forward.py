@@ -10,7 +10,7 @@ from ..visualization import forward_process_strip, load_image_as_tensor
 from .loading import output_path
 
 
-def run_forward(args) -> None:
+def run(args) -> None:
     out = output_path(args.out)
     if args.scheduler:
         scheduler = DDPMPosteriorScheduler.from_pretrained(args.scheduler, subfolder="scheduler")

@@ -27,7 +27,7 @@ def load_evaluation_images(data: str, num_images: int, resolution: int, channels
     return to_model_range(dataset.pixels)
 
 
-def run_nll(args) -> dict[str, Any]:
+def run(args) -> dict[str, Any]:
     """`ddpm-hf nll PIPELINE --data ... --num-images N`: the bound of a saved pipeline on a data set.
 
     Reads args.pipeline, .data, .num_images, .batch_size, .steps (None: the full chain), .seed, .out_png, .out_json

@@ -8,7 +8,7 @@ from ..visualization import image_grid, to_pil_images, trajectory_strip
 from .loading import load_pipeline, output_path
 
 
-def run_sample(args) -> None:
+def run(args) -> None:
     out = output_path(args.out)
     trajectory_out = output_path(args.trajectory) if args.trajectory else None  # fail before sampling, not after
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."; the sampling bar stays
