@@ -39,7 +39,8 @@ import torch
 from common import mean_stderr, trainer_command
 
 from ddpm_hf import DDPMImagePipeline, variational_bound
-from ddpm_hf.data import _subset_indices, load_image_dataset, to_model_range
+from ddpm_hf.data import to_model_range
+from ddpm_hf.data.sources import _subset_indices, load_image_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "digits"

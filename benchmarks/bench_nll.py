@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import mean_stderr  # noqa: E402
 
 from ddpm_hf.cli.nll import load_evaluation_images  # noqa: E402
-from ddpm_hf.likelihood import variational_bound  # noqa: E402
+from ddpm_hf.diffusion.likelihood import variational_bound  # noqa: E402
 
 
 def parse_args():

@@ -27,15 +27,11 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from ddpm_hf import DDPMPosteriorScheduler
+from ddpm_hf.data.order import BatchLayout, micro_batch_loader
 from ddpm_hf.presets import load_preset, unet_config_for_data
-from ddpm_hf.training_utils import (
-    BatchLayout,
-    LossMeter,
-    StepRandomness,
-    micro_batch_loader,
-    prepare_micro_batch,
-    train_step,
-)
+from ddpm_hf.randomness import StepRandomness
+from ddpm_hf.trainer.monitoring import LossMeter
+from ddpm_hf.trainer.step import prepare_micro_batch, train_step
 
 
 def parse_args():

@@ -19,8 +19,8 @@ _EXPORTS = {
     "DDPMPipelineOutput": "pipeline_ddpm_hf",
     "DDPMTextToImagePipeline": "pipeline_ddpm_hf",
     "DDPMTrajectory": "pipeline_ddpm_hf",
-    "VariationalBound": "likelihood",
-    "variational_bound": "likelihood",
+    "VariationalBound": "diffusion.likelihood",
+    "variational_bound": "diffusion.likelihood",
 }
 
 __all__ = [
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # editors and type checkers see the names; nothing is imported at run time
-    from .likelihood import VariationalBound, variational_bound
+    from .diffusion.likelihood import VariationalBound, variational_bound
     from .pipeline_ddpm_hf import DDPMImagePipeline, DDPMPipelineOutput, DDPMTextToImagePipeline, DDPMTrajectory
     from .scheduling_ddpm_posterior import DDPMPosteriorScheduler, DDPMPosteriorSchedulerOutput
 

@@ -110,7 +110,7 @@ def _move_into_place(new: str, target: str, trash: str) -> None:
         os.replace(new, target)  # atomic for files
 
 
-# Copied from ddpm_hf.checkpointing.fsync_path (this file is shipped into saved folders and loads without ddpm_hf)
+# Copied from ddpm_hf.io.fsync_path (this file is shipped into saved folders and loads without ddpm_hf)
 def fsync_path(path: str) -> None:
     """Flush a file's or a folder's entry list to disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -120,7 +120,7 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
-# Copied from ddpm_hf.checkpointing.fsync_tree
+# Copied from ddpm_hf.io.fsync_tree
 def fsync_tree(root: str) -> None:
     for folder, _, files in os.walk(root):
         for name in files:
@@ -244,12 +244,12 @@ class DDPMHFPipelineMixin:
         return DDPMPipelineOutput(images=images, trajectory=trajectory)
 
     def variational_bound(self, images: torch.Tensor, generator=None, batch_size: int = 64, timesteps=None, **kwargs):
-        """The seed's ELBO in bits/dim for `images` in [-1, 1]: see `ddpm_hf.likelihood.variational_bound`.
+        """The ELBO (Ho et al. 2020, eq. 5) in bits/dim for `images` in [-1, 1]: see `ddpm_hf.variational_bound`.
 
         Text-to-image pipelines pass `encoder_hidden_states=pipe.encode_prompt(prompts, device)`.
         """
         try:
-            from ddpm_hf.likelihood import variational_bound
+            from ddpm_hf import variational_bound
         except ImportError as error:  # loaded with trust_remote_code where the package is absent
             raise ImportError("variational_bound needs the ddpm-hf package: pip install ddpm-hf.") from error
         return variational_bound(self.unet, self.scheduler, images, generator=generator, batch_size=batch_size,

@@ -73,7 +73,7 @@ def trajectory_strip(trajectory, max_images: int = 4) -> Image.Image:
 
 
 def forward_process_strip(scheduler, x_0: torch.Tensor, timesteps: Sequence[int], generator=None) -> Image.Image:
-    """x_0 and draws of q(x_t | x_0) at the given timesteps, left to right, as in the seed's forward-process figure."""
+    """x_0 and draws of q(x_t | x_0) (Ho et al. 2020, eq. 4) at the given timesteps, left to right."""
     noise = torch.randn((len(timesteps), *x_0.shape[1:]), generator=generator, dtype=x_0.dtype)
     t = torch.as_tensor(list(timesteps), dtype=torch.long)
     x_t = scheduler.add_noise(x_0.expand(len(timesteps), *x_0.shape[1:]), noise, t)

@@ -68,7 +68,7 @@ def tiny_text_to_image_pipeline(tokenizer_dir, in_channels: int = 1, out_channel
     from diffusers import UNet2DConditionModel
 
     from ddpm_hf import DDPMPosteriorScheduler, DDPMTextToImagePipeline
-    from ddpm_hf.text_encoders import build_clip_text_encoder, build_clip_tokenizer
+    from ddpm_hf.text.encoders import build_clip_text_encoder, build_clip_tokenizer
 
     text_encoder = build_clip_text_encoder("tiny", seed=seed)
     torch.manual_seed(seed)

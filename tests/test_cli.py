@@ -117,7 +117,7 @@ def reference_images(pipe, seed, steps=STEPS, n=N) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 BATCH_RUNNER = textwrap.dedent("""
     import json, os, sys, traceback
-    import diffusers.utils.logging, ddpm_hf.data, ddpm_hf.hub, ddpm_hf.likelihood, ddpm_hf.visualization
+    import diffusers.utils.logging, ddpm_hf.data, ddpm_hf.hub, ddpm_hf.diffusion.likelihood, ddpm_hf.visualization
     from ddpm_hf.cli import main
 
     runs, folder = json.loads(sys.argv[1]), sys.argv[2]
@@ -333,7 +333,7 @@ def test_nll_prints_and_writes_the_bound_of_the_images(ws, batch):
     assert "wrote nll.png" in stdout and "wrote nll.json" in stdout
 
     from ddpm_hf.cli.nll import load_evaluation_images
-    from ddpm_hf.likelihood import variational_bound
+    from ddpm_hf.diffusion.likelihood import variational_bound
 
     images = load_evaluation_images("embedded:digits", 4, 8, 1, 0)
     bound = variational_bound(pipe.unet, pipe.scheduler, images, generator=torch.Generator().manual_seed(0),

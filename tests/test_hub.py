@@ -454,3 +454,18 @@ print(json.dumps([type(pipe).__name__, type(pipe.scheduler).__name__, len(parts[
     reference = np.load(tmp_path / "reference.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "installed.npy"), reference)
     np.testing.assert_array_equal(np.load(tmp_path / "remote.npy"), reference)
+
+
+def test_one_rule_tells_hub_ids_from_local_paths(tmp_path, monkeypatch):
+    from ddpm_hf.hub import is_hub_id, looks_like_local_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "owner").mkdir()
+    (tmp_path / "owner" / "folder").mkdir()
+    for name in ("user/tiny-ddpm", "mnist", "google/ddpm-cifar10-32", "a.b_c-d/e.f"):
+        assert is_hub_id(name) and not looks_like_local_path(name), name
+    # existing paths, explicit paths, deeper paths, and what the Hub refuses ("--", "..", a leading "-", too long)
+    for name in ("owner/folder", "./x", "../x", "/abs/x", "~/x", "a/b/c", "x/", "a--b/c", "a..b", "-a/b", "x" * 97,
+                 "", None):
+        assert not is_hub_id(name), name
+    assert looks_like_local_path("owner/folder") and looks_like_local_path("a/b/c")

@@ -72,3 +72,29 @@ def test_every_module_imports_alone():
         print("ok")
     """
     assert run_python(code).strip() == "ok"
+
+
+def test_the_import_paths_of_pipeline_folders_saved_by_0_1_0_still_resolve():
+    """A folder saved by ddpm-hf 0.1.0 ships a pipeline_ddpm_hf.py whose guarded imports name these paths; with the
+    package installed they must still reach the same objects, or `variational_bound` and `push_to_hub` break there."""
+    out = run_python("""
+        import ddpm_hf, ddpm_hf.hub
+        from ddpm_hf.likelihood import variational_bound
+        from ddpm_hf.hub import HUB_DOWNLOAD_KWARGS, push_pipeline_to_hub, resolve_pipeline_folder
+        from ddpm_hf.diffusion.likelihood import variational_bound as home
+        from ddpm_hf.hub.push import push_pipeline_to_hub as push_home
+        from ddpm_hf.hub.resolve import resolve_pipeline_folder as resolve_home
+        assert variational_bound is home is ddpm_hf.variational_bound
+        assert push_pipeline_to_hub is push_home and resolve_pipeline_folder is resolve_home
+        print("token" in HUB_DOWNLOAD_KWARGS)
+    """)
+    assert out.strip() == "True"
+
+
+def test_one_line_keeps_every_line_of_a_message_and_names_an_empty_error():
+    from ddpm_hf.errors import one_line
+
+    message = OSError("Can't load the config.\n\n  Check the path.  ")
+    assert one_line(message) == "Can't load the config. Check the path."
+    assert one_line(KeyError()) == "KeyError"
+    assert one_line("already one line") == "already one line"

@@ -13,13 +13,8 @@ import torch
 
 from ddpm_hf import DDPMPosteriorScheduler
 from ddpm_hf.cli.nll import run as run_nll
-from ddpm_hf.likelihood import (
-    VariationalBound,
-    bits_per_dim,
-    discretized_gaussian_log_likelihood,
-    normal_kl,
-    variational_bound,
-)
+from ddpm_hf.diffusion.likelihood import VariationalBound, variational_bound
+from ddpm_hf.diffusion.losses import bits_per_dim, discretized_gaussian_log_likelihood, normal_kl
 
 T = 50
 GRID = torch.arange(256, dtype=torch.float64) / 255 * 2 - 1  # every 8-bit value in [-1, 1]
@@ -256,7 +251,7 @@ def test_reproducible_and_independent_of_batch_size():
 
 def test_terms_match_a_direct_recomputation_from_the_models_inputs():
     """A model that predicts eps = 0.5 x_t records what it sees; every term is recomputed from those inputs with the
-    formulas of the seed derivation in numpy (respaced chain, clipping on, fixed_large variance)."""
+    formulas of Ho et al. 2020 (eq. 4, 5, 7) in numpy (respaced chain, clipping on, fixed_large variance)."""
     x_0 = torch.cat([random_image(seed=s) for s in range(2)])
     seen = []
 

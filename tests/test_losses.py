@@ -19,24 +19,22 @@ from conftest import tiny_unet
 from scipy.special import ndtr
 
 from ddpm_hf import DDPMPosteriorScheduler
-from ddpm_hf.likelihood import vb_terms_bpd
-from ddpm_hf.training_utils import (
+from ddpm_hf.diffusion.likelihood import vb_terms_bpd
+from ddpm_hf.diffusion.losses import (
     LOSSES,
-    LossSecondMomentSampler,
     NoisedBatch,
-    StepRandomness,
-    UniformSampler,
     check_loss_config,
     diffusion_loss,
     diffusion_loss_terms,
     hybrid_losses,
-    make_timestep_sampler,
     noise_batch,
     simple_losses,
-    train_step,
     vlb_losses,
     vlb_term_bpd,
 )
+from ddpm_hf.diffusion.timestep_samplers import LossSecondMomentSampler, UniformSampler, make_timestep_sampler
+from ddpm_hf.randomness import StepRandomness
+from ddpm_hf.trainer.step import train_step
 
 T = 1000
 TIMESTEPS = [0, 0, 1, 2, 10, 500, 998, 999]  # decoder rows, the smallest KL steps, the middle and the end

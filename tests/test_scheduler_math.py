@@ -330,7 +330,7 @@ def test_predict_original_sample_off_chain_after_set_timesteps(prediction_type):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The seed's derivations, by simulation
+# Ho et al. 2020's derivations (eq. 4, 7, 11), by simulation
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "schedule_kw",

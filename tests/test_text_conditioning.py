@@ -1,5 +1,5 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""ddpm_hf.text_conditioning: loading CLIP parts, the conditional UNet config, caption encodings and dropout.
+"""ddpm_hf.text: loading CLIP parts, the conditional UNet config, caption encodings and dropout.
 
 Real transformers/diffusers objects with tiny configs, built offline; the Hub is reached only through the fake Hub.
 """
@@ -17,19 +17,17 @@ from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from ddpm_hf.data import ImageDataset, digit_caption
 from ddpm_hf.presets import PresetError, available_presets, load_preset, unet_config_for_data
-from ddpm_hf.text_conditioning import (
-    BUILTIN_TEXT_ENCODERS,
+from ddpm_hf.text.components import BUILTIN_TEXT_ENCODERS, TextEncoderError, load_text_components
+from ddpm_hf.text.conditioning import (
     CaptionBank,
-    TextEncoderError,
     conditional_unet_config,
     default_validation_prompts,
     drop_captions,
     encode_token_ids,
-    load_text_components,
     pooling_heads,
     tokenize_captions,
 )
-from ddpm_hf.text_encoders import build_clip_text_encoder, write_clip_tokenizer_files
+from ddpm_hf.text.encoders import build_clip_text_encoder, write_clip_tokenizer_files
 
 CAPTIONS = [
     "a handwritten digit seven",

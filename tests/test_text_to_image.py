@@ -11,7 +11,7 @@ from conftest import run_python, tiny_text_to_image_pipeline
 from transformers import CLIPTokenizer
 
 from ddpm_hf import DDPMTextToImagePipeline
-from ddpm_hf.text_encoders import CLIP_VOCAB_SIZE, build_clip_text_encoder, build_clip_tokenizer
+from ddpm_hf.text.encoders import CLIP_VOCAB_SIZE, build_clip_text_encoder, build_clip_tokenizer
 
 STEPS = 5
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]  # CLIP's ids: <|startoftext|> a photo of a cat <|endoftext|>

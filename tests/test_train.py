@@ -226,7 +226,7 @@ def test_checkpoints_total_limit_keeps_the_newest(reference_run):
 
 
 def test_pruning_removes_only_complete_checkpoints(tmp_path):
-    from ddpm_hf.checkpointing import STATE_FILE, list_checkpoints, prune_checkpoints
+    from ddpm_hf.trainer.checkpointing import STATE_FILE, list_checkpoints, prune_checkpoints
 
     for step, complete in ((1, True), (2, False), (3, True), (4, True)):
         folder = tmp_path / f"checkpoint-{step}"
@@ -239,7 +239,8 @@ def test_pruning_removes_only_complete_checkpoints(tmp_path):
 
 
 def test_saving_a_step_again_replaces_it_and_stale_temporaries_go(tmp_path):
-    from ddpm_hf.checkpointing import STATE_FILE, latest_checkpoint, remove_stale_temporaries, save_checkpoint
+    from ddpm_hf.io import remove_stale_temporaries
+    from ddpm_hf.trainer.checkpointing import STATE_FILE, latest_checkpoint, save_checkpoint
 
     def writer(text):
         def write(folder):
@@ -378,8 +379,8 @@ def test_a_changed_number_of_images_is_reported_only_on_a_real_resume(resumed, t
 
     from accelerate import PartialState
 
-    from ddpm_hf.checkpointing import TrainerState
     from ddpm_hf.trainer import state as trainer_state
+    from ddpm_hf.trainer.checkpointing import TrainerState
 
     PartialState(cpu=True)  # accelerate's logger needs it
     if resumed:  # a checkpoint of a run on 100 images
@@ -401,7 +402,7 @@ def test_a_changed_number_of_images_is_reported_only_on_a_real_resume(resumed, t
 
 
 def test_data_position_is_independent_of_the_process_layout():
-    from ddpm_hf.training_utils import BatchLayout, DataStream, MicroBatchKeys
+    from ddpm_hf.data.order import BatchLayout, DataStream, MicroBatchKeys
 
     stream = DataStream(num_samples=10, seed=3)
     one = BatchLayout(batch_size=8)
@@ -419,7 +420,7 @@ def test_loss_is_l_simple_on_the_schedulers_forward_process(prediction_type):
     from types import SimpleNamespace
 
     from ddpm_hf import DDPMPosteriorScheduler
-    from ddpm_hf.training_utils import diffusion_loss
+    from ddpm_hf.diffusion.losses import diffusion_loss
 
     scheduler = DDPMPosteriorScheduler(prediction_type=prediction_type)
     x0 = torch.rand(4, 1, 8, 8) * 2 - 1

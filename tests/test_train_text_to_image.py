@@ -97,7 +97,7 @@ def encoder_weights(folder: Path) -> dict:
 
 
 def test_trained_text_encoder_is_checkpointed_resumes_bitwise_exact_and_ships_in_the_pipeline(tmp_path):
-    from ddpm_hf.text_conditioning import load_text_components
+    from ddpm_hf.text.components import load_text_components
 
     run, resumed = tmp_path / "run", tmp_path / "resumed"
     launch(*TRAINED_ENCODER, "--output_dir", run)
@@ -182,7 +182,7 @@ def test_the_digit_judge_scores_an_oracle_high_and_a_prompt_blind_drawer_at_chan
 # The small budget: the tiny preset on all 1,797 captioned 8x8 digits, 500 steps of 64 (about a minute), no grids or
 # checkpoints; the cosine schedule spends more of training at the noise levels where the digit is decided. Measured:
 # 0.53 (seed 0) and 0.59 (seed 1) with guidance 3, and 0.10 with the encoder at CLIP's own initialisation scale
-# (initializer_factor 1), which is why the builtin encoders are drawn 10x larger (ddpm_hf/text_encoders.py).
+# (initializer_factor 1), which is why the builtin encoders are drawn 10x larger (ddpm_hf/text/encoders.py).
 STEERING_RUN = ["--preset", "tiny", "--resolution", "8", "--embedded_dataset", "digits", "--caption_column", "text",
                 "--report_to", "none", "--train_batch_size", "64", "--learning_rate", "6e-3", "--max_train_steps",
                 "500", "--ddpm_beta_schedule", "squaredcos_cap_v2", "--validation_steps", "0",

@@ -19,9 +19,9 @@ This file is that story; its pieces are in ddpm_hf/trainer/ (the flags in config
 checkpoints in state.py, the grids and the bound in validation.py, the output folder in outputs.py).
 
 Every random draw is a function of (seed, step, process, micro-batch) and checkpoints store the data position, so a
-resumed run continues exactly as the uninterrupted one would have (see ddpm_hf/training_utils.py). Checkpoints are
-written atomically (see ddpm_hf/checkpointing.py). With --push_to_hub the pipeline is also published on the Hub:
-in the background at every checkpoint, and awaited at the end (see ddpm_hf/hub.py).
+resumed run continues exactly as the uninterrupted one would have (see ddpm_hf/randomness.py). Checkpoints are
+written atomically (see ddpm_hf/trainer/checkpointing.py). With --push_to_hub the pipeline is also published on the Hub:
+in the background at every checkpoint, and awaited at the end (see ddpm_hf/hub/push.py).
 Exit codes: 0 done, 2 bad flags or data, 3 the loss diverged, 4 the final upload to the Hub failed (the local output
 folder is complete; `accelerate launch` reports any failure as 1).
 """
@@ -34,13 +34,18 @@ import sys
 from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
-from ddpm_hf.checkpointing import CheckpointError, TrainerState, latest_checkpoint, write_text_atomically
 from ddpm_hf.data import DataError
+from ddpm_hf.data.order import BatchLayout, micro_batch_loader
+from ddpm_hf.diffusion.timestep_samplers import UniformSampler, make_timestep_sampler
 from ddpm_hf.hub import HubPushError
+from ddpm_hf.io import write_text_atomically
 from ddpm_hf.presets import PresetError, check_resolution
-from ddpm_hf.text_conditioning import TextConditionedUNet, TextEncoderError
+from ddpm_hf.randomness import StepRandomness
+from ddpm_hf.text.components import TextEncoderError
+from ddpm_hf.text.conditioning import TextConditionedUNet
+from ddpm_hf.trainer.checkpointing import CheckpointError, TrainerState, latest_checkpoint
 from ddpm_hf.trainer.config import default_resolution, model_architecture, parse_args, saveable_args, tracker_config
-from ddpm_hf.trainer.monitoring import DebugRecorder, Throughput, log_progress
+from ddpm_hf.trainer.monitoring import DebugRecorder, LossMeter, NonFiniteLossError, Throughput, log_progress
 from ddpm_hf.trainer.outputs import push_checkpoint_pipeline, save_final_outputs
 from ddpm_hf.trainer.publishing import make_publisher
 from ddpm_hf.trainer.setup import (
@@ -52,19 +57,9 @@ from ddpm_hf.trainer.setup import (
     make_optimizer,
 )
 from ddpm_hf.trainer.state import Training, checkpoint_folder, save_training_checkpoint, start_or_resume
+from ddpm_hf.trainer.step import prepare_micro_batch, train_step
 from ddpm_hf.trainer.text import load_text_conditioning, text_conditioning_kwargs
 from ddpm_hf.trainer.validation import log_validation
-from ddpm_hf.training_utils import (
-    BatchLayout,
-    LossMeter,
-    NonFiniteLossError,
-    StepRandomness,
-    UniformSampler,
-    make_timestep_sampler,
-    micro_batch_loader,
-    prepare_micro_batch,
-    train_step,
-)
 
 logger = get_logger(__name__)
 

@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from ..errors import one_line
+
 FORWARD_TIMESTEPS = (0, 50, 100, 200, 400, 600, 800, 999)
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds in [0, 2**64 - 1] (it wraps negative ones silently)
 
@@ -86,11 +88,6 @@ def device_name(text: str) -> str:
     except (RuntimeError, ValueError):
         raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (cpu, cuda, cuda:1, mps, ...)") from None
     return text
-
-
-def one_line(text) -> str:
-    """Any message (some library errors span several lines) as one line."""
-    return " ".join(str(text).split())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,26 +5,16 @@ import os
 
 import torch
 
-from . import one_line
+from ..errors import one_line
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def looks_like_local_path(name: str) -> bool:
-    """True for what can only be a folder: an existing path, ./x, ../x, /x, ~/x, or a/b/c (a Hub id is owner/name)."""
-    return (
-        os.path.exists(name)
-        or name.startswith((".", "/", "~"))
-        or name.endswith("/")
-        or name.count("/") > 1
-        or (os.path.sep != "/" and os.path.sep in name)
-    )
-
-
 def load_pipeline(name_or_path: str, device: str = None):
     """A saved ddpm-hf pipeline from a folder or the Hub (owner/name, or the cached copy offline), on `device`."""
+    from ..hub import looks_like_local_path, resolve_pipeline_folder
     from ..pipeline_ddpm_hf import DDPMImagePipeline
 
     if os.path.isdir(name_or_path):
@@ -34,8 +24,6 @@ def load_pipeline(name_or_path: str, device: str = None):
         raise FileNotFoundError(f"No pipeline folder at {name_or_path}.")
     else:
         try:
-            from ..hub import resolve_pipeline_folder
-
             name_or_path = resolve_pipeline_folder(name_or_path)
         except (OSError, ValueError) as error:  # not found, offline without a cached copy, an invalid repo id
             raise FileNotFoundError(

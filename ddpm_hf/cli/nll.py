@@ -9,8 +9,9 @@ from typing import Any
 import torch
 from diffusers.utils import logging as diffusers_logging
 
-from ..data import is_saved_dataset, load_image_dataset, to_model_range
-from ..likelihood import as_posterior_scheduler, variational_bound
+from ..data.pixels import to_model_range
+from ..data.sources import is_saved_dataset, load_image_dataset
+from ..diffusion.likelihood import as_posterior_scheduler, variational_bound
 from ..visualization import plot_terms
 from .loading import load_pipeline
 

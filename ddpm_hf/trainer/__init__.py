@@ -6,7 +6,9 @@ model -> loop -> save) and imports these, never the other way round.
     setup        the Accelerator, the images, the UNet, scheduler, EMA, optimizer, and the pipeline around the UNet
     text         text to image: the CLIP parts, the captions, each micro-batch's conditioning
     state        `Training` (what the loop updates), and its checkpoints: resume and save
-    monitoring   loss and throughput reports, and the test hooks
+    step         one optimizer step: the micro-batches' losses, backward, clip, step
+    checkpointing  what a checkpoint holds, written so that a crash at any moment leaves a usable one
+    monitoring   the loss read back without stalling the device, throughput, and the test hooks
     validation   sample grids and the final variational bound
     outputs      the output folder (pipeline, pictures, model card) and the pipeline pushed at checkpoints
     publishing   the Hub repo, its uploads, and the model card's account of the run

@@ -9,11 +9,12 @@ import sys
 
 from diffusers.optimization import SchedulerType
 
-from ..data import EMBEDDED_DATASETS
+from ..data.sources import EMBEDDED_DATASETS
+from ..diffusion.losses import LOSSES, check_loss_config
+from ..diffusion.timestep_samplers import TIMESTEP_SAMPLERS
 from ..presets import DEFAULT_PRESET, PresetError, available_presets, load_preset
 from ..scheduling_ddpm_posterior import BETA_SCHEDULES
-from ..text_conditioning import BUILTIN_TEXT_ENCODERS
-from ..training_utils import LOSSES, TIMESTEP_SAMPLERS, check_loss_config
+from ..text.components import BUILTIN_TEXT_ENCODERS
 
 # Flags that go together: when the command line gives any flag of a group, the preset's values for the whole group
 # are dropped (a preset's Hub dataset and image column make no sense for your --train_data_dir, nor its step count

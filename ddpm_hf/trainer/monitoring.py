@@ -1,17 +1,74 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""Watching a run: the loss and throughput reported to the progress bar and the trackers, and the test hooks."""
+"""Watching a run: the loss (read back without stalling the device), the throughput reported to the progress bar
+and the trackers, and the test hooks."""
 
 import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..checkpointing import write_text_atomically
-from ..training_utils import LossMeter
+import numpy as np
+import torch
+
+from ..io import write_text_atomically
 
 if TYPE_CHECKING:
     from .state import Training
+    from .step import StepOutput
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or the gradient norm) became NaN or infinite."""
+
+    def __init__(self, step: int, what: str, value: float):
+        self.step, self.what, self.value = step, what, value
+        super().__init__(f"the {what} became {value} at step {step}")
+
+
+@dataclass
+class LoggedStep:
+    step: int
+    loss: float
+    grad_norm: float | None
+
+
+class LossMeter:
+    """Collects each step's loss as a device tensor; `flush` reads them all with one host sync.
+
+    `flush` averages across processes, so every process sees the same numbers and takes the same decision when one
+    is not finite (a collective: call it on every process at the same steps).
+    """
+
+    def __init__(self, check_grad_norm: bool = True):
+        # fp16 training overflows the gradients now and then by design; its loss scaler skips those steps.
+        self.check_grad_norm = check_grad_norm
+        self._steps: list[int] = []
+        self._values: list[torch.Tensor] = []
+        self._has_grad_norm = None
+
+    def add(self, step: int, output: "StepOutput") -> None:
+        self._has_grad_norm = output.grad_norm is not None
+        values = [output.loss.float()]
+        if self._has_grad_norm:
+            values.append(output.grad_norm.float().to(output.loss.device))
+        self._steps.append(step)
+        self._values.append(torch.stack(values))
+
+    def flush(self, accelerator) -> list[LoggedStep]:
+        if not self._steps:
+            return []
+        values = accelerator.reduce(torch.stack(self._values), reduction="mean").tolist()
+        steps, self._steps, self._values = self._steps, [], []
+        logged = [LoggedStep(step, row[0], row[1] if self._has_grad_norm else None)
+                  for step, row in zip(steps, values, strict=True)]
+        for entry in logged:
+            if not np.isfinite(entry.loss):
+                raise NonFiniteLossError(entry.step, "loss", entry.loss)
+            if self.check_grad_norm and entry.grad_norm is not None and not np.isfinite(entry.grad_norm):
+                raise NonFiniteLossError(entry.step, "gradient norm", entry.grad_norm)
+        return logged
 
 
 class Throughput:

@@ -6,8 +6,8 @@ import os
 
 from accelerate.logging import get_logger
 
-from ..checkpointing import save_image_atomically, write_atomically, write_text_atomically
 from ..hub import render_model_card
+from ..io import save_image_atomically, write_atomically, write_text_atomically
 from ..visualization import plot_loss_curve
 from .publishing import model_card_kwargs, repo_name
 from .setup import ema_weights, make_pipeline

@@ -15,11 +15,11 @@ from diffusers import UNet2DConditionModel, UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
-from ..data import load_image_dataset
+from ..data.sources import load_image_dataset
 from ..pipeline_ddpm_hf import DDPMImagePipeline, DDPMTextToImagePipeline
 from ..presets import unet_config_for_data
 from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
-from ..text_conditioning import conditional_unet_config
+from ..text.conditioning import conditional_unet_config
 
 if TYPE_CHECKING:
     from .text import TextConditioning
@@ -124,11 +124,6 @@ def make_optimizer(model, args, max_train_steps: int):
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
                                  num_training_steps=max_train_steps)
     return optimizer, lr_scheduler
-
-
-def weight_dtype(accelerator) -> torch.dtype:
-    """The dtype of weights that only run inference under --mixed_precision (float32 without it)."""
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
 
 def make_pipeline(unet, noise_scheduler, text: Optional["TextConditioning"]):

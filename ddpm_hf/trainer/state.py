@@ -10,17 +10,17 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from diffusers.training_utils import EMAModel
 
-from ..checkpointing import (
+from ..data.order import BatchLayout
+from ..io import remove_stale_temporaries
+from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
+from ..text.conditioning import TextConditionedUNet
+from ..trainer.checkpointing import (
     TrainerState,
     read_training_state,
-    remove_stale_temporaries,
     resolve_checkpoint,
     save_checkpoint,
     write_training_state,
 )
-from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
-from ..text_conditioning import TextConditionedUNet
-from ..training_utils import BatchLayout
 from .config import saveable_args
 from .publishing import HubPublisher
 from .text import TextConditioning

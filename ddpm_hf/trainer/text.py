@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import torch
 from accelerate.logging import get_logger
 
-from ..data import DataError
-from ..text_conditioning import CaptionBank, default_validation_prompts, drop_captions, load_text_components
-from ..training_utils import StepRandomness
-from .setup import weight_dtype
+from ..data.dataset import DataError
+from ..randomness import StepRandomness
+from ..text.components import load_text_components
+from ..text.conditioning import CaptionBank, default_validation_prompts, drop_captions
 
 if TYPE_CHECKING:
     from .state import Training
@@ -42,6 +42,11 @@ class TextConditioning:
         """The UNet's `encoder_hidden_states` for these captions, without gradients: encoded in the frozen encoder's
         dtype, handed over as float32, the dtype of the UNet's weights (autocast lowers its matmuls when on)."""
         return self.bank.embeddings_for(caption_indices, text_encoder=self.text_encoder).float()
+
+
+def weight_dtype(accelerator) -> torch.dtype:
+    """The dtype of weights that only run inference under --mixed_precision (float32 without it)."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
 
 def load_text_conditioning(args, data, accelerator) -> TextConditioning:

