@@ -11,6 +11,7 @@ import ctypes.util
 import importlib
 import inspect
 import json
+import operator
 import os
 import shutil
 import tempfile
@@ -68,6 +69,18 @@ class TrajectoryRecorder:
 
     def result(self) -> DDPMTrajectory:
         return DDPMTrajectory(self.timesteps, torch.stack(self.samples), torch.stack(self.pred_original_samples))
+
+
+def positive_int(name: str, value) -> int:
+    """`value` as an int, refusing what is not a positive whole number (bools and floats too) with a clear error."""
+    # Checked up front: 0 or -1 images would otherwise fail deep inside diffusers with a reshape error.
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)  # ints and numpy ints, not 2.0
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}: pass a whole number, at least 1.")
+    return number
 
 
 def postprocess_images(sample: torch.Tensor, output_type: str, numpy_to_pil: Callable):
@@ -170,6 +183,26 @@ def ship_code(pipeline: DiffusionPipeline, folder: str) -> None:
         f.write("\n")
 
 
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def pickle_only_component(folder: str) -> str | None:
+    """The first component of the saved pipeline `folder` whose weights are pickles only (no .safetensors file)."""
+    index_path = os.path.join(folder, "model_index.json")
+    if not os.path.isfile(index_path):
+        return None  # not a pipeline folder: diffusers says so
+    with open(index_path, encoding="utf-8") as f:
+        index = json.load(f)
+    for name, entry in sorted(index.items()):
+        component = os.path.join(folder, name)
+        if name.startswith("_") or not isinstance(entry, list) or not os.path.isdir(component):
+            continue
+        files = os.listdir(component)
+        if any(f.endswith(_PICKLE_SUFFIXES) for f in files) and not any(f.endswith(".safetensors") for f in files):
+            return name
+    return None
+
+
 class DDPMHFPipelineMixin:
     """What the ddpm-hf pipelines share: saving and loading (see the README's "Loading" section) and the chain."""
 
@@ -260,7 +293,10 @@ class DDPMHFPipelineMixin:
         """`DiffusionPipeline.from_pretrained` for a folder or a Hub repo id, online or offline from the cache.
 
         A Hub repo is downloaded whole first, so the installed classes load it without running the repo's code.
+        Weights load from safetensors only: unpickling a `.bin` checkpoint can run arbitrary code, so a caller who
+        trusts one opts in with `use_safetensors=False` (and can `save_pretrained` it once to convert it).
         """
+        kwargs.setdefault("use_safetensors", True)
         name = os.fspath(pretrained_model_name_or_path)
         if not os.path.isdir(name):
             try:
@@ -270,6 +306,15 @@ class DDPMHFPipelineMixin:
             else:
                 hub_kwargs = {k: kwargs.pop(k) for k in HUB_DOWNLOAD_KWARGS if k in kwargs}
                 name = resolve_pipeline_folder(name, **hub_kwargs)
+        if kwargs["use_safetensors"] and os.path.isdir(name):
+            # diffusers would say only "no file named diffusion_pytorch_model.safetensors": name the part and the fix.
+            component = pickle_only_component(name)
+            if component is not None:
+                raise OSError(
+                    f"The {component!r} component of {name} has pickle weights but no .safetensors weights, and"
+                    f" {cls.__name__} loads only safetensors: if you trust this checkpoint, convert it once with"
+                    f" {cls.__name__}.from_pretrained({name!r}, use_safetensors=False).save_pretrained({name!r})."
+                )
         return super().from_pretrained(name, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs):
@@ -352,6 +397,7 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
         Returns:
             [`DDPMPipelineOutput`] with `images` (and `trajectory`), or the tuple `(images,)` / `(images, trajectory)`.
         """
+        batch_size = positive_int("batch_size", batch_size)
         self.check_sampling_arguments(batch_size, generator, callback_on_step_end_tensor_inputs)
         latents = self.prepare_noise(batch_size, generator, self._execution_device, self.unet.dtype)
 
@@ -423,6 +469,7 @@ class DDPMTextToImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
             prompt_embeds / negative_prompt_embeds (`torch.Tensor`, *optional*): precomputed text encodings
                 (batch, tokens, hidden size), instead of `prompt` / `negative_prompt`.
         """
+        num_images_per_prompt = positive_int("num_images_per_prompt", num_images_per_prompt)  # before encoding
         device = self._execution_device
         prompt_embeds = self.prompt_embeddings(prompt, prompt_embeds, "prompt", device)
         batch = prompt_embeds.shape[0]

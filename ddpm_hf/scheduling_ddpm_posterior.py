@@ -239,6 +239,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             full[timesteps] = values
             self._chain_tables[name] = full
         self._tensor_cache = {}
+        self._full_chain = len(timesteps) == T  # strictly descending in [0, T): every timestep is on the chain
         self.timesteps = torch.from_numpy(timesteps.copy()).to(device)
 
     def set_timesteps(
@@ -276,6 +277,14 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         else:
             if num_inference_steps is None:
                 raise ValueError("Pass num_inference_steps (or custom timesteps).")
+            # A float would be spaced as round(T / n) apart and silently give another count (2.5 -> 3 steps); a bool
+            # is an int to Python but never a step count.
+            if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
+                raise ValueError(
+                    f"num_inference_steps must be an integer, got {num_inference_steps!r}: pass a whole number of"
+                    f" steps between 1 and {T}."
+                )
+            num_inference_steps = int(num_inference_steps)
             if not 1 <= num_inference_steps <= T:
                 raise ValueError(
                     f"num_inference_steps={num_inference_steps} must be between 1 and num_train_timesteps={T}: the"
@@ -310,30 +319,60 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     def _table(self, name: str, timesteps, like: torch.Tensor) -> float | torch.Tensor:
         """Table `name` at `timesteps`: a float for one timestep, else a tensor broadcastable against `like`.
 
-        One timestep off the chain raises an explanatory error. The tensor path does no host sync (it runs in
-        training's hot path), so there a timestep off the chain reads NaN.
+        A timestep outside [0, T) (which indexing would wrap: -1 reads t = T-1), or off the chain for a chain table
+        (which holds NaN there), raises an explanatory error. The tensor path runs in training's hot path, once per
+        micro-batch, so it must not add a host sync: timesteps on the CPU are checked there before they move (they
+        are host memory already, no sync), CUDA timesteps with `torch._assert_async` (queued on the stream, no sync;
+        a failure is a device-side assert, as an index past the table's end already is), and timesteps on other
+        devices (mps, xpu, ...) are not checked, because `_assert_async` is not implemented on all of them.
         """
-        table = self._chain_tables.get(name)
-        if table is None:
-            table = self._train_tables[name]
+        chain_table = self._chain_tables.get(name)
+        table = self._train_tables[name] if chain_table is None else chain_table
         if isinstance(timesteps, (int, np.integer)) or (torch.is_tensor(timesteps) and timesteps.ndim == 0):
             t = int(timesteps)
             value = float(table[t]) if 0 <= t < len(table) else math.nan
             if math.isnan(value):
-                raise self._timestep_error(t, on_chain=name in self._chain_tables)
+                raise self._timestep_error([t], on_chain=chain_table is not None)
             return value
         key = (name, like.device, like.dtype)
         if key not in self._tensor_cache:
             self._tensor_cache[key] = torch.from_numpy(table).to(device=like.device, dtype=like.dtype)
-        index = torch.as_tensor(timesteps, device=like.device).long().flatten()
-        return self._tensor_cache[key][index].reshape(-1, *([1] * (like.ndim - 1)))
+        index = torch.as_tensor(timesteps).long().flatten()  # a tensor keeps its device; a list lands on the CPU
+        if index.device.type == "cpu":
+            t = index.numpy()
+            T = len(table)
+            # One reduction checks both ends: as uint64, a negative timestep is above 2**63. Every timestep of a full
+            # chain is on it, so only a respaced chain's tables need the NaN check.
+            off_chain = chain_table is not None and not self._full_chain
+            if t.size and (t.view(np.uint64).max() >= T or (off_chain and np.isnan(table[t]).any())):
+                in_range = (t >= 0) & (t < T)
+                bad = ~in_range
+                bad[in_range] = np.isnan(table[t[in_range]])
+                raise self._timestep_error(np.unique(t[bad]).tolist(), on_chain=chain_table is not None)
+        index = index.to(like.device)
+        values = self._tensor_cache[key][index]
+        if index.device.type == "cuda":
+            T = len(table)
+            valid = ((index >= 0) & (index < T)).all()
+            message = f"a timestep is outside [0, {T - 1}]"
+            if chain_table is not None and not self._full_chain:
+                valid = valid & ~torch.isnan(values).any()
+                message = "a timestep is not on the scheduler's chain: use scheduler.timesteps"
+            torch._assert_async(valid, message)
+        return values.reshape(-1, *([1] * (like.ndim - 1)))
 
-    def _timestep_error(self, t: int, on_chain: bool) -> ValueError:
+    def _timestep_error(self, timesteps: list[int], on_chain: bool) -> ValueError:
+        """The error for the distinct bad `timesteps` of a query (the first few are named)."""
+        shown = ", ".join(map(str, timesteps[:8])) + (", ..." if len(timesteps) > 8 else "")
+        subject = f"Timestep {shown} is" if len(timesteps) == 1 else f"Timesteps [{shown}] are"
+        T = self.config.num_train_timesteps
         if not on_chain:
-            T = self.config.num_train_timesteps
-            return ValueError(f"Timestep {t} is outside [0, {T - 1}] (num_train_timesteps={T}).")
+            return ValueError(
+                f"{subject} outside [0, {T - 1}] (num_train_timesteps={T}): draw timesteps from that range, e.g."
+                f" torch.randint(0, {T}, (batch_size,))."
+            )
         return ValueError(
-            f"Timestep {t} is not on this scheduler's chain (first visited {int(self.timesteps[0])}, last"
+            f"{subject} not on this scheduler's chain (first visited {int(self.timesteps[0])}, last"
             f" {int(self.timesteps[-1])}): step through `scheduler.timesteps` after `set_timesteps`."
         )
 

@@ -59,6 +59,9 @@ def ws(tmp_path_factory):
     shutil.copytree(root / "pipe", root / "broken-pipe")
     weights = root / "broken-pipe" / "unet" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
+    shutil.copytree(root / "pipe", root / "pickle-pipe")  # UNet weights as a pickle only: never unpickled
+    (root / "pickle-pipe" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    pipe.unet.save_pretrained(root / "pickle-pipe" / "unet", safe_serialization=False)
     return root, pipe
 
 
@@ -150,6 +153,10 @@ ERROR_RUNS = {
     "hub_id_not_cached": (["sample", "user/not-in-the-cache", "--device", "cpu"], "no Hub repo of that id"),
     "broken_weights": (["sample", "broken-pipe", "--num-images", "1", "--steps", "2", "--device", "cpu"], None),
     "nll_missing_folder": (["nll", "./no/such/pipeline"], "no/such/pipeline"),
+    "pickle_weights": (["sample", "pickle-pipe", "--num-images", "1", "--steps", "2", "--device", "cpu"],
+                       "The 'unet' component of pickle-pipe has pickle weights but no .safetensors weights"),
+    "nll_pickle_weights": (["nll", "pickle-pipe", "--num-images", "2", "--steps", "2", "--device", "cpu"],
+                           "use_safetensors=False"),
     # unreadable or missing images
     "text_as_png": (["forward", "not-an-image.png"], "Cannot read not-an-image.png as an image"),
     "missing_image": (["forward", "no-such.png"], "No image file at no-such.png"),

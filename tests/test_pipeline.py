@@ -4,6 +4,8 @@
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import run_python, tiny_unet
+from conftest import run_python, tiny_text_to_image_pipeline, tiny_unet
 from diffusers import DDPMPipeline, DDPMScheduler
 from safetensors.torch import load_file
 
@@ -105,6 +107,24 @@ def test_callback_sees_and_replaces_latents():
     np.testing.assert_allclose(out.images, 0.5)
     with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
         pipe(num_inference_steps=2, callback_on_step_end=zero_at_last_step, callback_on_step_end_tensor_inputs=["x"])
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, 2.0, True, "2"], ids=["0", "-1", "2.5", "2.0", "True", "str"])
+def test_batch_size_must_be_a_positive_integer(bad):
+    pipe = make_pipeline()
+    with pytest.raises(ValueError, match=f"^batch_size must be a positive integer, got {re.escape(repr(bad))}: "):
+        pipe(batch_size=bad, num_inference_steps=2)
+
+
+def test_batch_size_accepts_numpy_integers():
+    assert sample(make_pipeline(), batch_size=np.int64(3)).shape == (3, 8, 8, 1)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5], ids=["0", "-1", "1.5"])
+def test_num_images_per_prompt_must_be_a_positive_integer(tmp_path, bad):
+    pipe = tiny_text_to_image_pipeline(tmp_path)
+    with pytest.raises(ValueError, match=f"^num_images_per_prompt must be a positive integer, got {bad!r}: "):
+        pipe("a cat", num_images_per_prompt=bad, num_inference_steps=2)
 
 
 def test_saved_layout(saved):
@@ -227,3 +247,31 @@ def test_kill_during_save_never_leaves_a_broken_pipeline(tmp_path):
         loaded = DDPMImagePipeline.from_pretrained(folder)
         state = loaded.unet.state_dict()
         assert any(all(torch.equal(state[k], v[k]) for k in v) for v in versions)
+
+
+def pickle_only_copy(saved, folder):
+    """A copy of the saved pipeline whose UNet weights are a pickle (`diffusion_pytorch_model.bin`) only."""
+    shutil.copytree(saved, folder)
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    DDPMImagePipeline.from_pretrained(saved).unet.save_pretrained(folder / "unet", safe_serialization=False)
+    assert sorted(p.name for p in (folder / "unet").iterdir()) == ["config.json", "diffusion_pytorch_model.bin"]
+    return folder
+
+
+def test_pickle_weights_load_only_when_asked(saved, tmp_path):
+    """from_pretrained never unpickles by default; use_safetensors=False loads a trusted .bin, and saving converts."""
+    folder = pickle_only_copy(saved, tmp_path / "pickled")
+    with pytest.raises(OSError) as info:
+        DDPMImagePipeline.from_pretrained(folder)
+    message = str(info.value)
+    assert "\n" not in message
+    for words in ("'unet' component", "no .safetensors weights", "use_safetensors=False", ".save_pretrained("):
+        assert words in message, message
+
+    pipe = DDPMImagePipeline.from_pretrained(folder, use_safetensors=False)
+    reference = load_file(saved / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(reference[k], v) for k, v in pipe.unet.state_dict().items())
+    pipe.save_pretrained(folder)  # the conversion the message suggests
+    assert sorted(p.name for p in (folder / "unet").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    converted = DDPMImagePipeline.from_pretrained(folder)
+    assert all(torch.equal(reference[k], v) for k, v in converted.unet.state_dict().items())

@@ -193,7 +193,7 @@ def test_step_at_timestep_not_on_chain(set_kw, t):
 
 
 def test_posterior_queries_at_timestep_not_on_chain():
-    """The int path of the posterior queries raises the same explanatory error (the tensor path reads NaN)."""
+    """The int path of the posterior queries raises the same explanatory error as `step`."""
     scheduler = DDPMPosteriorScheduler()
     scheduler.set_timesteps(50)
     x = torch.zeros(2, 3, dtype=torch.float64)
@@ -205,5 +205,63 @@ def test_posterior_queries_at_timestep_not_on_chain():
         lambda: scheduler.previous_timestep(7),
     ):
         raises_naming(fn, "Timestep 7", "not on this scheduler's chain", "set_timesteps")
-    assert torch.isnan(scheduler.posterior_variance(torch.tensor([7, 20]), like=x)[0]).all()
-    assert not torch.isnan(scheduler.posterior_variance(torch.tensor([7, 20]), like=x)[1]).any()
+
+
+def test_posterior_queries_at_tensor_timesteps_not_on_chain():
+    """A batch of timesteps with some off the chain raises, naming them, instead of reading NaN for those rows."""
+    scheduler = DDPMPosteriorScheduler()
+    scheduler.set_timesteps(50)  # leading spacing: 980, 960, ..., 0
+    x = torch.zeros(4, 3, dtype=torch.float64)
+    bad = torch.tensor([7, 20, 7, 1000])
+    for fn in (
+        lambda: scheduler.posterior_variance(bad, like=x),
+        lambda: scheduler.posterior_log_variance(bad, like=x),
+        lambda: scheduler.posterior_mean(x, x, bad),
+        lambda: scheduler.posterior_mean_from_noise(x, x, bad),
+        lambda: scheduler.model_log_variance(None, bad, x),
+    ):
+        raises_naming(fn, "Timesteps [7, 1000]", "not on this scheduler's chain", "scheduler.timesteps")
+    raises_naming(lambda: scheduler.posterior_variance(torch.tensor([20, -1]), like=x[:2]), "Timestep -1 is",
+                  "not on this scheduler's chain")
+    on_chain = scheduler.timesteps[[0, 10, -2, -1]]
+    variance = scheduler.posterior_variance(on_chain, like=x)
+    assert variance.shape == (4, 1) and torch.isfinite(variance).all() and variance[-1] == 0
+    assert torch.isfinite(scheduler.posterior_mean(x, x, on_chain.tolist())).all()  # a list of timesteps too
+
+
+@pytest.mark.parametrize("bad", [[-1], [5, 1000], [-3, 999, 4000]], ids=["negative", "T", "both"])
+def test_forward_process_at_timesteps_outside_range(bad):
+    """add_noise and get_velocity refuse t < 0 (which would wrap to t = T-1) and t >= T (an index error)."""
+    scheduler = DDPMPosteriorScheduler()
+    x = torch.ones(len(bad), 1, 2, 2)
+    names = sorted({t for t in bad if not 0 <= t < T})
+    shown = f"Timestep {names[0]} is" if len(names) == 1 else f"Timesteps [{', '.join(map(str, names))}] are"
+    for timesteps in (torch.tensor(bad), bad, np.array(bad)):
+        for fn in (scheduler.add_noise, scheduler.get_velocity):
+            raises_naming(lambda fn=fn, t=timesteps: fn(x, x, t), shown, "outside [0, 999]", "torch.randint(0, 1000")
+    raises_naming(lambda: scheduler.predict_original_sample(x, torch.tensor(bad), x), "outside [0, 999]")
+
+
+def test_forward_process_at_timesteps_in_range_and_on_a_respaced_chain():
+    """Every t in [0, T) noises, whatever chain the scheduler is on (the forward process does not depend on it)."""
+    scheduler = DDPMPosteriorScheduler()
+    scheduler.set_timesteps(10)
+    x, noise = torch.ones(3, 1, 2, 2), torch.zeros(3, 1, 2, 2)
+    x_t = scheduler.add_noise(x, noise, torch.tensor([0, 7, 999]))
+    expected = scheduler.alphas_cumprod[[0, 7, 999]].sqrt().reshape(-1, 1, 1, 1).expand_as(x)
+    torch.testing.assert_close(x_t, expected)
+    assert scheduler.add_noise(x[:0], noise[:0], torch.tensor([], dtype=torch.long)).shape == (0, 1, 2, 2)
+
+
+@pytest.mark.parametrize("n", [2.5, 3.0, True, "10"], ids=["2.5", "3.0", "True", "str"])
+def test_num_inference_steps_not_an_integer(n):
+    raises_naming(lambda: DDPMPosteriorScheduler().set_timesteps(n), "num_inference_steps must be an integer",
+                  repr(n), "whole number")
+
+
+@pytest.mark.parametrize("n", [3, np.int64(3), np.int32(3)], ids=["int", "int64", "int32"])
+def test_num_inference_steps_integer_types(n):
+    scheduler = DDPMPosteriorScheduler()
+    scheduler.set_timesteps(n)
+    assert scheduler.timesteps.tolist() == [666, 333, 0] and scheduler.num_inference_steps == 3
+    assert type(scheduler.num_inference_steps) is int

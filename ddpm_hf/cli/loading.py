@@ -29,7 +29,8 @@ def load_pipeline(name_or_path: str, device: str = None):
             raise FileNotFoundError(
                 f"No pipeline folder at {name_or_path}, and no Hub repo of that id ({one_line(error)})"
             ) from None
-    pipeline = DDPMImagePipeline.from_pretrained(name_or_path)
+    # Never unpickle: a folder with only .bin weights is refused with the way to convert it (see from_pretrained).
+    pipeline = DDPMImagePipeline.from_pretrained(name_or_path, use_safetensors=True)
     return pipeline.to(device or default_device())
 
 
