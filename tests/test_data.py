@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -290,8 +291,70 @@ def test_too_many_bad_files_abort_naming_them(tmp_path):
     with pytest.raises(DataError, match=r"3 of 10 images could not be decoded") as error:
         load(train_data_dir=str(tmp_path), resolution=8)
     assert all(name in str(error.value) for name in bad)
-    assert "max_bad_fraction" in str(error.value)
+    assert "--max_bad_image_fraction 0.3 to skip them" in str(error.value)
     assert len(load(train_data_dir=str(tmp_path), resolution=8, max_bad_fraction=0.5)) == 7
+
+
+def write_small_folder(folder: Path, bad_count: int) -> list[str]:
+    """21 real PNGs, ``bad_count`` (1 or 2) of them corrupt: a truncated PNG, then random bytes. Returns their names."""
+    for i in range(21 - bad_count):
+        save(folder, f"img_{i:02d}.png", uniform("RGB", (i, 2 * i, 3 * i)))
+    rng = np.random.default_rng(0)
+    png = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(png, format="PNG")
+    corrupt = {"truncated.png": png.getvalue()[: len(png.getvalue()) // 2], "random.png": rng.bytes(300)}
+    names = list(corrupt)[:bad_count]
+    for name in names:
+        (folder / name).write_bytes(corrupt[name])
+    return sorted(names)  # the order the folder is read in
+
+
+def test_one_corrupt_file_in_a_small_folder_is_skipped_and_named(tmp_path, caplog):
+    bad = write_small_folder(tmp_path, 1)
+    with caplog.at_level("WARNING", logger="ddpm_hf.data.decoding"):
+        dataset = load(train_data_dir=str(tmp_path), resolution=8)  # 1 of 21 is 4.8%, over the default 1%
+    assert len(dataset) == 20 and dataset.skipped == bad
+    assert any("Skipped 1 of 21" in message and bad[0] in message for message in caplog.messages)
+
+
+def test_two_corrupt_files_in_a_small_folder_abort_naming_the_flag_and_both_files(tmp_path):
+    bad = write_small_folder(tmp_path, 2)
+    with pytest.raises(DataError, match=r"2 of 21 images could not be decoded") as error:
+        load(train_data_dir=str(tmp_path), resolution=8, max_bad_fraction=0.01)
+    message = str(error.value)
+    assert "--max_bad_image_fraction" in message and all(name in message for name in bad)
+    assert "\n" not in message
+
+
+def test_fraction_zero_tolerates_no_corrupt_file(tmp_path):
+    bad = write_small_folder(tmp_path, 1)
+    with pytest.raises(DataError, match=rf"1 of 21 images.*tolerates 0\).*{bad[0]}.*--max_bad_image_fraction"):
+        load(train_data_dir=str(tmp_path), resolution=8, max_bad_fraction=0)
+
+
+def test_a_larger_fraction_skips_more_corrupt_files(tmp_path):
+    bad = write_small_folder(tmp_path, 2)
+    dataset = load(train_data_dir=str(tmp_path), resolution=8, max_bad_fraction=0.2)  # floor(0.2 * 21) = 4
+    assert len(dataset) == 19 and dataset.skipped == bad
+
+
+def test_abort_lists_the_first_ten_bad_files_then_counts_the_rest(tmp_path):
+    save(tmp_path, "good.png", uniform("L", 1))
+    bad = write_bad_files(tmp_path, 12)
+    with pytest.raises(DataError, match=r"12 of 13 images") as error:
+        load(train_data_dir=str(tmp_path), resolution=8)
+    message = str(error.value)
+    assert ", ".join(sorted(bad)[:10]) + " and 2 more;" in message and "\n" not in message
+
+
+def test_tolerance_counts_as_the_fraction_reads(tmp_path):
+    # 0.29 * 100 is 28.999... in floats; 29 of 100 are still within 0.29.
+    for i in range(71):
+        save(tmp_path, f"img_{i:02d}.png", uniform("L", i))
+    write_bad_files(tmp_path, 29)
+    assert len(load(train_data_dir=str(tmp_path), resolution=8, max_bad_fraction=0.29)) == 71
+    with pytest.raises(DataError, match="29 of 100"):
+        load(train_data_dir=str(tmp_path), resolution=8, max_bad_fraction=0.28)
 
 
 def test_folder_subset_is_seeded(tmp_path):
@@ -361,8 +424,10 @@ def test_undecodable_rows_are_skipped_and_named(tmp_path, hf_dataset):
     dataset = load(dataset_name=str(tmp_path / "with_bad.parquet"), image_column="img", resolution=8,
                    max_bad_fraction=0.2)
     assert len(dataset) == 6 and dataset.skipped == ["row 6"]
-    with pytest.raises(DataError, match=r"(?s)1 of 7 images could not be decoded.*row 6"):
-        load(dataset_name=str(tmp_path / "with_bad.parquet"), image_column="img", resolution=8)
+    # One bad row is always tolerated (1 of 7 is over the default 1%); a fraction of 0 tolerates none.
+    assert len(load(dataset_name=str(tmp_path / "with_bad.parquet"), image_column="img", resolution=8)) == 6
+    with pytest.raises(DataError, match=r"1 of 7 images could not be decoded.*row 6"):
+        load(dataset_name=str(tmp_path / "with_bad.parquet"), image_column="img", resolution=8, max_bad_fraction=0)
 
 
 def test_missing_columns_are_listed(tmp_path, hf_dataset):

@@ -5,6 +5,7 @@ Files that fail to decode are skipped and reported; too many of them abort with 
 """
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,14 @@ IMAGE_EXTENSIONS = (
 # Bicubic keeps strokes sharper than bilinear when the 8x8 digits are upscaled
 # 4x; PIL antialiases when downscaling and clips to 0..255, so no overshoot.
 RESAMPLE = Image.Resampling.BICUBIC
+
+# A fraction alone tolerates no bad file in a small folder (1 of 21 is over 1%),
+# so one stray corrupt file would abort training; this many are always skipped
+# (with a warning naming them) unless the fraction is 0, which means "none".
+MIN_BAD_IMAGES_TOLERATED = 1
+
+# Bad files named in a warning or an error; the rest are counted ("and N more").
+MAX_NAMES_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -128,22 +137,41 @@ def _fit_to_square(image: Image.Image, resolution: int, center_crop: bool) -> Im
     return image.resize(size, RESAMPLE, box=(left, top, left + side, top + side))
 
 
+def _allowed_bad_images(total: int, max_bad_fraction: float) -> int:
+    """How many of ``total`` images may fail to decode: max(MIN_BAD_IMAGES_TOLERATED, floor(fraction * total)), or 0."""
+    if max_bad_fraction <= 0:
+        return 0
+    allowed = math.floor(max_bad_fraction * total)
+    # 0.29 * 100 is 28.999...96 in floats: count as allowed every n with n / total <= fraction, as the user means it.
+    if (allowed + 1) / total <= max_bad_fraction:
+        allowed += 1
+    return max(MIN_BAD_IMAGES_TOLERATED, allowed)
+
+
 def _check_bad_fraction(bad: list[tuple[str, str]], total: int, max_bad_fraction: float) -> None:
     if not bad:
         return
-    if len(bad) / total <= max_bad_fraction:
-        logger.warning("Skipped %d of %d images that could not be decoded: %s", len(bad), total,
-                       ", ".join(name for name, _ in bad))
+    allowed = _allowed_bad_images(total, max_bad_fraction)
+    names = _name_list([name for name, _ in bad])
+    if len(bad) <= allowed:
+        logger.warning("Skipped %d of %d images that could not be decoded: %s", len(bad), total, names)
         return
-    shown = 50
-    listing = "\n".join(f"  {name}: {reason}" for name, reason in bad[:shown])
-    if len(bad) > shown:
-        listing += f"\n  ... and {len(bad) - shown} more"
+    # The reasons would make the error unreadable; they go to the log, one line per file, for whoever digs.
+    logger.error("Images that could not be decoded:\n%s",
+                 "\n".join(f"  {name}: {' '.join(reason.split())}" for name, reason in bad))
+    # The smallest whole percent that tolerates all of them, offered as the value to pass.
+    enough = math.ceil(len(bad) * 100 / total) / 100
     raise DataError(
-        f"{len(bad)} of {total} images could not be decoded ({len(bad) / total:.1%}, more than "
-        f"max_bad_fraction={max_bad_fraction:g}):\n{listing}\n"
-        f"Remove or re-encode these files, or raise max_bad_fraction."
+        f"{len(bad)} of {total} images could not be decoded ({len(bad) / total:.1%}; "
+        f"--max_bad_image_fraction {max_bad_fraction:g} tolerates {allowed}): {names}; "
+        f"remove or re-encode these files, or pass --max_bad_image_fraction {enough:g} to skip them"
     )
+
+
+def _name_list(names: list[str]) -> str:
+    """The first names, comma separated, then how many more: keeps the message one readable line."""
+    shown = ", ".join(names[:MAX_NAMES_SHOWN])
+    return shown + (f" and {len(names) - MAX_NAMES_SHOWN} more" if len(names) > MAX_NAMES_SHOWN else "")
 
 
 def _stack_pixels(arrays: list[np.ndarray], channels: int | None) -> torch.Tensor:

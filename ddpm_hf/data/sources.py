@@ -73,9 +73,17 @@ def load_image_dataset(
     With ``center_crop`` the short side is resized to ``resolution`` and the
     centre square kept; otherwise the whole image is resized to a square.
     ``channels=None`` gives 1 channel when every image is grayscale, else 3.
-    ``max_train_samples`` keeps a subset chosen by ``seed``. When more than
-    ``max_bad_fraction`` of the images fail to decode, loading aborts with
-    their names; fewer are skipped and listed in ``ImageDataset.skipped``.
+    ``max_train_samples`` keeps a subset chosen by ``seed``.
+
+    Images that fail to decode are skipped, named in a warning and listed in
+    ``ImageDataset.skipped``, as long as there are at most
+    ``max(MIN_BAD_IMAGES_TOLERATED, floor(max_bad_fraction * N))`` of them, N
+    being the number of images read (after the ``max_train_samples`` subset).
+    ``MIN_BAD_IMAGES_TOLERATED`` is 1, so one corrupt file does not abort a
+    small folder (1 of 21 is over 1%); ``max_bad_fraction=0`` tolerates none.
+    Past that, loading aborts with a one-line :class:`DataError` naming the
+    files (the first 10, then a count) and the trainer's
+    ``--max_bad_image_fraction`` flag, which sets ``max_bad_fraction``.
     """
     _check_options(resolution, channels, max_train_samples, max_bad_fraction)
     want_captions = with_captions or caption_column is not None
@@ -102,7 +110,10 @@ def _check_options(resolution: Any, channels: Any, max_train_samples: Any, max_b
     if max_train_samples is not None and (not _is_int(max_train_samples) or max_train_samples < 1):
         raise DataError(f"max_train_samples must be a positive integer or None, got {max_train_samples!r}")
     if not 0.0 <= max_bad_fraction <= 1.0:
-        raise DataError(f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction!r}")
+        raise DataError(
+            f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction!r}; "
+            "pass e.g. --max_bad_image_fraction 0.01"
+        )
 
 
 def _is_int(value: Any) -> bool:
