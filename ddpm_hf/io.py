@@ -9,6 +9,7 @@ The two files shipped into saved pipeline folders cannot import this module; `pi
 copies of `fsync_path` and `fsync_tree`, and its own `publish_folder` (swapping a whole folder in entry by entry).
 """
 
+import errno
 import os
 import shutil
 from collections.abc import Callable
@@ -80,3 +81,44 @@ def remove_stale_temporaries(folder: str) -> list[str]:
         path = os.path.join(folder, name)
         shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
     return stale
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A full disk, said plainly
+# ----------------------------------------------------------------------------------------------------------------
+class OutOfSpaceError(OSError):
+    """A write failed for want of disk space; the message names the place, what is free and what was needed."""
+
+
+def tree_size(path: str) -> int:
+    """Bytes of the files under `path` (a file's own size for a file; 0 when it does not exist)."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(path) for name in names)
+
+
+def format_bytes(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def is_out_of_space(error: BaseException, folder: str, needed: int) -> bool:
+    """Did `error` come from a full disk? ENOSPC anywhere in its chain, or (torch's writer reports it as a bare
+    "file write failed" RuntimeError, with no errno) less free space left in `folder` than `needed`."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return shutil.disk_usage(folder).free < needed
+
+
+def out_of_space(folder: str, needed: int, advice: str) -> OutOfSpaceError:
+    free = shutil.disk_usage(folder).free
+    error = OutOfSpaceError(f"no space left on {folder}: {format_bytes(free)} free, {format_bytes(needed)} needed;"
+                            f" {advice}")
+    error.errno = errno.ENOSPC
+    return error

@@ -409,8 +409,10 @@ def test_h_trainer_final_push_failure_is_one_line_exit_4_and_keeps_the_output(hu
     result = subprocess.run(trainer_command(hub, tmp_path / "other", "user/x", launcher=False)[:-2] + [
         "--hub_token", "hf_test_token_wrong_0000"], env=trainer_env(hub, tmp_path / "home"), capture_output=True,
         text=True, timeout=120)
-    assert result.returncode == 4 and "user/x" in result.stderr and "401" in result.stderr
-    assert not (tmp_path / "other" / "checkpoints").exists()  # refused before any training
+    # Refused before any training: its own exit code, not 4 (which says the output folder is complete).
+    assert result.returncode == 5 and "user/x" in result.stderr and "401" in result.stderr
+    assert "Nothing was trained" in result.stderr
+    assert not (tmp_path / "other" / "checkpoints").exists()
 
 
 def test_i_text_to_image_pipeline_pushed_loads_three_ways_in_fresh_processes(hub, tmp_path):

@@ -266,10 +266,12 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path):
     assert result.returncode == 3, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     [line] = error_lines(result.stderr)
-    assert "at step 2" in line and "checkpoint-1" in line
+    # The loss of step 2 came from the weights of step 1: checkpoint-1 holds them, so it is set aside, not "good".
+    assert "at step 2" in line and "no checkpoint before it was verified good" in line
+    assert "diverged-checkpoint-1" in line
     checkpoints = output_dir / "checkpoints"
-    assert (checkpoints / "latest").read_text().strip() == "checkpoint-1"
-    assert sorted(path.name for path in checkpoints.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert not (checkpoints / "latest").exists()
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["diverged-checkpoint-1"]
     assert not (output_dir / "model_index.json").exists()
 
 
@@ -384,7 +386,6 @@ def test_a_changed_number_of_images_is_reported_only_on_a_real_resume(resumed, t
 
     PartialState(cpu=True)  # accelerate's logger needs it
     if resumed:  # a checkpoint of a run on 100 images
-        monkeypatch.setattr(trainer_state, "resolve_checkpoint", lambda root, name: str(tmp_path / "checkpoint-2"))
         monkeypatch.setattr(trainer_state, "read_training_state",
                             lambda folder, **parts: TrainerState(global_step=2, samples_seen=16, num_images=100))
     accelerator = SimpleNamespace(is_main_process=True, num_processes=1, scaler=None, wait_for_everyone=lambda: None,
@@ -394,7 +395,7 @@ def test_a_changed_number_of_images_is_reported_only_on_a_real_resume(resumed, t
                                layout=SimpleNamespace(global_batch_size=8),
                                args=SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint="latest"))
     with caplog.at_level("INFO"):
-        trainer_state.start_or_resume(training, num_images=64)
+        trainer_state.start_or_resume(training, 64, str(tmp_path / "checkpoint-2") if resumed else None)
     warned = [record for record in caplog.records if "images, this run has 64" in record.getMessage()]
     assert len(warned) == int(resumed), caplog.text
     assert ("Resumed from" in caplog.text) == resumed and ("starting a new run" in caplog.text) != resumed

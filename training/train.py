@@ -22,11 +22,14 @@ Every random draw is a function of (seed, step, process, micro-batch) and checkp
 resumed run continues exactly as the uninterrupted one would have (see ddpm_hf/randomness.py). Checkpoints are
 written atomically (see ddpm_hf/trainer/checkpointing.py). With --push_to_hub the pipeline is also published on the Hub:
 in the background at every checkpoint, and awaited at the end (see ddpm_hf/hub/push.py).
-Exit codes: 0 done, 2 bad flags or data, 3 the loss diverged, 4 the final upload to the Hub failed (the local output
-folder is complete; `accelerate launch` reports any failure as 1).
+One run at a time holds --output_dir (a lock file, released on exit). SIGTERM or Ctrl-C finishes the current step,
+writes a checkpoint and exits 75; a second signal stops at once. Exit codes (README.md, "Exit codes", says what to do
+after each; `accelerate launch` reports any failure as 1): 0 done, 2 bad flags, data or checkpoint, or the folder is
+in use, 3 the loss diverged, 4 the final upload to the Hub failed (the output folder is complete), 5 the Hub repo
+could not be created before training, 6 no space left to write, 75 interrupted (resume with
+--resume_from_checkpoint latest), 130 stopped at once by a second signal.
 """
 
-import json
 import math
 import os
 import sys
@@ -38,16 +41,18 @@ from ddpm_hf.data import DataError
 from ddpm_hf.data.order import BatchLayout, micro_batch_loader
 from ddpm_hf.diffusion.timestep_samplers import UniformSampler, make_timestep_sampler
 from ddpm_hf.hub import HubPushError
-from ddpm_hf.io import write_text_atomically
+from ddpm_hf.io import OutOfSpaceError
 from ddpm_hf.presets import PresetError, check_resolution
 from ddpm_hf.randomness import StepRandomness
 from ddpm_hf.text.components import TextEncoderError
 from ddpm_hf.text.conditioning import TextConditionedUNet
-from ddpm_hf.trainer.checkpointing import CheckpointError, TrainerState, latest_checkpoint
-from ddpm_hf.trainer.config import default_resolution, model_architecture, parse_args, saveable_args, tracker_config
+from ddpm_hf.trainer.checkpointing import CheckpointError, TrainerState, set_aside_diverged
+from ddpm_hf.trainer.config import FlagError, default_resolution, model_architecture, parse_args, tracker_config
+from ddpm_hf.trainer.interrupts import StopRequests, TrainingInterrupted
 from ddpm_hf.trainer.monitoring import DebugRecorder, LossMeter, NonFiniteLossError, Throughput, log_progress
 from ddpm_hf.trainer.outputs import push_checkpoint_pipeline, save_final_outputs
-from ddpm_hf.trainer.publishing import make_publisher
+from ddpm_hf.trainer.publishing import HubRepoError, make_publisher
+from ddpm_hf.trainer.run_lock import RunLockedError, lock_output_dir
 from ddpm_hf.trainer.setup import (
     build_unet,
     load_training_data,
@@ -56,7 +61,13 @@ from ddpm_hf.trainer.setup import (
     make_noise_scheduler,
     make_optimizer,
 )
-from ddpm_hf.trainer.state import Training, checkpoint_folder, save_training_checkpoint, start_or_resume
+from ddpm_hf.trainer.state import (
+    Training,
+    checkpoint_folder,
+    find_checkpoint_to_resume,
+    save_training_checkpoint,
+    start_or_resume,
+)
 from ddpm_hf.trainer.step import prepare_micro_batch, train_step
 from ddpm_hf.trainer.text import load_text_conditioning, text_conditioning_kwargs
 from ddpm_hf.trainer.validation import log_validation
@@ -67,11 +78,25 @@ logger = get_logger(__name__)
 def train(args) -> None:
     """The whole run, on every process: `args` come from `parse_args` (ddpm_hf/trainer/config.py)."""
     accelerator = make_accelerator(args)
-    publisher = make_publisher(args, accelerator)  # first: a bad token or repo name fails in seconds
+    lock = lock_output_dir(args.output_dir, accelerator)  # one run per folder, from here to the end
+    try:
+        train_holding_the_folder(args, accelerator)
+    except NonFiniteLossError as err:  # while the folder is still held: the main process sets checkpoints aside
+        err.checkpoints = diverged_checkpoints(args, err.step) if accelerator.is_main_process else ""
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def train_holding_the_folder(args, accelerator) -> None:
+    resume_from = find_checkpoint_to_resume(args)  # a wrong name fails now, before any work
+    publisher = make_publisher(args, accelerator)  # a bad token or repo name fails in seconds
 
     # Data. The UNet's depth decides which resolutions work: check that before spending time on the data.
     architecture = model_architecture(args)
-    args.resolution = args.resolution or default_resolution(architecture)
+    if args.resolution is None:
+        args.resolution = default_resolution(architecture)
     check_resolution(args.resolution, architecture)
     data = load_training_data(args, accelerator)
     text = load_text_conditioning(args, data, accelerator) if args.text_to_image else None
@@ -93,12 +118,9 @@ def train(args) -> None:
     sampler = make_timestep_sampler(args.timestep_sampler, args.ddpm_num_steps, device=accelerator.device)
     training = Training(accelerator, model, ema, optimizer, lr_scheduler, make_noise_scheduler(args), sampler,
                         layout, TrainerState(), args, publisher, text)
-    start_or_resume(training, num_images=len(data))  # a barrier: the main process clears stale temporaries first
+    start_or_resume(training, len(data), resume_from)  # a barrier: the main process clears stale temporaries first
 
     # The loop.
-    if accelerator.is_main_process:
-        write_text_atomically(os.path.join(args.output_dir, "training_args.json"),
-                              json.dumps(saveable_args(args), indent=2) + "\n")
     accelerator.init_trackers("ddpm-hf", config=tracker_config(args))
     state = training.state
     final_position = state.samples_seen + (args.max_train_steps - state.global_step) * layout.global_batch_size
@@ -140,7 +162,8 @@ def run_loop(training: Training, loader, num_images: int) -> None:
     def every(n) -> bool:
         return bool(n) and state.global_step % n == 0
 
-    with progress:  # closed on errors too, so that a message printed after it starts on a line of its own
+    # The progress bar is closed on errors too, so that a message printed after it starts on a line of its own.
+    with progress, StopRequests(accelerator) as stop:
         while state.global_step < args.max_train_steps:
             items = [next(micro_batches) for _ in range(args.gradient_accumulation_steps)]
             pixels = [item[0] for item in items] if training.text is not None else items
@@ -168,7 +191,11 @@ def run_loop(training: Training, loader, num_images: int) -> None:
             progress.update(1)
             debug.after_step()
 
-            checkpoint_due, validation_due = every(args.checkpointing_steps), every(args.validation_steps)
+            # SIGTERM or Ctrl-C: this step is done, so keep it and stop. On several processes a collective each
+            # step, read a step late so that it never waits for the device.
+            interrupted = stop.agreed()
+            scheduled_checkpoint, validation_due = every(args.checkpointing_steps), every(args.validation_steps)
+            checkpoint_due = scheduled_checkpoint or interrupted
             last_step = state.global_step == args.max_train_steps
             if checkpoint_due or validation_due or last_step or every(args.logging_steps):
                 # The loop's only host sync; it also stops a diverged run before it can write a checkpoint.
@@ -176,9 +203,11 @@ def run_loop(training: Training, loader, num_images: int) -> None:
             if checkpoint_due:
                 save_training_checkpoint(training)  # copies the state to the host; a barrier
                 last_checkpoint_step = state.global_step
+            if interrupted:
+                raise TrainingInterrupted(state.global_step, stop.received or "a signal to another process")
             if validation_due and accelerator.is_main_process:
                 log_validation(training)  # main process only: the others wait in the next step's collectives
-            if checkpoint_due and training.publisher is not None:
+            if scheduled_checkpoint and training.publisher is not None:
                 push_checkpoint_pipeline(training)
             if checkpoint_due or validation_due:
                 throughput.restart()  # time spent saving or sampling is not training time
@@ -200,19 +229,40 @@ def main(argv=None) -> int:
     try:
         args = parse_args(argv)
         train(args)
-    except (DataError, PresetError, CheckpointError, TextEncoderError) as err:
+    except (DataError, PresetError, CheckpointError, TextEncoderError, FlagError, RunLockedError) as err:
         report(f"error: {err}")
         return 2
     except NonFiniteLossError as err:
-        last = latest_checkpoint(checkpoint_folder(args.output_dir))
-        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
-        report(f"error: training diverged: {err}; {kept}. Lower --learning_rate or lengthen --lr_warmup_steps,"
-               " then rerun with --resume_from_checkpoint latest.")
+        report(f"error: training diverged: {err}; {err.checkpoints}. Lower --learning_rate (or"
+               " lengthen --lr_warmup_steps), then rerun with --resume_from_checkpoint latest: the new rate takes"
+               " effect from the resumed step.")
         return 3
     except HubPushError as err:
         report(f"error: {err}")
         return 4
+    except HubRepoError as err:
+        report(f"error: {err}")
+        return 5
+    except OutOfSpaceError as err:
+        report(f"error: {err}")
+        return 6
+    except TrainingInterrupted as err:
+        report(f"{err}; resume with --resume_from_checkpoint latest")
+        return 75
+    except KeyboardInterrupt:
+        report("stopped at once by a second signal; resume from the newest checkpoint with"
+               " --resume_from_checkpoint latest")
+        return 130
     return 0
+
+
+def diverged_checkpoints(args, first_bad_step: int) -> str:
+    """Set aside the checkpoints whose weights gave the non-finite loss; what the message says of them."""
+    renamed, good = set_aside_diverged(checkpoint_folder(args.output_dir), first_bad_step)
+    kept = f"the last good checkpoint is {good}" if good else "no checkpoint before it was verified good"
+    if renamed:
+        kept += f" ({', '.join(renamed)}: written from the weights that diverged, renamed so that latest skips them)"
+    return kept
 
 
 if __name__ == "__main__":

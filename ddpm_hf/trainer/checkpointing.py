@@ -19,19 +19,22 @@ a dot, so it never matches `checkpoint-*`) and removed by the next run.
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..io import fsync_path, fsync_tree, temporary_path, write_text_atomically
+from ..errors import one_line
+from ..io import fsync_path, fsync_tree, is_out_of_space, out_of_space, temporary_path, tree_size, write_text_atomically
 
 CHECKPOINT_PREFIX = "checkpoint-"
 LATEST_FILE = "latest"
@@ -41,6 +44,10 @@ _CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message says why."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A file of a checkpoint cannot be read (truncated, corrupted): `latest` may fall back to an older checkpoint."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -98,30 +105,45 @@ def save_checkpoint(
     """Write checkpoint `step` with `write_contents(folder)`, atomically; then point `latest` at it and prune.
 
     `write_contents` must write STATE_FILE last. A crash at any moment leaves the previous checkpoints and a
-    `latest` that names a complete one.
+    `latest` that names a complete one; so does a failed write (a full disk says so: `OutOfSpaceError`), whose
+    temporary folder is removed at once. Pruning keeps the newest `total_limit` checkpoints and, besides them, the
+    one before this step's: the newest whose weights are known to give a finite loss (see `set_aside_diverged`).
     """
     os.makedirs(root, exist_ok=True)
     name = f"{CHECKPOINT_PREFIX}{step}"
     final, temporary = os.path.join(root, name), temporary_path(os.path.join(root, name))
+    previous = list_checkpoints(root)
     if os.path.exists(temporary):
         shutil.rmtree(temporary)
-    os.makedirs(temporary)
-    write_contents(temporary)
-    fsync_tree(temporary)
+    try:
+        os.makedirs(temporary)
+        write_contents(temporary)
+        fsync_tree(temporary)
+    except Exception as error:
+        written = tree_size(temporary)
+        shutil.rmtree(temporary, ignore_errors=True)
+        needed = max(tree_size(previous[-1][1]) if previous else 0, written)
+        if is_out_of_space(error, root, needed):
+            kept = f"{os.path.basename(previous[-1][1])} and `latest` are intact" if previous else "nothing was kept"
+            raise out_of_space(root, needed, f"{name} was not written ({kept}); free some space and resume with"
+                               " --resume_from_checkpoint latest") from error
+        raise
     if os.path.exists(final):  # a run resumed from an older checkpoint reaches this step again
         _remove_checkpoint(final)
     os.rename(temporary, final)
     fsync_path(root)
     write_text_atomically(os.path.join(root, LATEST_FILE), name + "\n")
     if total_limit is not None:
-        prune_checkpoints(root, total_limit)
+        verified = [path for saved_step, path in previous if saved_step < step][-1:]
+        prune_checkpoints(root, total_limit, keep=verified)
     return final
 
 
-def prune_checkpoints(root: str, total_limit: int) -> list[str]:
-    """Delete the oldest complete checkpoints so that at most `total_limit` remain (never the newest)."""
+def prune_checkpoints(root: str, total_limit: int, keep: Sequence[str] = ()) -> list[str]:
+    """Delete the oldest complete checkpoints so that at most `total_limit` remain (never the newest), besides those
+    in `keep`."""
     checkpoints = list_checkpoints(root)
-    doomed = [path for _, path in checkpoints[: max(0, len(checkpoints) - max(1, total_limit))]]
+    doomed = [path for _, path in checkpoints[: max(0, len(checkpoints) - max(1, total_limit))] if path not in keep]
     for path in doomed:
         _remove_checkpoint(path)
     return doomed
@@ -132,6 +154,34 @@ def _remove_checkpoint(path: str) -> None:
     doomed = temporary_path(path, purpose="old")
     os.rename(path, doomed)
     shutil.rmtree(doomed)
+
+
+DIVERGED_PREFIX = "diverged-"
+
+
+def set_aside_diverged(root: str, first_bad_step: int) -> tuple[list[str], str | None]:
+    """After the loss of step `first_bad_step` came out non-finite, rename the checkpoints its weights could be in.
+
+    The loss of step s is computed from the weights after step s - 1, so the checkpoint of step first_bad_step - 1
+    (and any later one) holds weights that diverged; those of earlier steps were followed by a finite loss. They are
+    renamed `diverged-checkpoint-<step>` (kept for inspection; `latest` never picks them) and `latest` names the
+    newest good one. Returns (the renamed folders' names, the newest good checkpoint or None).
+    """
+    renamed = []
+    for step, path in list_checkpoints(root):
+        if step >= first_bad_step - 1:
+            target = os.path.join(root, DIVERGED_PREFIX + os.path.basename(path))
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.rename(path, target)
+            renamed.append(os.path.basename(target))
+    good = list_checkpoints(root)
+    pointer = os.path.join(root, LATEST_FILE)
+    if good:
+        write_text_atomically(pointer, os.path.basename(good[-1][1]) + "\n")
+    elif os.path.exists(pointer):
+        os.remove(pointer)
+    return renamed, good[-1][1] if good else None
 
 
 def _pause_if_testing(step: int, folder: str) -> None:
@@ -225,24 +275,22 @@ def read_training_state(
     """Load a checkpoint written by `write_training_state` into the live objects; returns its TrainerState.
     `text_encoder`: the trained encoder to restore (None when it is frozen: its weights come from where it was
     loaded)."""
-    with open(os.path.join(folder, "unet", "config.json"), encoding="utf-8") as f:
-        saved = _architecture(json.load(f))
+    saved = _architecture(_read(os.path.join(folder, "unet", "config.json"), _load_json))
     current = _architecture(unet.config)
     differences = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
     if differences:
         shown = ", ".join(f"{key}: {saved.get(key)!r} there, {current.get(key)!r} now" for key in differences)
         raise CheckpointError(f"{folder} holds a different UNet ({shown}); resume with the flags that trained it")
-    unet.load_state_dict(load_file(os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors")))
+    unet.load_state_dict(_read(os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors"), load_file))
 
     ema_folder = os.path.join(folder, "unet_ema")
     if ema is not None:
         if not os.path.isdir(ema_folder):
             raise CheckpointError(f"{folder} has no EMA weights: resume without --use_ema, or from a run that had it")
         # EMAModel.save_pretrained wrote the averaged weights as a UNet and the EMA's counters into its config.
-        with open(os.path.join(ema_folder, "config.json"), encoding="utf-8") as f:
-            ema_config = json.load(f)
+        ema_config = _read(os.path.join(ema_folder, "config.json"), _load_json)
         counters = {key: ema_config[key] for key in ema.state_dict() if key in ema_config}
-        weights = load_file(os.path.join(ema_folder, "diffusion_pytorch_model.safetensors"))
+        weights = _read(os.path.join(ema_folder, "diffusion_pytorch_model.safetensors"), load_file)
         device = ema.shadow_params[0].device
         ema.load_state_dict({**counters, "shadow_params": [weights[name] for name, _ in unet.named_parameters()]})
         ema.to(device)
@@ -252,23 +300,38 @@ def read_training_state(
         if not os.path.isdir(encoder_folder):
             raise CheckpointError(f"{folder} has no text encoder weights: it was trained with a frozen encoder; resume"
                                   " without --train_text_encoder")
-        text_encoder.load_state_dict(load_file(os.path.join(encoder_folder, "model.safetensors")))
+        text_encoder.load_state_dict(_read(os.path.join(encoder_folder, "model.safetensors"), load_file))
     elif os.path.isdir(encoder_folder):
         raise CheckpointError(f"{folder} holds a trained text encoder: resume with --train_text_encoder")
 
-    optimizer.load_state_dict(torch.load(os.path.join(folder, "optimizer.pt"), map_location="cpu", weights_only=True))
-    lr_scheduler.load_state_dict(torch.load(os.path.join(folder, "lr_scheduler.pt"), weights_only=True))
+    optimizer.load_state_dict(_read(os.path.join(folder, "optimizer.pt"), _load_tensors))
+    lr_scheduler.load_state_dict(_read(os.path.join(folder, "lr_scheduler.pt"), _load_tensors))
     scaler_file = os.path.join(folder, "grad_scaler.pt")
     if grad_scaler is not None and os.path.isfile(scaler_file):
-        grad_scaler.load_state_dict(torch.load(scaler_file, weights_only=True))
+        grad_scaler.load_state_dict(_read(scaler_file, _load_tensors))
     if timestep_sampler is not None and timestep_sampler.state_dict():
         sampler_file = os.path.join(folder, SAMPLER_FILE)
         if not os.path.isfile(sampler_file):
             raise CheckpointError(f"{folder} has no timestep sampler state: resume with the --timestep_sampler that"
                                   " wrote it")
-        timestep_sampler.load_state_dict(load_file(sampler_file, device=str(timestep_sampler.device)))
+        timestep_sampler.load_state_dict(_read(sampler_file, load_file))
     if restore_rng:
-        restore_random_states(torch.load(os.path.join(folder, "random_states.pt"), weights_only=True))
+        restore_random_states(_read(os.path.join(folder, "random_states.pt"), _load_tensors))
+    return TrainerState(**_read(os.path.join(folder, STATE_FILE), _load_json))
 
-    with open(os.path.join(folder, STATE_FILE), encoding="utf-8") as f:
-        return TrainerState(**json.load(f))
+
+def _read(path: str, load: Callable[[str], Any]) -> Any:
+    """`load(path)`; a file that is missing, truncated or corrupted raises DamagedCheckpointError naming it."""
+    try:
+        return load(path)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError, SafetensorError) as error:
+        raise DamagedCheckpointError(f"{path} cannot be read, the checkpoint is damaged ({one_line(error)})") from None
+
+
+def _load_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _load_tensors(path: str) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=True)  # tensors and numbers only: never unpickles code

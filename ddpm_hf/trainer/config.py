@@ -4,12 +4,13 @@ cannot make; also the flags as saved (training_args.json, checkpoints, trackers)
 
 import argparse
 import json
+import math
 import os
 import sys
 
 from diffusers.optimization import SchedulerType
 
-from ..data.sources import EMBEDDED_DATASETS
+from ..data.sources import EMBEDDED_DATASETS, MIN_RESOLUTION
 from ..diffusion.losses import LOSSES, check_loss_config
 from ..diffusion.timestep_samplers import TIMESTEP_SAMPLERS
 from ..presets import DEFAULT_PRESET, PresetError, available_presets, load_preset
@@ -23,6 +24,12 @@ DATA_SOURCE_FLAGS = ("dataset_name", "dataset_config_name", "train_data_dir", "e
                      "caption_column")
 PRESET_FLAG_GROUPS = (DATA_SOURCE_FLAGS, ("num_epochs", "max_train_steps"))
 DEFAULT_EMBEDDED_DATASET = "mnist"
+
+
+class FlagError(ValueError):
+    """A flag the run cannot honour, found after parsing (e.g. against the hardware); the message says what to pass."""
+
+
 DESCRIPTION = "Train a DDPM (Ho et al. 2020) noise predictor with Accelerate, and save it as a `DDPMImagePipeline`."
 
 
@@ -63,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--channels", type=int, choices=[1, 3], help="force grayscale (1) or RGB (3)")
     data.add_argument("--max_train_samples", type=int, help="train on a seeded subset")
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="worker processes that index the images")
+    data.add_argument("--max_bad_image_fraction", type=float, default=0.01, help="skip images that fail to decode, up"
+                      " to this fraction of the data set (at least one is always tolerated unless it is 0); more"
+                      " stop the run with their names")
 
     loop = parser.add_argument_group("training loop")
     loop.add_argument("--output_dir", default="ddpm-digits")
@@ -155,6 +165,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.caption_column = args.caption_column or "text"  # diffusers' examples and metadata.jsonl use "text"
         args.text_encoder_name_or_path = args.text_encoder_name_or_path or BUILTIN_TEXT_ENCODERS[0]
     check_args(args, parser)
+    args._explicit_flags = given  # what the command line set: on resume, these override the checkpoint (state.py)
     return args
 
 
@@ -172,14 +183,44 @@ def apply_preset_defaults(args, defaults: dict, given: set, parser) -> None:
             setattr(args, flag, value)
 
 
+# Range checks of the numeric flags, made before any work: (flag, lowest, highest, is the lowest itself allowed).
+AT_LEAST_ONE = ("train_batch_size", "gradient_accumulation_steps", "logging_steps", "validation_inference_steps",
+                "num_validation_images", "ddpm_num_steps", "max_train_steps", "checkpoints_total_limit",
+                "max_train_samples")
+ZERO_OR_MORE = ("dataloader_num_workers", "checkpointing_steps", "validation_steps", "eval_nll_images",
+                "lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "validation_guidance_scale")
+POSITIVE = ("learning_rate", "adam_epsilon", "num_epochs", "ema_inv_gamma", "ema_power")
+FRACTIONS = ("ema_max_decay", "ema_min_decay", "conditioning_dropout_prob", "max_bad_image_fraction")  # in [0, 1]
+BELOW_ONE = ("adam_beta1", "adam_beta2")  # in [0, 1): torch.optim.AdamW refuses 1
+MAX_SEED = 2**32 - 1  # accelerate's set_seed seeds numpy, which takes seeds below 2**32
+
+
 def check_args(args, parser: argparse.ArgumentParser) -> None:
-    """What argparse cannot check by itself (it exits with the usage and a one-line error)."""
-    at_least_one = ["train_batch_size", "gradient_accumulation_steps", "logging_steps", "validation_inference_steps",
-                    "num_validation_images", "ddpm_num_steps", "max_train_steps", "checkpoints_total_limit"]
-    for flag in at_least_one:
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            parser.error(f"--{flag} must be at least 1, got {value}")
+    """What argparse cannot check by itself (it exits with the usage and a one-line error): every number's range,
+    and the flags that depend on each other. Nothing has been loaded or written yet."""
+    def value_of(flag):
+        return getattr(args, flag)
+
+    for flag in (*AT_LEAST_ONE, *ZERO_OR_MORE, *POSITIVE, *FRACTIONS, *BELOW_ONE, "resolution", "seed"):
+        value = value_of(flag)
+        if isinstance(value, float) and not math.isfinite(value):
+            parser.error(f"--{flag} must be a finite number, got {value}")
+    for flags, ok, wanted in (
+        (AT_LEAST_ONE, lambda v: v >= 1, "at least 1"),
+        (ZERO_OR_MORE, lambda v: v >= 0, "0 or more"),
+        (POSITIVE, lambda v: v > 0, "greater than 0"),
+        (FRACTIONS, lambda v: 0 <= v <= 1, "between 0 and 1"),
+        (BELOW_ONE, lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    ):
+        for flag in flags:
+            if value_of(flag) is not None and not ok(value_of(flag)):
+                parser.error(f"--{flag} must be {wanted}, got {value_of(flag)}")
+    if args.resolution is not None and args.resolution < MIN_RESOLUTION:
+        parser.error(f"--resolution must be at least {MIN_RESOLUTION}, got {args.resolution}")
+    if not 0 <= args.seed <= MAX_SEED:
+        parser.error(f"--seed must be between 0 and {MAX_SEED}, got {args.seed}")
+    if args.ema_min_decay > args.ema_max_decay:
+        parser.error(f"--ema_min_decay {args.ema_min_decay} exceeds --ema_max_decay {args.ema_max_decay}")
     try:
         check_loss_config(args.loss_type, args.variance_type)
     except ValueError as err:
@@ -192,13 +233,6 @@ def check_args(args, parser: argparse.ArgumentParser) -> None:
                      f" {args.eval_nll_steps}")
     if args.train_text_encoder and not args.text_to_image:
         parser.error("--train_text_encoder needs captions: give --caption_column (and --text_encoder_name_or_path)")
-    if not 0.0 <= args.conditioning_dropout_prob <= 1.0:
-        parser.error(f"--conditioning_dropout_prob must be in [0, 1], got {args.conditioning_dropout_prob}")
-    for flag in ("dataloader_num_workers", "checkpointing_steps", "validation_steps", "eval_nll_images"):
-        if (getattr(args, flag) or 0) < 0:
-            parser.error(f"--{flag} must be 0 or more, got {getattr(args, flag)}")
-
-
 
 
 def model_architecture(args) -> dict:
@@ -225,8 +259,10 @@ def default_resolution(architecture: dict) -> int:
 
 
 def saveable_args(args) -> dict:
-    """The flags as written to training_args.json and checkpoints: never anything that looks like a secret."""
-    return {key: value for key, value in sorted(vars(args).items()) if "token" not in key.lower()}
+    """The flags as written to training_args.json and checkpoints: never anything that looks like a secret, nor the
+    trainer's own bookkeeping (names starting with "_")."""
+    return {key: value for key, value in sorted(vars(args).items())
+            if "token" not in key.lower() and not key.startswith("_")}
 
 
 def tracker_config(args) -> dict:

@@ -24,6 +24,7 @@ class NonFiniteLossError(RuntimeError):
 
     def __init__(self, step: int, what: str, value: float):
         self.step, self.what, self.value = step, what, value
+        self.checkpoints = ""  # what became of the checkpoints, said by the trainer once it has set them aside
         super().__init__(f"the {what} became {value} at step {step}")
 
 

@@ -2,13 +2,22 @@
 """What a run leaves behind besides checkpoints (main process only): the pipeline, its pictures and model card in
 --output_dir, and the pipeline pushed to the Hub at checkpoints."""
 
+import json
 import os
 
 from accelerate.logging import get_logger
 
 from ..hub import render_model_card
-from ..io import save_image_atomically, write_atomically, write_text_atomically
+from ..io import (
+    is_out_of_space,
+    out_of_space,
+    save_image_atomically,
+    tree_size,
+    write_atomically,
+    write_text_atomically,
+)
 from ..visualization import plot_loss_curve
+from .config import saveable_args
 from .publishing import model_card_kwargs, repo_name
 from .setup import ema_weights, make_pipeline
 from .state import Training
@@ -29,13 +38,31 @@ def push_checkpoint_pipeline(training: Training) -> None:
 
 
 def save_final_outputs(training: Training, data) -> None:
-    """Main process only: the pipeline (EMA weights with --use_ema), samples.png, loss_curve.png, the optional
-    bound, and the model card (README.md): everything --push_to_hub then uploads."""
+    """Main process only: the pipeline (EMA weights with --use_ema), training_args.json, samples.png,
+    loss_curve.png, the optional bound, and the model card (README.md): everything --push_to_hub then uploads.
+
+    training_args.json is written with the pipeline, never before: it describes a run that finished. A full disk
+    stops with an OutOfSpaceError (the previous pipeline, if any, is intact: saves swap in whole files and folders).
+    """
+    try:
+        _save_final_outputs(training, data)
+    except Exception as error:
+        folder = training.args.output_dir
+        needed = tree_size(os.path.join(folder, "checkpoints", f"checkpoint-{training.state.global_step}"))
+        if is_out_of_space(error, folder, needed):
+            raise out_of_space(folder, needed, "the final checkpoint is written: free some space and rerun with"
+                               " --resume_from_checkpoint latest to write the pipeline") from error
+        raise
+
+
+def _save_final_outputs(training: Training, data) -> None:
     args, unet, accelerator = training.args, training.unet, training.accelerator
     if training.ema is not None:
         training.ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model now
     pipeline = make_pipeline(unet, training.noise_scheduler, training.text)
     pipeline.save_pretrained(args.output_dir)
+    write_text_atomically(os.path.join(args.output_dir, "training_args.json"),
+                          json.dumps(saveable_args(args), indent=2) + "\n")
     grids = sample_grids(unet, training.noise_scheduler, args, training.text)
     for index, (name, grid) in enumerate(grids.items()):  # samples.png; for text to image also samples-guidance-1.png
         filename = "samples.png" if index == 0 else f"samples-{name}.png"

@@ -100,8 +100,13 @@ class HubPublisher:
 # Training
 
 
+class HubRepoError(RuntimeError):
+    """The Hub repo could not be created or checked before training: nothing was trained or written."""
+
+
 def make_publisher(args, accelerator) -> HubPublisher | None:
-    """The main process's HubPublisher (None elsewhere, or without --push_to_hub); every process fails alike."""
+    """The main process's HubPublisher (None elsewhere, or without --push_to_hub); every process fails alike, with a
+    HubRepoError."""
     publisher, failure = None, None
     if args.push_to_hub and accelerator.is_main_process:
         try:
@@ -112,7 +117,7 @@ def make_publisher(args, accelerator) -> HubPublisher | None:
         # A collective on every process, so that the others stop too instead of waiting for the main one forever.
         message = broadcast_object_list([str(failure) if failure else None])[0]
         if message and failure is None:
-            failure = HubPushError(message, repo_id=args.hub_model_id or "", folder=None, attempts=0)
+            failure = HubRepoError(message)
     if failure is not None:
-        raise failure
+        raise HubRepoError(f"{failure} Nothing was trained.") from failure
     return publisher

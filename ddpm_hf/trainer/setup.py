@@ -20,6 +20,7 @@ from ..pipeline_ddpm_hf import DDPMImagePipeline, DDPMTextToImagePipeline
 from ..presets import unet_config_for_data
 from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
 from ..text.conditioning import conditional_unet_config
+from .config import FlagError
 
 if TYPE_CHECKING:
     from .text import TextConditioning
@@ -28,6 +29,8 @@ logger = get_logger(__name__)
 
 
 def make_accelerator(args) -> Accelerator:
+    """The Accelerator of the run; fp16 on a CPU is refused (autocast there is bfloat16 or nothing, and the gradient
+    scaler that fp16 needs is CUDA's), rather than training in some other precision without a word."""
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
@@ -37,6 +40,14 @@ def make_accelerator(args) -> Accelerator:
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO if accelerator.is_local_main_process else logging.ERROR)
+    # huggingface_hub gives its loggers a stderr handler of their own and lets them propagate to the root logger too,
+    # which now has one: each of its warnings would be printed twice. Ours alone prints them.
+    hub_logger = logging.getLogger("huggingface_hub")
+    for handler in list(hub_logger.handlers):
+        hub_logger.removeHandler(handler)
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise FlagError("--mixed_precision fp16 needs a GPU (this run is on the CPU): pass --mixed_precision bf16 or"
+                        " no, or set mixed_precision in `accelerate config`")
     return accelerator
 
 
@@ -54,6 +65,7 @@ def load_training_data(args, accelerator):
             channels=args.channels,
             max_train_samples=args.max_train_samples,
             seed=args.seed,
+            max_bad_fraction=args.max_bad_image_fraction,
             show_progress=accelerator.is_local_main_process,
         )
 
@@ -120,10 +132,19 @@ def make_optimizer(model, args, max_train_steps: int):
         model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
     )
-    # Not passed to accelerator.prepare, which would step it once per process: we step it once per optimizer step.
-    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
-                                 num_training_steps=max_train_steps)
-    return optimizer, lr_scheduler
+    return optimizer, make_lr_scheduler(optimizer, args, max_train_steps)
+
+
+def make_lr_scheduler(optimizer, args, max_train_steps: int, steps_done: int = 0):
+    """--lr_scheduler from --learning_rate, as it stands after `steps_done` optimizer steps.
+
+    Not passed to accelerator.prepare, which would step it once per process: we step it once per optimizer step.
+    """
+    if steps_done:  # LambdaLR starting at a later step reads each group's base rate from "initial_lr"
+        for group in optimizer.param_groups:
+            group["initial_lr"] = args.learning_rate
+    return get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
+                         num_training_steps=max_train_steps, last_epoch=steps_done - 1)
 
 
 def make_pipeline(unet, noise_scheduler, text: Optional["TextConditioning"]):

@@ -8,14 +8,18 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.utils import broadcast_object_list
 from diffusers.training_utils import EMAModel
 
 from ..data.order import BatchLayout
-from ..io import remove_stale_temporaries
+from ..io import OutOfSpaceError, remove_stale_temporaries
 from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
 from ..text.conditioning import TextConditionedUNet
-from ..trainer.checkpointing import (
+from .checkpointing import (
+    CheckpointError,
+    DamagedCheckpointError,
     TrainerState,
+    list_checkpoints,
     read_training_state,
     resolve_checkpoint,
     save_checkpoint,
@@ -23,6 +27,7 @@ from ..trainer.checkpointing import (
 )
 from .config import saveable_args
 from .publishing import HubPublisher
+from .setup import make_lr_scheduler
 from .text import TextConditioning
 
 logger = get_logger(__name__)
@@ -38,7 +43,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
     noise_scheduler: DDPMPosteriorScheduler
-    timestep_sampler: object  # a training_utils sampler: uniform, or importance sampling with a loss history
+    timestep_sampler: object  # a diffusion.timestep_samplers sampler: uniform, or importance-sampled with a history
     layout: BatchLayout
     state: TrainerState
     args: argparse.Namespace
@@ -60,25 +65,60 @@ def checkpoint_folder(output_dir: str) -> str:
     return os.path.join(output_dir, "checkpoints")
 
 
-def start_or_resume(training: Training, num_images: int) -> None:
-    """Clear what interrupted saves left behind, then load the checkpoint asked for, if any."""
+def find_checkpoint_to_resume(args) -> str | None:
+    """The checkpoint --resume_from_checkpoint names (None: start afresh), found before any work, so that a wrong
+    name fails in a second and leaves nothing behind."""
+    if not args.resume_from_checkpoint:
+        return None
+    return resolve_checkpoint(checkpoint_folder(args.output_dir), args.resume_from_checkpoint)
+
+
+# The flags that shape the learning rate: given explicitly on a resumed run, they override the checkpoint's.
+LR_FLAGS = ("learning_rate", "lr_scheduler", "lr_warmup_steps")
+
+
+def start_or_resume(training: Training, num_images: int, resume_from: str | None) -> None:
+    """Clear what interrupted saves left behind, then load the checkpoint `resume_from`, if any.
+
+    With --resume_from_checkpoint latest, a damaged newest checkpoint (a file truncated or corrupted) is skipped for
+    the newest one that loads, saying so; a checkpoint named explicitly must load.
+    """
     accelerator, args = training.accelerator, training.args
     checkpoints = checkpoint_folder(args.output_dir)
-    if accelerator.is_main_process:
-        os.makedirs(checkpoints, exist_ok=True)
+    if accelerator.is_main_process:  # the run lock is held: no other run is writing here
         for stale in remove_stale_temporaries(checkpoints) + remove_stale_temporaries(args.output_dir):
             logger.info(f"Removed {stale}, left by an interrupted save")
     accelerator.wait_for_everyone()
 
-    resume_from = resolve_checkpoint(checkpoints, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
     if resume_from is not None:
-        # Every process reads the checkpoint (a shared filesystem, as with accelerator.load_state).
-        training.state = read_training_state(
-            resume_from, unet=training.unet, ema=training.ema, optimizer=training.optimizer,
-            lr_scheduler=training.lr_scheduler, grad_scaler=accelerator.scaler,
-            restore_rng=accelerator.is_main_process,  # the main process wrote its own RNG states
-            timestep_sampler=training.timestep_sampler, text_encoder=training.trained_text_encoder,
-        )
+        candidates = [resume_from]
+        if args.resume_from_checkpoint == "latest":
+            candidates += [path for _, path in reversed(list_checkpoints(checkpoints)) if path != resume_from]
+        damaged = []
+        for candidate in candidates:
+            try:
+                # Every process reads the checkpoint (a shared filesystem, as with accelerator.load_state).
+                training.state = read_training_state(
+                    candidate, unet=training.unet, ema=training.ema, optimizer=training.optimizer,
+                    lr_scheduler=training.lr_scheduler, grad_scaler=accelerator.scaler,
+                    restore_rng=accelerator.is_main_process,  # the main process wrote its own RNG states
+                    timestep_sampler=training.timestep_sampler, text_encoder=training.trained_text_encoder,
+                )
+            except DamagedCheckpointError as error:
+                if len(candidates) == 1:
+                    raise CheckpointError(f"{error}; resume from another checkpoint: "
+                                          f"{usable_names(checkpoints, exclude=candidate)}") from None
+                logger.warning(f"{error}; trying the next older checkpoint")
+                damaged.append(os.path.basename(candidate))
+                continue
+            resume_from = candidate
+            break
+        else:
+            raise CheckpointError(f"no checkpoint in {checkpoints} can be read (damaged: {', '.join(damaged)}):"
+                                  " start afresh without --resume_from_checkpoint, or into another --output_dir")
+        if damaged:
+            logger.warning(f"Resuming from {os.path.basename(resume_from)}, the newest checkpoint that loads"
+                           f" (damaged: {', '.join(damaged)})")
         # The data position is a count of samples, so it carries over to any number of processes.
         logger.info(f"Resumed from {resume_from}: step {training.state.global_step}, data position"
                     f" {training.state.samples_seen} (saved by {training.state.num_processes} process(es), now"
@@ -86,6 +126,7 @@ def start_or_resume(training: Training, num_images: int) -> None:
         if training.state.num_images != num_images:
             logger.warning(f"The checkpoint was trained on {training.state.num_images} images, this run has"
                            f" {num_images}: the data order after resuming differs from the original run's.")
+        override_learning_rate(training)
     elif args.resume_from_checkpoint:
         logger.info(f"No checkpoint in {checkpoints} yet: starting a new run")
     training.state.num_images = num_images
@@ -94,9 +135,36 @@ def start_or_resume(training: Training, num_images: int) -> None:
     training.state.args = saveable_args(args)
 
 
+def override_learning_rate(training: Training) -> None:
+    """A resumed run restores the optimizer's and the schedule's state, learning rate included. When the command line
+    gives --learning_rate, --lr_scheduler or --lr_warmup_steps anew (after a divergence, say), the schedule is rebuilt
+    from them as it stands at the resumed step, and the optimizer's rate follows; Adam's moments are kept."""
+    args, saved = training.args, training.state.args
+    given = getattr(args, "_explicit_flags", ())
+    changed = [flag for flag in LR_FLAGS
+               if flag in given and saved.get(flag, getattr(args, flag)) != getattr(args, flag)]
+    if not changed:
+        return
+    training.lr_scheduler = make_lr_scheduler(training.optimizer, args, args.max_train_steps,
+                                              steps_done=training.state.global_step)
+    shown = ", ".join(f"--{flag} {saved.get(flag)} -> {getattr(args, flag)}" for flag in changed)
+    logger.info(f"The learning-rate schedule follows the new flags ({shown}): rate"
+                f" {training.lr_scheduler.get_last_lr()[0]:.3g} at step {training.state.global_step}")
+
+
+def usable_names(checkpoints: str, exclude: str) -> str:
+    names = [os.path.basename(path) for _, path in list_checkpoints(checkpoints) if path != exclude]
+    return ", ".join(names) or f"(none other in {checkpoints})"
+
+
 def save_training_checkpoint(training: Training) -> None:
-    """The main process writes (the state is identical on every process); everyone waits for it, outside the branch."""
+    """The main process writes (the state is identical on every process); every process learns the outcome.
+
+    A failed write (a full disk) leaves the previous checkpoints and `latest` as they were, and stops every process
+    with the same error (a collective: the others do not wait for the main one forever).
+    """
     accelerator, state = training.accelerator, training.state
+    failure = None
     if accelerator.is_main_process:
 
         def write(folder):
@@ -105,7 +173,17 @@ def save_training_checkpoint(training: Training) -> None:
                                  step=state.global_step, timestep_sampler=training.timestep_sampler,
                                  text_encoder=training.trained_text_encoder)
 
-        path = save_checkpoint(checkpoint_folder(training.args.output_dir), state.global_step, write,
-                               total_limit=training.args.checkpoints_total_limit)
-        logger.info(f"Saved {path}")
-    accelerator.wait_for_everyone()
+        try:
+            path = save_checkpoint(checkpoint_folder(training.args.output_dir), state.global_step, write,
+                                   total_limit=training.args.checkpoints_total_limit)
+            logger.info(f"Saved {path}")
+        except OutOfSpaceError as error:
+            failure = error
+    if accelerator.num_processes > 1:
+        message = broadcast_object_list([str(failure) if failure else None])[0]
+        if message and failure is None:
+            failure = OutOfSpaceError(message)
+    else:
+        accelerator.wait_for_everyone()
+    if failure is not None:
+        raise failure

@@ -1,0 +1,88 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""One run per output folder: the main process holds `<output_dir>/.ddpm-hf-run.lock` from start to exit.
+
+Two trainers writing into one folder would interleave their checkpoints and replace each other's pipeline, and each
+would delete the other's half-written saves as "stale". The lock is an exclusive `fcntl.flock` on a file that also
+names its holder (host, PID, start time). The operating system drops a flock when its process dies, however it dies,
+so a lock left behind by a killed run is recognised by the flock being free and is taken over (the file's contents
+say whose it was). On several processes only the main one locks; the others learn the outcome through a collective.
+"""
+
+import fcntl
+import json
+import os
+import socket
+import time
+
+from accelerate.logging import get_logger
+from accelerate.utils import broadcast_object_list
+
+LOCK_FILE = ".ddpm-hf-run.lock"
+
+logger = get_logger(__name__)
+
+
+class RunLockedError(RuntimeError):
+    """Another run holds the output folder; the message names it."""
+
+
+class RunLock:
+    """The exclusive hold of one output folder; `release` (or process exit) lets it go."""
+
+    def __init__(self, output_dir: str):
+        self.path = os.path.join(output_dir, LOCK_FILE)
+        self.previous_holder = None  # what a run that died holding the folder wrote into the file
+        os.makedirs(output_dir, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe(_read_holder(self._fd))
+            os.close(self._fd)
+            raise RunLockedError(
+                f"{output_dir} is in use by another training run ({holder}): wait for it to finish, or pass another"
+                " --output_dir"
+            ) from None
+        self.previous_holder = _read_holder(self._fd)
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                        "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # an empty file: nobody holds the folder
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_holder(fd: int) -> dict | None:
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "null")
+    except ValueError:
+        return None
+
+
+def _describe(holder: dict | None) -> str:
+    if not holder:
+        return "holder unknown"
+    return f"host {holder.get('host')}, PID {holder.get('pid')}, started {holder.get('started')}"
+
+
+def lock_output_dir(output_dir: str, accelerator) -> RunLock | None:
+    """The main process's RunLock (None on the others); every process raises RunLockedError alike when it is held."""
+    lock, failure = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = RunLock(output_dir)
+        except RunLockedError as err:
+            failure = str(err)
+    if accelerator.num_processes > 1:
+        # A collective on every process, so that the others stop too instead of waiting for the main one forever.
+        failure = broadcast_object_list([failure])[0]
+    if failure is not None:
+        raise RunLockedError(failure)
+    if lock is not None and lock.previous_holder:
+        logger.warning(f"Took over {lock.path} from a run that ended without releasing it"
+                       f" ({_describe(lock.previous_holder)})")
+    return lock

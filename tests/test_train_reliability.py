@@ -1,0 +1,344 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
+"""The trainer under misuse and faults, as real subprocesses: two runs in one folder, divergence, signals, damaged
+checkpoints, a full disk, and flags out of range. Each test reproduces a defect the trainer once had."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train import REPO, RESUMABLE, TINY, TRAIN_SCRIPT, assert_same_result, error_lines, launch, run_env, run_script
+
+FAST = [*TINY, "--report_to", "none", "--validation_steps", "0"]
+
+
+def start_script(*args, env=None) -> subprocess.Popen:
+    """`python training/train.py ARGS` in the background, its own process (signals reach it alone)."""
+    return subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *map(str, args)], env=run_env(**(env or {})),
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the run ended too early:\n{process.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("the awaited moment never came")
+        time.sleep(0.05)
+
+
+def finish(process: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
+    _, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One run per folder
+# ----------------------------------------------------------------------------------------------------------------
+def test_a_second_run_into_a_held_folder_stops_at_once_naming_the_holder(tmp_path):
+    output_dir = tmp_path / "out"
+    # The first run takes 60 x 0.25 s: the second starts (in a few seconds) while it trains.
+    first = start_script(*FAST, "--max_train_steps", "60", "--checkpointing_steps", "4", "--seed", "1",
+                         "--output_dir", output_dir, env={"DDPM_HF_TEST_STEP_DELAY": "0.25"})
+    wait_for(lambda: (output_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").is_file(), first)
+
+    second = run_script(*FAST, "--max_train_steps", "60", "--seed", "2", "--learning_rate", "1e-2",
+                        "--checkpointing_steps", "2", "--output_dir", output_dir, timeout=60)
+    assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
+    assert second.returncode == 2, second.stderr[-3000:]
+    [line] = error_lines(second.stderr)
+    assert "in use by another training run" in line and f"PID {first.pid}" in line and "--output_dir" in line
+
+    code, stderr = finish(first)
+    assert code == 0, stderr[-3000:]
+    for step in range(4, 61, 4):  # every checkpoint is the first run's, and the second wrote none of its own
+        state = json.loads((output_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").read_text())
+        assert state["args"]["seed"] == 1
+    steps = {int(path.name.split("-")[1]) for path in (output_dir / "checkpoints").glob("checkpoint-*")}
+    assert steps == set(range(4, 61, 4))
+    assert json.loads((output_dir / "training_args.json").read_text())["seed"] == 1
+    assert (output_dir / ".ddpm-hf-run.lock").read_text() == ""  # released
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path):
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / ".ddpm-hf-run.lock").write_text(json.dumps({"host": "gone", "pid": 999999, "started": "then"}))
+    result = run_script(*FAST, "--max_train_steps", "2", "--output_dir", output_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Took over" in result.stderr and "pid" in result.stderr.lower() and "999999" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Divergence
+# ----------------------------------------------------------------------------------------------------------------
+def test_divergence_names_a_checkpoint_that_is_good_and_a_new_learning_rate_takes_effect_on_resume(tmp_path):
+    output_dir = tmp_path / "out"
+    # Adam moves every weight by about the learning rate each step: at 1e4 the loss is non-finite within a few steps.
+    result = run_script(*FAST, "--max_train_steps", "20", "--learning_rate", "1e4", "--lr_warmup_steps", "0",
+                        "--checkpointing_steps", "1", "--logging_steps", "1", "--output_dir", output_dir)
+    assert result.returncode == 3, result.stderr[-3000:]
+    [line] = error_lines(result.stderr)
+    first_bad = int(line.split("at step ")[1].split(";")[0])
+    checkpoints = output_dir / "checkpoints"
+    good = sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
+    set_aside = sorted(int(p.name.split("-")[2]) for p in checkpoints.glob("diverged-checkpoint-*"))
+    assert set_aside == list(range(first_bad - 1, first_bad)), (first_bad, set_aside)  # the weights of step D-1
+    assert good == list(range(1, first_bad - 1))
+    if good:
+        assert f"the last good checkpoint is {checkpoints / f'checkpoint-{good[-1]}'}" in line
+        assert (checkpoints / "latest").read_text().strip() == f"checkpoint-{good[-1]}"
+    else:
+        assert "no checkpoint before it was verified good" in line and not (checkpoints / "latest").exists()
+
+    # The advice works: a lower rate, resumed from latest, trains on at that rate.
+    resumed = run_script(*FAST, "--max_train_steps", "20", "--learning_rate", "1e-3", "--lr_warmup_steps", "0",
+                         "--checkpointing_steps", "20", "--logging_steps", "1", "--output_dir", output_dir,
+                         "--resume_from_checkpoint", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    if good:
+        assert "The learning-rate schedule follows the new flags (--learning_rate 10000.0 -> 0.001)" in resumed.stderr
+    optimizer = torch.load(checkpoints / "checkpoint-20" / "optimizer.pt", weights_only=True)
+    assert optimizer["param_groups"][0]["lr"] == pytest.approx(1e-3)
+    weights = load_file(output_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_a_resume_without_rate_flags_keeps_the_checkpoints_rate(tmp_path):
+    output_dir = tmp_path / "out"
+    common = [*FAST, "--checkpointing_steps", "2", "--lr_scheduler", "constant", "--output_dir", output_dir]
+    assert run_script(*common, "--learning_rate", "2e-3", "--max_train_steps", "4").returncode == 0
+    resumed = run_script(*common, "--max_train_steps", "6", "--resume_from_checkpoint", "latest")  # preset's rate
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "follows the new flags" not in resumed.stderr
+    optimizer = torch.load(output_dir / "checkpoints" / "checkpoint-6" / "optimizer.pt", weights_only=True)
+    assert optimizer["param_groups"][0]["lr"] == pytest.approx(2e-3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Signals
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    output_dir = tmp_path_factory.mktemp("uninterrupted") / "out"
+    launch(*RESUMABLE, "--output_dir", output_dir)
+    return output_dir
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_finishes_the_step_checkpoints_and_resumes_bitwise_exact(stop_signal, uninterrupted, tmp_path):
+    output_dir = tmp_path / "out"
+    checkpoints = output_dir / "checkpoints"
+    process = start_script(*RESUMABLE, "--output_dir", output_dir, env={"DDPM_HF_TEST_STEP_DELAY": "0.4"})
+    wait_for(lambda: (checkpoints / "checkpoint-2" / "trainer_state.json").is_file(), process)
+    time.sleep(0.5)  # into step 3 or 4: a step between scheduled checkpoints, most likely
+    process.send_signal(stop_signal)
+    code, stderr = finish(process)
+
+    assert code == 75, stderr[-3000:]
+    assert "Traceback" not in stderr
+    [line] = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    step = int(line.split("at step ")[1].split(";")[0])
+    assert line == (f"interrupted by {signal.Signals(stop_signal).name} at step {step}; resume with"
+                    " --resume_from_checkpoint latest")
+    assert (checkpoints / "latest").read_text().strip() == f"checkpoint-{step}"
+    assert not (output_dir / "model_index.json").exists()
+
+    launch(*RESUMABLE, "--output_dir", output_dir, "--resume_from_checkpoint", "latest")
+    assert_same_result(output_dir, uninterrupted)
+
+
+def test_a_second_signal_stops_at_once(tmp_path):
+    output_dir = tmp_path / "out"
+    process = start_script(*FAST, "--max_train_steps", "50", "--checkpointing_steps", "5", "--output_dir", output_dir,
+                           env={"DDPM_HF_TEST_STEP_DELAY": "0.5", "DDPM_HF_TEST_PAUSE_IN_SAVE": "10"})
+    wait_for(lambda: (output_dir / "checkpoints" / "checkpoint-5" / "trainer_state.json").is_file(), process)
+    # The save of step 10 hangs (a test hook): the first signal waits for it, the second stops the run there.
+    wait_for(lambda: any((output_dir / "checkpoints").glob(".checkpoint-10.*/PAUSED")), process)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finish(process, timeout=60)
+    assert code == 130, stderr[-3000:]
+    assert "stopped at once by a second signal" in stderr and "Traceback" not in stderr
+    assert (output_dir / "checkpoints" / "latest").read_text().strip() == "checkpoint-5"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Damaged checkpoints and a full disk
+# ----------------------------------------------------------------------------------------------------------------
+def test_a_damaged_newest_checkpoint_falls_back_with_latest_and_is_named_otherwise(tmp_path):
+    output_dir = tmp_path / "out"
+    flags = [*FAST, "--checkpointing_steps", "2", "--use_ema", "--output_dir", output_dir]
+    assert run_script(*flags, "--max_train_steps", "4").returncode == 0
+    weights = output_dir / "checkpoints" / "checkpoint-4" / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated, as by a full disk
+
+    named = run_script(*flags, "--max_train_steps", "6", "--resume_from_checkpoint", "checkpoint-4")
+    assert named.returncode == 2, named.stderr[-3000:]
+    [line] = error_lines(named.stderr)
+    assert str(weights) in line and "damaged" in line and "checkpoint-2" in line
+
+    latest = run_script(*flags, "--max_train_steps", "6", "--resume_from_checkpoint", "latest")
+    assert latest.returncode == 0, latest.stderr[-3000:]
+    assert str(weights) in latest.stderr and "Resuming from checkpoint-2, the newest checkpoint that loads" in \
+        latest.stderr
+    state = json.loads((output_dir / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+
+
+def test_a_failed_checkpoint_write_for_want_of_space_keeps_the_previous_one(tmp_path):
+    from ddpm_hf.io import OutOfSpaceError
+    from ddpm_hf.trainer.checkpointing import STATE_FILE, latest_checkpoint, save_checkpoint
+
+    def good(folder):
+        Path(folder, "weights").write_bytes(b"x" * 1000)
+        Path(folder, STATE_FILE).write_text("{}")
+
+    def full(folder):
+        Path(folder, "weights").write_bytes(b"x" * 10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    save_checkpoint(str(tmp_path), 2, good)
+    with pytest.raises(OutOfSpaceError, match=r"no space left on .*free, 1002 bytes needed; checkpoint-4 was not"
+                                              r" written \(checkpoint-2 and `latest` are intact\)"):
+        save_checkpoint(str(tmp_path), 4, full)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-2", "latest"]  # no temporary left on the full disk
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs (mounting needs root: elsewhere the test is skipped, saying so)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}); the in-process test covers it")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_previous_checkpoint(small_disk):
+    output_dir = small_disk / "out"
+    filler = small_disk / "filler"
+    flags = [*FAST, "--max_train_steps", "8", "--checkpointing_steps", "4", "--use_ema", "--output_dir", output_dir]
+    process = start_script(*flags, env={"DDPM_HF_TEST_STEP_DELAY": "0.4"})
+    wait_for(lambda: (output_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").is_file(), process)
+    with open(filler, "wb") as f:  # fill the disk up to 100 KiB: checkpoint-8 cannot fit
+        f.truncate(0)
+        os.posix_fallocate(f.fileno(), 0, shutil.disk_usage(small_disk).free - 100 * 1024)
+    code, stderr = finish(process)
+
+    assert code == 6, stderr[-3000:]
+    [line] = error_lines(stderr)
+    assert f"no space left on {output_dir / 'checkpoints'}" in line and "KiB free" in line and "needed" in line
+    assert "checkpoint-4 and `latest` are intact" in line and "Traceback" not in stderr
+    checkpoints = output_dir / "checkpoints"
+    assert sorted(os.listdir(checkpoints)) == ["checkpoint-4", "latest"]  # the temporary went
+    assert not (output_dir / "training_args.json").exists()  # the run did not finish
+
+    filler.unlink()
+    resumed = run_script(*flags, "--resume_from_checkpoint", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (output_dir / "model_index.json").is_file() and (output_dir / "training_args.json").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Flags: every number checked before any work, exit 2
+# ----------------------------------------------------------------------------------------------------------------
+BAD_FLAGS = {
+    "resolution_zero": (["--resolution", "0"], "--resolution must be at least 8, got 0"),
+    "negative_rate": (["--learning_rate", "-1"], "--learning_rate must be greater than 0, got -1.0"),
+    "nan_rate": (["--learning_rate", "nan"], "--learning_rate must be a finite number"),
+    "beta_one": (["--adam_beta1", "1"], "--adam_beta1 must be at least 0 and below 1"),
+    "ema_decay_above_one": (["--ema_max_decay", "1.5"], "--ema_max_decay must be between 0 and 1"),
+    "negative_clip": (["--max_grad_norm", "-1"], "--max_grad_norm must be 0 or more"),
+    "negative_seed": (["--seed", "-3"], "--seed must be between 0 and 4294967295"),
+    "zero_epochs": (["--num_epochs", "0"], "--num_epochs must be greater than 0"),
+    "bad_image_fraction": (["--max_bad_image_fraction", "2"], "--max_bad_image_fraction must be between 0 and 1"),
+    "fp16_on_cpu": (["--mixed_precision", "fp16"], "--mixed_precision fp16 needs a GPU"),
+    "missing_checkpoint": (["--resume_from_checkpoint", "checkpoint-7"], "checkpoint 'checkpoint-7' not found"),
+}
+
+# One interpreter imports the trainer once, then forks a child per command line (each runs main() as
+# `python training/train.py` would): eleven start-ups of torch and diffusers would cost a minute.
+TRAINER_BATCH = """
+import json, os, sys, traceback
+sys.path.insert(0, os.path.join(os.getcwd(), "training"))
+import train
+
+runs, folder = json.loads(sys.argv[1]), sys.argv[2]
+codes = {}
+for name, argv in runs.items():
+    sys.stdout.flush(); sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(os.open(os.path.join(folder, name + ".stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+        try:
+            code = train.main(argv)
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stderr.flush()
+        os._exit(code or 0)
+    codes[name] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print(json.dumps(codes))
+"""
+
+
+def test_a_flag_out_of_range_fails_at_once_with_one_line_and_writes_nothing(tmp_path):
+    runs = {name: [*flags, "--max_train_steps", "1", "--report_to", "none", "--output_dir", str(tmp_path / name)]
+            for name, (flags, _) in BAD_FLAGS.items()}
+    result = subprocess.run([sys.executable, "-c", TRAINER_BATCH, json.dumps(runs), str(tmp_path)], cwd=REPO,
+                            env=run_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, (_, expected) in BAD_FLAGS.items():
+        stderr = (tmp_path / f"{name}.stderr").read_text()
+        assert codes[name] == 2, (name, stderr[-2000:])
+        assert "Traceback" not in stderr and "Loading" not in stderr, name  # no data was loaded
+        [line] = [line for line in stderr.splitlines() if "error:" in line]
+        assert expected in line, (name, line)
+        assert not (tmp_path / name / "checkpoints").exists(), name
+
+
+def test_the_bad_image_flag_reaches_the_loader(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("L", (8, 8), color=60 * i).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    flags = [*FAST, "--train_data_dir", folder, "--max_train_steps", "1", "--checkpointing_steps", "0"]
+    refused = run_script(*flags, "--max_bad_image_fraction", "0", "--output_dir", tmp_path / "a")
+    assert refused.returncode == 2 and "broken.png" in refused.stderr and "--max_bad_image_fraction" in refused.stderr
+    tolerated = run_script(*flags, "--output_dir", tmp_path / "b")  # one bad image is always tolerated by default
+    assert tolerated.returncode == 0, tolerated.stderr[-3000:]
+
+
+def test_a_huggingface_hub_warning_is_printed_once(tmp_path):
+    out = subprocess.run([sys.executable, "-c", f"""
+import logging, sys
+import huggingface_hub  # its logging set up first, as when datasets or diffusers import it
+from ddpm_hf.trainer.config import parse_args
+from ddpm_hf.trainer.setup import make_accelerator
+make_accelerator(parse_args(["--report_to", "none", "--output_dir", {str(tmp_path / 'out')!r}]))
+logging.getLogger("huggingface_hub.file_download").warning("probe warning")
+"""], env=run_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr.count("probe warning") == 1, out.stderr
