@@ -4,6 +4,7 @@
     ddpm-hf sample PIPELINE --num-images 16 --steps 100 --seed 0 --out grid.png [--trajectory traj.png]
     ddpm-hf forward IMAGE --out strip.png
     ddpm-hf nll PIPELINE --data embedded:digits --num-images 256 [--steps 100]
+    ddpm-hf fid PIPELINE --data embedded:digits --num-images 1000 --steps 100 [--out fid.json]
 """
 
 import argparse
@@ -57,6 +58,25 @@ def build_parser() -> argparse.ArgumentParser:
     nll.add_argument("--out-png", default="nll_terms.png", help="plot of the mean term per timestep")
     nll.add_argument("--out-json", default="nll.json", help="the numbers, as JSON")
     nll.add_argument("--device", type=device_name, default=None, help="default: cuda if available, else cpu")
+
+    fid = commands.add_parser("fid", help="FID/KID (digit-feature FD/KD on embedded digits) of a pipeline's samples")
+    fid.add_argument("pipeline", help="a folder written by save_pretrained, or a Hub repo id")
+    fid.add_argument("--data", default="embedded:digits", help="the real images: embedded:digits, embedded:mnist, or "
+                     "an image folder")
+    fid.add_argument("--split", choices=("all", "train", "test"), default="all",
+                     help="all the real images, or a fixed 80%% train / 20%% test part of them")
+    fid.add_argument("--num-images", type=positive_int, default=1000, help="samples to draw (at least 2)")
+    fid.add_argument("--steps", type=positive_int, default=1000, help="ancestral steps (a respaced DDPM chain)")
+    fid.add_argument("--batch-size", type=positive_int, default=64, help="images per pipeline call")
+    fid.add_argument("--seed", type=seed_int, default=0, help="image i is drawn with a generator seeded by (seed, i)")
+    fid.add_argument("--feature", choices=("auto", "digits", "inception"), default="auto",
+                     help="auto: the digit feature network on embedded sets, Inception-v3 (FID) otherwise")
+    fid.add_argument("--fid-weights", default=None, help="a local Inception-v3 FID weights file (offline; default: "
+                     "$DDPM_HF_FID_WEIGHTS, then torch.hub's cache, then a download)")
+    fid.add_argument("--cache-dir", default=None, help="for reference features and the digit network (default: "
+                     "$DDPM_HF_CACHE, else $HF_HOME/ddpm-hf, else ~/.cache/ddpm-hf)")
+    fid.add_argument("--out", default="fid.json", help="the numbers and how they were measured, as JSON")
+    fid.add_argument("--device", type=device_name, default=None, help="default: cuda if available, else cpu")
     return parser
 
 
