@@ -1,5 +1,6 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""DDPM pipelines: unconditional sampling with a UNet2DModel, and text-to-image with a CLIP text encoder.
+"""DDPM pipelines: unconditional or class-conditional sampling with a UNet2DModel, and text-to-image with a CLIP
+text encoder; both conditional kinds with classifier-free guidance (Ho & Salimans 2022).
 
 This file is self-contained (torch, numpy and diffusers only) because `save_pretrained` copies it into the saved
 folder: `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` then loads it where `ddpm_hf` is not
@@ -11,6 +12,7 @@ import ctypes.util
 import importlib
 import inspect
 import json
+import numbers
 import operator
 import os
 import shutil
@@ -81,6 +83,18 @@ def positive_int(name: str, value) -> int:
     if number is None or number < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}: pass a whole number, at least 1.")
     return number
+
+
+def classifier_free_guidance(both: torch.Tensor, guidance_scale: float, channels: int) -> torch.Tensor:
+    """eps_uncond + s (eps_cond - eps_uncond) from one batched UNet output, unconditional half first.
+
+    Only the first `channels` output channels (the prediction) are guided; a learned variance (channels `channels:`)
+    comes from the conditional half.
+    """
+    unconditional, conditional = both.chunk(2)
+    c = channels
+    guided = unconditional[:, :c] + guidance_scale * (conditional[:, :c] - unconditional[:, :c])
+    return torch.cat([guided, conditional[:, c:]], dim=1)
 
 
 def postprocess_images(sample: torch.Tensor, output_type: str, numpy_to_pil: Callable):
@@ -171,6 +185,10 @@ def ship_code(pipeline: DiffusionPipeline, folder: str) -> None:
     pipeline_stem = os.path.splitext(os.path.basename(pipeline_file))[0]
     shutil.copyfile(pipeline_file, os.path.join(folder, pipeline_stem + ".py"))
     index["_class_name"] = [pipeline_stem, type(pipeline).__name__]
+    if isinstance(index.get("class_names"), list):
+        # diffusers reads every list in model_index.json as a [library, class] component entry (and its Hub download
+        # refuses one whose "library" is neither a module nor a file): the names go in as {"0": name, ...}.
+        index["class_names"] = {str(i): name for i, name in enumerate(index["class_names"])}
     for name, entry in index.items():
         if name.startswith("_") or not isinstance(entry, list) or entry[0] in _STOCK_LIBRARIES or entry[0] is None:
             continue
@@ -338,8 +356,11 @@ class DDPMHFPipelineMixin:
             package = cls.__module__.rpartition(".")[0]
             if isinstance(config.get("_class_name"), list) and config["_class_name"][1] == cls.__name__:
                 config["_class_name"] = cls.__name__
+            _, options = cls._get_signature_keys(cls)  # arguments such as class_names, not components
             for name, entry in config.items():
-                if name.startswith("_") or not isinstance(entry, list) or entry[0] in _STOCK_LIBRARIES:
+                if name.startswith("_") or name in options or not isinstance(entry, list):
+                    continue
+                if entry[0] in _STOCK_LIBRARIES:
                     continue
                 if entry[0] is not None and "." not in entry[0] and package:
                     config[name] = [f"{package}.{entry[0]}", entry[1]]
@@ -350,21 +371,146 @@ class DDPMHFPipelineMixin:
         return output
 
 
+def class_names_list(class_names) -> list[str] | None:
+    """`class_names` as a list: from a list (the API) or from {"0": name, ...} (how model_index.json stores it)."""
+    if class_names is None:
+        return None
+    if isinstance(class_names, dict):
+        try:
+            indices = sorted((int(k), v) for k, v in class_names.items())
+        except (TypeError, ValueError):
+            indices = None
+        if indices is None or [i for i, _ in indices] != list(range(len(indices))):
+            raise ValueError(f"class_names must map indices 0..N-1 to names, got keys {sorted(class_names)}.")
+        names = [v for _, v in indices]
+    elif isinstance(class_names, (list, tuple)):
+        names = list(class_names)
+    else:
+        raise ValueError(f"class_names must be a list of strings, got {type(class_names).__name__}.")
+    if not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"class_names must be non-empty strings, got {names!r}.")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"class_names must be unique, but {duplicates} appear more than once.")
+    return names
+
+
+def unet_num_classes(unet) -> int | None:
+    """The classes a class-conditional UNet2DModel was trained on (its `num_class_embeds` less the null label)."""
+    config = getattr(unet, "config", None)
+    num_class_embeds = getattr(config, "num_class_embeds", None)
+    if num_class_embeds is None:
+        return None
+    if getattr(config, "class_embed_type", None) is not None:
+        raise ValueError(
+            f"The UNet has class_embed_type={config.class_embed_type!r}; DDPMImagePipeline conditions on class labels"
+            " through an embedding table only: build the UNet with class_embed_type=None and num_class_embeds."
+        )
+    if num_class_embeds < 2:
+        raise ValueError(
+            f"The UNet has num_class_embeds={num_class_embeds}, but a class-conditional UNet needs num_classes + 1"
+            " embeddings (the last is the null label): build it with num_class_embeds=num_classes + 1."
+        )
+    return num_class_embeds - 1
+
+
 class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
     r"""
-    Unconditional image generation by ancestral DDPM sampling (Ho et al. 2020, Algorithm 2).
+    Image generation by ancestral DDPM sampling (Ho et al. 2020, Algorithm 2): unconditional, or class-conditional
+    with classifier-free guidance (Ho & Salimans 2022).
+
+    A class-conditional UNet has `num_class_embeds = num_classes + 1` (and `class_embed_type=None`): labels
+    0..num_classes-1 are the classes and the last one, `num_classes`, is the null label ("no class") that label dropout
+    in training teaches, used for the unconditional half of guidance.
 
     Args:
         unet ([`UNet2DModel`]): the noise (or x_0, or v) predictor.
         scheduler ([`DDPMPosteriorScheduler`]): the reverse step; any diffusers scheduler with the same API works.
+        class_names (`list[str]`, *optional*): the name of each class of a class-conditional UNet, in label order
+            (`num_class_embeds - 1` of them); `class_labels` may then name classes. In `pipe.config.class_names`,
+            saved in `model_index.json` as `{"0": name, ...}` (a mapping, which is also accepted here).
     """
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["latents", "pred_original_sample"]
 
-    def __init__(self, unet: UNet2DModel, scheduler):
+    def __init__(self, unet: UNet2DModel, scheduler, class_names: list[str] | dict[str, str] | None = None):
         super().__init__()
+        names = class_names_list(class_names)
+        num_classes = unet_num_classes(unet) if unet is not None else None  # refuses class embeddings we cannot use
+        if names is not None and unet is not None:
+            if num_classes is None:
+                raise ValueError(
+                    f"class_names were given ({len(names)}) but the UNet is unconditional (no num_class_embeds):"
+                    f" build it with num_class_embeds={len(names) + 1}, or drop class_names."
+                )
+            if num_classes != len(names):
+                raise ValueError(
+                    f"Got {len(names)} class_names but the UNet has {num_classes} classes (num_class_embeds="
+                    f"{num_classes + 1}, the last being the null label): pass one name per class."
+                )
         self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_to_config(class_names=names)  # model_index.json holds it as {"0": name, ...}: see ship_code
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The class names in label order, or None (unconditional, or a class-conditional UNet saved without names)."""
+        return class_names_list(getattr(self.config, "class_names", None))
+
+    @property
+    def num_classes(self) -> int | None:
+        """How many classes the UNet conditions on (None for an unconditional UNet); label `num_classes` is null."""
+        return unet_num_classes(self.unet)
+
+    def class_label_tensor(self, class_labels, batch_size: int, device) -> torch.Tensor:
+        """`class_labels` (an int, a name, a list of them, or a tensor) as a (batch_size,) long tensor on `device`."""
+        num_classes = self.num_classes
+        names = self.class_names
+        valid = f"indices 0..{num_classes - 1}"
+        if names:
+            shown = ", ".join(repr(n) for n in names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+            valid += f" or names {shown}"
+        if isinstance(class_labels, torch.Tensor):
+            if class_labels.ndim > 1 or class_labels.dtype.is_floating_point or class_labels.dtype.is_complex or (
+                    class_labels.dtype == torch.bool):
+                raise ValueError(
+                    f"A class_labels tensor must hold integers in one dimension, got dtype {class_labels.dtype} and"
+                    f" shape {tuple(class_labels.shape)}: pass a 1-d long tensor."
+                )
+            labels = class_labels.reshape(-1).to(device=device, dtype=torch.long)
+            bad = labels[(labels < 0) | (labels >= num_classes)]
+            if bad.numel():
+                raise ValueError(f"Unknown class label {int(bad[0])}: valid labels are {valid}.")
+        else:
+            items = [class_labels] if isinstance(class_labels, str) or not isinstance(class_labels, (list, tuple)) \
+                else list(class_labels)
+            indices = []
+            for item in items:
+                if isinstance(item, str):
+                    if not names:
+                        raise ValueError(
+                            f"Class name {item!r} given, but this pipeline has no class_names: pass {valid}."
+                        )
+                    if item not in names:
+                        raise ValueError(f"Unknown class name {item!r}: valid labels are {valid}.")
+                    indices.append(names.index(item))
+                    continue
+                try:
+                    index = None if isinstance(item, bool) else operator.index(item)
+                except TypeError:
+                    index = None
+                if index is None or not 0 <= index < num_classes:
+                    raise ValueError(f"Unknown class label {item!r}: valid labels are {valid}.")
+                indices.append(index)
+            labels = torch.tensor(indices, dtype=torch.long, device=device)
+        if labels.numel() == 1:
+            return labels.expand(batch_size).clone()
+        if labels.numel() != batch_size:
+            raise ValueError(
+                f"Got {labels.numel()} class labels for batch_size={batch_size}: pass one label (used for every"
+                f" image) or one per image."
+            )
+        return labels
 
     @torch.no_grad()
     def __call__(
@@ -378,6 +524,8 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature; never mutated)
         timesteps: list[int] | None = None,
         trajectory_every: int | None = None,
+        class_labels: int | str | list[int | str] | torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
     ) -> DDPMPipelineOutput | tuple:
         r"""
         Args:
@@ -393,16 +541,56 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
             timesteps (`list[int]`, *optional*): custom descending timesteps instead of `num_inference_steps`.
             trajectory_every (`int`, *optional*): record every k-th x_t and x_0 estimate (plus x_T and the final
                 sample) in `output.trajectory`, to draw the reverse process.
+            class_labels (`int`, `str`, a list of them, or a `torch.Tensor`, *optional*): the class of each image, for
+                a class-conditional UNet: indices 0..num_classes-1, or names from `pipe.class_names`. One label is
+                used for every image; otherwise pass one per image (`batch_size` of them). Without class_labels (and
+                `guidance_scale=1.0`) a class-conditional UNet samples the null class, i.e. unconditionally.
+            guidance_scale (`float`, defaults to 1.0): s in eps_uncond + s (eps_cond - eps_uncond), with eps_uncond
+                the prediction for the null label; 1.0 disables guidance and skips the unconditional pass. Needs
+                `class_labels` when not 1.0.
 
         Returns:
             [`DDPMPipelineOutput`] with `images` (and `trajectory`), or the tuple `(images,)` / `(images, trajectory)`.
         """
         batch_size = positive_int("batch_size", batch_size)
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
+            raise ValueError(f"guidance_scale must be a number, got {guidance_scale!r}: pass e.g. 3.0 (1.0: none).")
+        guidance_scale = float(guidance_scale)
+        do_guidance = guidance_scale != 1.0
+        num_classes = self.num_classes
+        if num_classes is None and class_labels is not None:
+            raise ValueError(
+                "class_labels were given but this pipeline's UNet is unconditional (no num_class_embeds):"
+                " drop class_labels."
+            )
+        if num_classes is None and guidance_scale != 1.0:
+            raise ValueError(
+                f"guidance_scale={guidance_scale} needs a class-conditional UNet, but this one is unconditional:"
+                " drop guidance_scale."
+            )
+        if num_classes is not None and class_labels is None and guidance_scale != 1.0:
+            raise ValueError(
+                f"guidance_scale={guidance_scale} guides towards class_labels, but none were given: pass class_labels"
+                " (an index or a name from pipe.class_names), or guidance_scale=1.0 to sample unconditionally."
+            )
         self.check_sampling_arguments(batch_size, generator, callback_on_step_end_tensor_inputs)
-        latents = self.prepare_noise(batch_size, generator, self._execution_device, self.unet.dtype)
+        device = self._execution_device
+        if num_classes is not None:
+            if class_labels is None:  # the null label: unconditional samples from the class-conditional UNet
+                labels = torch.full((batch_size,), num_classes, dtype=torch.long, device=device)
+            else:
+                labels = self.class_label_tensor(class_labels, batch_size, device)
+            if do_guidance:  # one batched UNet call per step: unconditional (null) half first, conditional second
+                labels = torch.cat([torch.full_like(labels, num_classes), labels])
+        latents = self.prepare_noise(batch_size, generator, device, self.unet.dtype)
 
         def predict(x_t, t):
-            return self.unet(x_t, t).sample
+            if num_classes is None:
+                return self.unet(x_t, t).sample
+            if not do_guidance:
+                return self.unet(x_t, t, class_labels=labels).sample
+            both = self.unet(torch.cat([x_t, x_t]), t, class_labels=labels).sample
+            return classifier_free_guidance(both, guidance_scale, x_t.shape[1])
 
         return self.sample_chain(
             latents, predict, generator, num_inference_steps, timesteps, callback_on_step_end,
@@ -500,10 +688,7 @@ class DDPMTextToImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
             if not do_guidance:
                 return self.unet(x_t, t, encoder_hidden_states=embeds).sample
             both = self.unet(torch.cat([x_t, x_t]), t, encoder_hidden_states=embeds).sample
-            unconditional, conditional = both.chunk(2)
-            c = x_t.shape[1]  # guide the prediction; a learned variance (channels c:) comes from the conditional half
-            guided = unconditional[:, :c] + guidance_scale * (conditional[:, :c] - unconditional[:, :c])
-            return torch.cat([guided, conditional[:, c:]], dim=1)
+            return classifier_free_guidance(both, guidance_scale, x_t.shape[1])
 
         return self.sample_chain(
             latents, predict, generator, num_inference_steps, timesteps, callback_on_step_end,

@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--trajectory", help="also write the reverse-process strip (x_T ... x_0 and x_0 estimates)")
     sample.add_argument("--trajectory-points", type=positive_int, default=10, help="columns in the strip")
     sample.add_argument("--device", type=device_name, default=None, help="default: cuda if available, else cpu")
+    sample.add_argument("--class", dest="class_labels", nargs="+", metavar="CLASS", help="class-conditional"
+                        " pipelines: the class of every image (one), or of each (one per image): names or numbers")
+    sample.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance with --class"
+                        " (1: none)")
 
     forward = commands.add_parser("forward", help="draw q(x_t | x_0) at a few t for one image")
     forward.add_argument("image", help="an image file")

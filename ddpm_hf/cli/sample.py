@@ -14,7 +14,13 @@ def run(args) -> None:
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."; the sampling bar stays
     pipeline = load_pipeline(args.pipeline, args.device)
     every = max(1, args.steps // args.trajectory_points) if args.trajectory else None
+    conditioning = {}
+    if args.class_labels:  # names stay strings; numbers become ints (the pipeline checks both against its classes)
+        labels = [int(label) if label.isdigit() and label not in (pipeline.config.class_names or []) else label
+                  for label in args.class_labels]
+        conditioning = dict(class_labels=labels, guidance_scale=args.guidance_scale)
     result = pipeline(
+        **conditioning,
         batch_size=args.num_images,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
         num_inference_steps=args.steps,

@@ -1,6 +1,7 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """The model card: a pipeline repo's README.md (metadata + body), rendered from the `model_card.md` Jinja template."""
 
+import json
 import math
 import numbers
 import os
@@ -138,6 +139,9 @@ def _model_rows(pipeline) -> list[dict[str, str]]:
             details.append(f"{size}x{size} samples" if isinstance(size, int) else f"{_cell(size)} samples")
             details.append(f"{get('in_channels')} -> {get('out_channels')} channels")
             details.append(f"blocks {_cell(get('block_out_channels'))}, {get('layers_per_block')} layers per block")
+            if get("num_class_embeds") is not None:
+                num_classes = get("num_class_embeds") - 1
+                details.append(f"{num_classes} classes + a null label (label {num_classes})")
         elif config is not None and hasattr(obj, "parameters"):
             n = _n_params(obj)
             if n is not None:
@@ -150,6 +154,18 @@ def _model_rows(pipeline) -> list[dict[str, str]]:
         label = _COMPONENT_LABELS.get(name, name.replace("_", " ").capitalize())
         rows.append({"label": label, "value": ", ".join(details)})
     return rows
+
+
+def _class_rows(pipeline) -> list[dict[str, str]] | None:
+    """(label, name) rows of a class-conditional pipeline's classes; None for a pipeline that is not one."""
+    unet = getattr(pipeline, "unet", None)
+    num_class_embeds = getattr(getattr(unet, "config", None), "num_class_embeds", None)
+    if num_class_embeds is None:
+        return None
+    names = getattr(pipeline, "class_names", None)
+    names = list(names) if isinstance(names, (list, tuple)) else [None] * (num_class_embeds - 1)
+    return [{"label": str(i), "name": _cell(name) if name is not None else "(no name recorded)"}
+            for i, name in enumerate(names)]
 
 
 def _stock_loading(pipeline) -> tuple[list[str], list[dict[str, str]], str | None]:
@@ -171,6 +187,7 @@ def _stock_loading(pipeline) -> tuple[list[str], list[dict[str, str]], str | Non
     names = {c["name"]: c["class_name"] for c in components}
     stock_pipeline = None
     unconditional = set(_components(pipeline)) == {"unet", "scheduler"} and names.get("unet") == "UNet2DModel"
+    unconditional = unconditional and _class_rows(pipeline) is None  # DDPMPipeline passes no class labels
     if unconditional and "scheduler" in names:
         imports["diffusers"].add("DDPMPipeline")
         stock_pipeline = "pipe = DDPMPipeline(unet=unet, scheduler=scheduler)"
@@ -261,7 +278,8 @@ def render_model_card(
     secrets = secrets_to_hide(_secrets_to_hide)
     pipeline_tag = _pipeline_tag(pipeline)
     all_tags = ["ddpm", "ddpm-hf", "diffusers", pipeline_tag]
-    for tag in list(tags or []):
+    class_rows = None if pipeline_tag == "text-to-image" else _class_rows(pipeline)
+    for tag in ["class-conditional"] * (class_rows is not None) + list(tags or []):
         if tag not in all_tags:
             all_tags.append(tag)
     base_model = base_model or _text_encoder_id(pipeline)
@@ -276,14 +294,22 @@ def render_model_card(
     )
     stock_imports, stock_components, stock_pipeline = _stock_loading(pipeline)
     is_text_to_image = pipeline_tag == "text-to-image"
+    task = "text-to-image" if is_text_to_image else "unconditional image generation"
+    if class_rows is not None:
+        task = "class-conditional image generation"
     card = ModelCard.from_template(
         card_data,
         template_path=os.fspath(template_path) if template_path is not None else model_card_template_path(),
         repo_id=repo_id,
         title=title or repo_id.split("/")[-1],
         pipeline_class=type(pipeline).__name__,
-        task="text-to-image" if is_text_to_image else "unconditional image generation",
+        task=task,
         is_text_to_image=is_text_to_image,
+        class_rows=class_rows,
+        example_class_label=(
+            (json.dumps(pipeline.class_names[0], ensure_ascii=False) if getattr(pipeline, "class_names", None) else "0")
+            if class_rows else None
+        ),
         sample_grid_filename=sample_grid_filename,
         sample_caption=sample_caption or "Uncurated samples from this pipeline.",
         dataset_name=dataset_name if dataset_name and not os.path.isabs(dataset_name) else (
