@@ -8,6 +8,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 OUTPUT_DIR ?= ddpm-digits
+# pytest-xdist processes for `make test`; each test file runs whole on one of them (its fixtures are per module).
+TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -26,7 +28,7 @@ train: $(STAMP)
 		training/train.py --output_dir $(OUTPUT_DIR) $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 $(ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15 $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

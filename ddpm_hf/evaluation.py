@@ -1,10 +1,10 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""Does the text steer the image? A digit classifier fitted on real digits judges text-to-image samples.
+"""Does the condition (a prompt, a class) steer the image? A digit classifier fitted on real digits judges samples.
 
 The embedded digit sets carry their labels, so a support-vector classifier (RBF kernel) on their pixels is a cheap,
 independent judge (96% held-out accuracy on 16x16 MNIST, 99% on the 8x8 digits): sample each digit's prompt
-("a handwritten digit seven"), classify the samples, and count how often the
-classifier names the prompted digit. Chance is 0.1; a model that ignores its prompt scores about that.
+("a handwritten digit seven") or class, classify the samples, and count how often the classifier names the wanted
+digit. Chance is 0.1; a model that ignores its condition scores about that.
 """
 
 from dataclasses import dataclass
@@ -72,6 +72,27 @@ def prompted_digit_accuracy(
         raise ValueError(f"the pipeline draws {images.shape[1:]} images but the classifier was fitted on"
                          f" {classifier.resolution}x{classifier.resolution}: fit it at the pipeline's resolution")
     wanted = np.repeat(np.arange(10), images_per_digit)
+    correct = classifier.predict(images) == wanted
+    per_digit = [float(correct[wanted == digit].mean()) for digit in range(10)]
+    return PromptAccuracy(float(correct.mean()), per_digit, images)
+
+
+@torch.no_grad()
+def class_label_accuracy(
+    pipeline,
+    classifier: DigitClassifier,
+    *,
+    images_per_class: int = 10,
+    guidance_scale: float = 3.0,
+    num_inference_steps: int = 100,
+    seed: int = 0,
+) -> PromptAccuracy:
+    """Sample `images_per_class` images of each digit class 0..9 of a class-conditional pipeline and classify them."""
+    wanted = np.repeat(np.arange(10), images_per_class)
+    images = pipeline(
+        batch_size=len(wanted), class_labels=wanted.tolist(), guidance_scale=guidance_scale,
+        num_inference_steps=num_inference_steps, generator=torch.Generator().manual_seed(seed), output_type="np",
+    ).images[..., 0]
     correct = classifier.predict(images) == wanted
     per_digit = [float(correct[wanted == digit].mean()) for digit in range(10)]
     return PromptAccuracy(float(correct.mean()), per_digit, images)

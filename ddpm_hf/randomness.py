@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 # Purposes, so that the streams of one micro-batch are independent of each other.
-EPOCH, FLIP, NOISE, DROPOUT, CAPTION_DROPOUT = 0, 1, 2, 3, 4
+EPOCH, FLIP, NOISE, DROPOUT, CONDITIONING_DROPOUT = 0, 1, 2, 3, 4
 
 
 def derive_seed(*keys: int) -> int:
@@ -39,10 +39,10 @@ class StepRandomness:
         device = torch.device(device)
         return torch.Generator(device).manual_seed(derive_seed(self.seed, NOISE, self.step, self.process_index, micro))
 
-    def caption_dropout_generator(self, micro: int, device) -> torch.Generator:
-        """Which captions classifier-free-guidance training replaces by the empty prompt."""
+    def conditioning_dropout_generator(self, micro: int, device) -> torch.Generator:
+        """Which conditions (captions, class labels) classifier-free-guidance training replaces by the null one."""
         device = torch.device(device)
-        seed = derive_seed(self.seed, CAPTION_DROPOUT, self.step, self.process_index, micro)
+        seed = derive_seed(self.seed, CONDITIONING_DROPOUT, self.step, self.process_index, micro)
         return torch.Generator(device).manual_seed(seed)
 
     def seed_dropout(self, micro: int, device) -> None:

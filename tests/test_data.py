@@ -518,3 +518,54 @@ def test_random_flip_is_seeded_and_flips_about_half():
     assert torch.equal(first[flipped], batch[flipped].flip(-1))
     assert torch.equal(first[~flipped], batch[~flipped])
     assert 400 < int(flipped.sum()) < 600
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Class labels (class_column)
+# ----------------------------------------------------------------------------------------------------------------
+def test_class_labels_from_folders_a_class_label_feature_plain_values_and_the_embedded_digits(tmp_path):
+    for name in ("dogs", "cats"):
+        (tmp_path / "folder" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("L", (8, 8), 60 * i).save(tmp_path / "folder" / name / f"{i}.png")
+    folder = load_image_dataset(train_data_dir=str(tmp_path / "folder"), resolution=8, class_column="label",
+                                show_progress=False)
+    assert folder.class_names == ["cats", "dogs"] and folder.labels.tolist() == [0, 0, 1, 1]  # sorted, numbered
+
+    images = [Image.new("L", (8, 8), i) for i in range(4)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["b", "a"])})
+    datasets.Dataset.from_dict({"image": images, "label": [1, 0, 0, 1]}, features=features).save_to_disk(
+        str(tmp_path / "with_class_label"))
+    named = load_image_dataset(dataset_name=str(tmp_path / "with_class_label"), resolution=8, class_column="label",
+                               show_progress=False)
+    assert named.class_names == ["b", "a"] and named.labels.tolist() == [1, 0, 0, 1]  # the feature's own names
+
+    datasets.Dataset.from_dict({"image": images, "kind": ["z", "y", "z", "x"]}).cast_column(
+        "image", datasets.Image()).save_to_disk(str(tmp_path / "plain"))
+    plain = load_image_dataset(dataset_name=str(tmp_path / "plain"), resolution=8, class_column="kind",
+                               show_progress=False)
+    assert plain.class_names == ["x", "y", "z"] and plain.labels.tolist() == [2, 1, 2, 0]
+
+    digits = load_image_dataset(embedded="digits", resolution=8, class_column="anything", max_train_samples=20,
+                                show_progress=False)
+    assert digits.class_names == [str(d) for d in range(10)] and len(digits.labels) == 20
+    assert load_image_dataset(embedded="digits", resolution=8, max_train_samples=5,
+                              show_progress=False).class_names is None
+
+
+def test_class_labels_that_cannot_work_are_one_line_errors(tmp_path):
+    (tmp_path / "flat").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "flat" / "loose.png")
+    with pytest.raises(DataError, match=r"lie at its top, e\.g\. 'loose\.png': move them into class folders"):
+        load_image_dataset(train_data_dir=str(tmp_path / "flat"), resolution=8, class_column="label",
+                           show_progress=False)
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(tmp_path / "one" / "only" / "a.png")
+    with pytest.raises(DataError, match="one class folder"):
+        load_image_dataset(train_data_dir=str(tmp_path / "one"), resolution=8, class_column="label",
+                           show_progress=False)
+    datasets.Dataset.from_dict({"image": [Image.new("L", (8, 8))]}).cast_column("image", datasets.Image()).save_to_disk(
+        str(tmp_path / "no_labels"))
+    with pytest.raises(DataError, match="class column 'label' not found.*--class_column"):
+        load_image_dataset(dataset_name=str(tmp_path / "no_labels"), resolution=8, class_column="label",
+                           show_progress=False)

@@ -16,13 +16,13 @@ from huggingface_hub import constants as hub_constants
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from ddpm_hf.data import ImageDataset, digit_caption
+from ddpm_hf.diffusion.guidance import drop_conditions
 from ddpm_hf.presets import PresetError, available_presets, load_preset, unet_config_for_data
 from ddpm_hf.text.components import BUILTIN_TEXT_ENCODERS, TextEncoderError, load_text_components
 from ddpm_hf.text.conditioning import (
     CaptionBank,
     conditional_unet_config,
     default_validation_prompts,
-    drop_captions,
     encode_token_ids,
     pooling_heads,
     tokenize_captions,
@@ -226,7 +226,7 @@ def resnet_shapes(model):
 
 
 def test_shipped_presets_are_covered():
-    assert set(available_presets()) == {"tiny", "mnist-16", "mnist-16-text", "ddpm-cifar10"}
+    assert set(available_presets()) == {"tiny", "mnist-16", "mnist-16-text", "mnist-16-class", "ddpm-cifar10"}
 
 
 @pytest.mark.parametrize(
@@ -396,37 +396,37 @@ def test_bank_moves_with_to(pipe):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# drop_captions
+# drop_conditions (ddpm_hf.diffusion.guidance)
 # ----------------------------------------------------------------------------------------------------------------
-def test_drop_captions_statistics():
+def test_drop_conditions_statistics():
     n, p = 200_000, 0.1
     indices = torch.randint(1, 50, (n,), generator=torch.Generator().manual_seed(0))
-    dropped = drop_captions(indices, p, empty_index=0, generator=torch.Generator().manual_seed(1))
+    dropped = drop_conditions(indices, p, null_index=0, generator=torch.Generator().manual_seed(1))
     replaced = dropped == 0
     assert abs(replaced.float().mean().item() - p) < 5 * math.sqrt(p * (1 - p) / n)
     assert torch.equal(dropped[~replaced], indices[~replaced])  # the others keep their caption
     assert dropped.dtype == torch.long and indices.min() > 0  # the input is not modified
 
 
-def test_drop_captions_edge_cases_and_determinism():
+def test_drop_conditions_edge_cases_and_determinism():
     indices = torch.arange(1, 1001)
     generator = torch.Generator().manual_seed(0)
-    assert torch.equal(drop_captions(indices, 0.0, 0, generator), indices)
-    assert torch.equal(drop_captions(indices, 1.0, 7, generator), torch.full_like(indices, 7))
-    a = drop_captions(indices, 0.5, 0, torch.Generator().manual_seed(3))
-    b = drop_captions(indices, 0.5, 0, torch.Generator().manual_seed(3))
-    c = drop_captions(indices, 0.5, 0, torch.Generator().manual_seed(4))
+    assert torch.equal(drop_conditions(indices, 0.0, 0, generator), indices)
+    assert torch.equal(drop_conditions(indices, 1.0, 7, generator), torch.full_like(indices, 7))
+    a = drop_conditions(indices, 0.5, 0, torch.Generator().manual_seed(3))
+    b = drop_conditions(indices, 0.5, 0, torch.Generator().manual_seed(3))
+    c = drop_conditions(indices, 0.5, 0, torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
     # The generator advances the same whatever the probability, so other draws do not depend on it.
     states = []
     for probability in (0.0, 0.3, 1.0):
         g = torch.Generator().manual_seed(5)
-        drop_captions(indices, probability, 0, g)
+        drop_conditions(indices, probability, 0, g)
         states.append(g.get_state())
     assert all(torch.equal(states[0], s) for s in states)
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match=r"\[0, 1\]"):
-            drop_captions(indices, bad, 0, generator)
+            drop_conditions(indices, bad, 0, generator)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def error_lines(stderr: str) -> list:
 def finished_run(tmp_path_factory) -> Path:
     output_dir = tmp_path_factory.mktemp("run") / "out"
     launch(*TINY, "--max_train_steps", "6", "--validation_steps", "3", "--checkpointing_steps", "3",
-           "--report_to", "tensorboard", "--output_dir", output_dir)
+           "--eval_fid_images", "24", "--eval_fid_steps", "2", "--report_to", "tensorboard", "--output_dir", output_dir)
     return output_dir
 
 
@@ -124,6 +124,15 @@ def test_run_writes_pipeline_pictures_and_args(finished_run):
     from PIL import Image
 
     assert Image.open(finished_run / "samples.png").size == (128, 128)  # 2x2 grid of 8x8 digits scaled to 64 px
+
+
+def test_run_ends_with_the_digit_feature_fd_in_fid_json_the_card_and_the_trackers(finished_run):
+    quality = json.loads((finished_run / "fid.json").read_text())
+    assert quality["fd_name"] == "digit-feature FD" and quality["num_images"] == 24  # never called FID offline
+    assert quality["num_inference_steps"] == 2 and quality["reference"]["source"] == "embedded:digits"
+    assert quality["fd"] > 0
+    card = (finished_run / "README.md").read_text()
+    assert "digit-feature FD" in card and f"{round(quality['fd'], 4)}" in card
 
 
 def test_saved_pipeline_loads_and_samples(finished_run):
@@ -149,7 +158,7 @@ def test_tensorboard_logs_scalars_and_images(finished_run):
         accumulator.Reload()
         for kind in tags:
             tags[kind] |= set(accumulator.Tags()[kind])
-    assert {"loss", "lr", "images_per_second", "grad_norm"} <= tags["scalars"]
+    assert {"loss", "lr", "images_per_second", "grad_norm", "digit-feature FD"} <= tags["scalars"]
     assert any(tag.startswith("validation") for tag in tags["images"])
 
 
@@ -373,6 +382,9 @@ def test_every_preset_parses_and_explicit_flags_win():
     # So does a training length: --num_epochs replaces the preset's step count.
     args = parse_args(["--preset", "ddpm-cifar10", "--num_epochs", "2"])
     assert (args.num_epochs, args.max_train_steps) == (2, None)
+    # A class column is no data source: the CIFAR-10 preset keeps its data and trains on its labels.
+    args = parse_args(["--preset", "ddpm-cifar10", "--class_column", "label"])
+    assert (args.dataset_name, args.image_column, args.class_column) == ("uoft-cs/cifar10", "img", "label")
 
 
 @pytest.mark.parametrize("resumed", [False, True])

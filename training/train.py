@@ -47,6 +47,7 @@ from ddpm_hf.randomness import StepRandomness
 from ddpm_hf.text.components import TextEncoderError
 from ddpm_hf.text.conditioning import TextConditionedUNet
 from ddpm_hf.trainer.checkpointing import CheckpointError, TrainerState, set_aside_diverged
+from ddpm_hf.trainer.classes import class_conditioning_kwargs, load_class_conditioning
 from ddpm_hf.trainer.config import FlagError, default_resolution, model_architecture, parse_args, tracker_config
 from ddpm_hf.trainer.interrupts import StopRequests, TrainingInterrupted
 from ddpm_hf.trainer.monitoring import DebugRecorder, LossMeter, NonFiniteLossError, Throughput, log_progress
@@ -70,7 +71,7 @@ from ddpm_hf.trainer.state import (
 )
 from ddpm_hf.trainer.step import prepare_micro_batch, train_step
 from ddpm_hf.trainer.text import load_text_conditioning, text_conditioning_kwargs
-from ddpm_hf.trainer.validation import log_validation
+from ddpm_hf.trainer.validation import evaluate_fid, log_validation
 
 logger = get_logger(__name__)
 
@@ -100,10 +101,12 @@ def train_holding_the_folder(args, accelerator) -> None:
     check_resolution(args.resolution, architecture)
     data = load_training_data(args, accelerator)
     text = load_text_conditioning(args, data, accelerator) if args.text_to_image else None
+    classes = load_class_conditioning(args, data) if args.class_column else None
 
     # Model, EMA, optimizer, and the timestep sampler.
     unet = build_unet(args, architecture, data.channels,
-                      cross_attention_dim=text.text_encoder.config.hidden_size if text is not None else None)
+                      cross_attention_dim=text.text_encoder.config.hidden_size if text is not None else None,
+                      num_class_embeds=classes.num_class_embeds if classes is not None else None)
     ema = make_ema(unet, args) if args.use_ema else None
     layout = BatchLayout(args.train_batch_size, accelerator.num_processes, accelerator.process_index,
                          args.gradient_accumulation_steps)
@@ -117,7 +120,7 @@ def train_holding_the_folder(args, accelerator) -> None:
         ema.to(accelerator.device)
     sampler = make_timestep_sampler(args.timestep_sampler, args.ddpm_num_steps, device=accelerator.device)
     training = Training(accelerator, model, ema, optimizer, lr_scheduler, make_noise_scheduler(args), sampler,
-                        layout, TrainerState(), args, publisher, text)
+                        layout, TrainerState(), args, publisher, text, classes)
     start_or_resume(training, len(data), resume_from)  # a barrier: the main process clears stale temporaries first
 
     # The loop.
@@ -128,7 +131,8 @@ def train_holding_the_folder(args, accelerator) -> None:
         data.pixels, seed=args.seed, layout=layout, first_step=state.global_step, last_step=args.max_train_steps,
         first_position=state.samples_seen, flip=args.random_flip, num_workers=args.dataloader_num_workers,
         pin_memory=accelerator.device.type == "cuda",
-        captions=text.bank.caption_indices.cpu() if text is not None else None,
+        conditions=(text.bank.caption_indices.cpu() if text is not None
+                    else classes.labels if classes is not None else None),
     )
     logger.info(
         f"Training on {len(data)} images from {data.source} ({data.channels}x{args.resolution}x{args.resolution}),"
@@ -139,10 +143,12 @@ def train_holding_the_folder(args, accelerator) -> None:
     )
     run_loop(training, loader, num_images=len(data))
 
-    # Save (main process only, after a barrier): pipeline, pictures, model card, then the upload to the Hub.
+    # The Fréchet distance of the samples (every process samples its share), then save (main process only, after a
+    # barrier): pipeline, pictures, model card, then the upload to the Hub.
+    quality = evaluate_fid(training) if args.eval_fid_images else None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_final_outputs(training, data)
+        save_final_outputs(training, data, quality)
         if training.publisher is not None:
             training.publisher.push_output_folder(training.state.global_step)
     accelerator.end_training()
@@ -166,7 +172,8 @@ def run_loop(training: Training, loader, num_images: int) -> None:
     with progress, StopRequests(accelerator) as stop:
         while state.global_step < args.max_train_steps:
             items = [next(micro_batches) for _ in range(args.gradient_accumulation_steps)]
-            pixels = [item[0] for item in items] if training.text is not None else items
+            conditioned = training.text is not None or training.classes is not None
+            pixels = [item[0] for item in items] if conditioned else items
             debug.micro_batches(state.global_step, pixels)
             randomness = StepRandomness(args.seed, state.global_step, accelerator.process_index)
             output = train_step(
@@ -175,7 +182,8 @@ def run_loop(training: Training, loader, num_images: int) -> None:
                 noise_scheduler=training.noise_scheduler, randomness=randomness,
                 max_grad_norm=args.max_grad_norm, loss_type=args.loss_type,
                 timestep_sampler=training.timestep_sampler,
-                micro_batch_kwargs=text_conditioning_kwargs(training, items, randomness),
+                micro_batch_kwargs=(text_conditioning_kwargs(training, items, randomness) if training.text is not None
+                                    else class_conditioning_kwargs(training, items, randomness)),
             )
             if training.ema is not None:
                 training.ema.step(training.unet.parameters())  # the UNet's, also when the model holds the encoder

@@ -91,15 +91,15 @@ class MicroBatchKeys(torch.utils.data.Sampler):
 
 class ImageBatches(torch.utils.data.Dataset):
     """A micro-batch key -> its uint8 images, flipped as the key's seed says: all the per-step CPU work on data.
-    With `captions` (one caption index per image) it gives (images, their caption indices) instead.
+    With `conditions` (one index per image: a caption's, or a class label) it gives (images, their indices).
 
     It runs in DataLoader workers when there are any; the images were decoded once, so this is only indexing.
     """
 
     def __init__(self, pixels: torch.Tensor, seed: int, process_index: int, flip: bool,
-                 captions: torch.Tensor | None = None):
+                 conditions: torch.Tensor | None = None):
         self.pixels, self.seed, self.process_index, self.flip = pixels, seed, process_index, flip
-        self.captions = captions
+        self.conditions = conditions
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -109,7 +109,7 @@ class ImageBatches(torch.utils.data.Dataset):
         if self.flip:
             seed = derive_seed(self.seed, FLIP, key.step, self.process_index, key.micro)
             batch = random_flip(batch, torch.Generator().manual_seed(seed))
-        return batch if self.captions is None else (batch, self.captions[key.indices])
+        return batch if self.conditions is None else (batch, self.conditions[key.indices])
 
 
 def micro_batch_loader(
@@ -123,16 +123,17 @@ def micro_batch_loader(
     flip: bool,
     num_workers: int = 0,
     pin_memory: bool = False,
-    captions: torch.Tensor | None = None,
+    conditions: torch.Tensor | None = None,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over this process's uint8 micro-batches, in training order (workers keep the order).
 
-    With `captions` (N,) caption indices, each item is (images, caption indices); else just the images.
+    With `conditions` (N,) indices (captions', or class labels), each item is (images, their indices); else just the
+    images.
     """
     stream = DataStream(len(pixels), seed)
     keys = MicroBatchKeys(stream, layout, first_step, last_step, first_position)
     return torch.utils.data.DataLoader(
-        ImageBatches(pixels, seed, layout.process_index, flip, captions),
+        ImageBatches(pixels, seed, layout.process_index, flip, conditions),
         sampler=keys,
         batch_size=None,  # each key already names a whole micro-batch
         num_workers=num_workers,

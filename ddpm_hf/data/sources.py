@@ -15,6 +15,7 @@ their names. Every problem with the data raises :class:`DataError`, whose
 message says what is wrong and how to fix it.
 """
 
+import dataclasses
 import io
 import json
 import logging
@@ -56,6 +57,7 @@ def load_image_dataset(
     channels: int | None = None,
     max_train_samples: int | None = None,
     seed: int = 0,
+    class_column: str | None = None,
     max_bad_fraction: float = 0.01,
     show_progress: bool = True,
 ) -> ImageDataset:
@@ -69,6 +71,13 @@ def load_image_dataset(
     Captions are returned when ``with_captions`` is true or ``caption_column``
     is set; the column defaults to "text". The embedded sets generate theirs
     with :func:`digit_caption`.
+
+    Class labels (``labels`` and ``class_names``) are returned when
+    ``class_column`` is set: that column of a ``datasets`` set (a ``ClassLabel``
+    feature gives the names, other values are sorted and numbered), the first
+    sub-folder of each image under ``train_data_dir`` (imagefolder's
+    convention: one sub-folder per class), or the digit of the embedded sets
+    (whatever the column's name).
 
     With ``center_crop`` the short side is resized to ``resolution`` and the
     centre square kept; otherwise the whole image is resized to a square.
@@ -92,12 +101,14 @@ def load_image_dataset(
 
     source_flag = _single_source(dataset_name=dataset_name, train_data_dir=train_data_dir, embedded=embedded)
     if source_flag == "embedded":
-        return _load_embedded(embedded, want_captions, max_train_samples, seed, decode)
+        dataset = _load_embedded(embedded, want_captions, max_train_samples, seed, decode)  # labels always
+        names = [str(digit) for digit in range(10)] if class_column is not None else None
+        return dataclasses.replace(dataset, class_names=names)
     if source_flag == "train_data_dir":
-        return _load_folder(train_data_dir, want_captions, caption_column, max_train_samples, seed, decode)
-    return _load_hf_dataset(
-        dataset_name, dataset_config_name, image_column, want_captions, caption_column, max_train_samples, seed, decode
-    )
+        return _load_folder(train_data_dir, want_captions, caption_column, class_column is not None,
+                            max_train_samples, seed, decode)
+    return _load_hf_dataset(dataset_name, dataset_config_name, image_column, want_captions, caption_column,
+                            class_column, max_train_samples, seed, decode)
 
 
 def _check_options(resolution: Any, channels: Any, max_train_samples: Any, max_bad_fraction: Any) -> None:
@@ -213,8 +224,8 @@ def _mnist_file() -> Path:
 # --------------------------------------------------------------------------- #
 
 
-def _load_folder(folder: str, want_captions: bool, caption_column: str, max_samples: int | None, seed: int,
-                 decode: Decoder) -> ImageDataset:
+def _load_folder(folder: str, want_captions: bool, caption_column: str, want_classes: bool, max_samples: int | None,
+                 seed: int, decode: Decoder) -> ImageDataset:
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DataError(f"train_data_dir {folder!r} " + ("is not a folder" if root.exists() else "does not exist"))
@@ -227,8 +238,26 @@ def _load_folder(folder: str, want_captions: bool, caption_column: str, max_samp
     names = [path.relative_to(root).as_posix() for path in files]
     indices = _subset_indices(len(files), max_samples, seed)
     captions = _folder_captions(root, [names[i] for i in indices], caption_column) if want_captions else {}
-    items = [Item(name=names[i], source=files[i], caption=captions.get(names[i])) for i in indices]
-    return decode(items, len(items), str(folder), with_captions=want_captions)
+    class_names, labels = _folder_classes(folder, names) if want_classes else (None, {})
+    items = [Item(name=names[i], source=files[i], caption=captions.get(names[i]), label=labels.get(names[i]))
+             for i in indices]
+    dataset = decode(items, len(items), str(folder), with_captions=want_captions, with_labels=want_classes)
+    return dataclasses.replace(dataset, class_names=class_names)
+
+
+def _folder_classes(folder: str, names: list[str]) -> tuple[list[str], dict[str, int]]:
+    """imagefolder's convention: the first sub-folder of each image names its class (sorted names, numbered)."""
+    loose = [name for name in names if "/" not in name]
+    if loose:
+        raise DataError(f"class labels come from sub-folders (one per class), but {len(loose)} images of {folder!r}"
+                        f" lie at its top, e.g. {loose[0]!r}: move them into class folders, or train without"
+                        " --class_column")
+    class_names = sorted({name.split("/", 1)[0] for name in names})
+    if len(class_names) < 2:
+        raise DataError(f"{folder!r} has one class folder ({class_names[0]!r}): class conditioning needs at least"
+                        " two, or train without --class_column")
+    number = {class_name: index for index, class_name in enumerate(class_names)}
+    return class_names, {name: number[name.split("/", 1)[0]] for name in names}
 
 
 def _find_image_files(root: Path) -> list[Path]:
@@ -298,27 +327,49 @@ def _as_caption(value: Any) -> str:
 
 
 def _load_hf_dataset(name: str, config: str | None, image_column: str, want_captions: bool, caption_column: str,
-                     max_samples: int | None, seed: int, decode: Decoder) -> ImageDataset:
+                     class_column: str | None, max_samples: int | None, seed: int, decode: Decoder) -> ImageDataset:
     dataset, base_dir = _open_hf_dataset(name, config)
     if len(dataset) == 0:
         raise DataError(f"dataset {name!r} has no rows in its train split")
     _require_column(dataset, image_column, "image")
     if want_captions:
         _require_column(dataset, caption_column, "caption")
+    class_names, number = None, None
+    if class_column is not None:
+        _require_column(dataset, class_column, "class")
+        class_names, number = _dataset_classes(dataset, class_column)
     dataset = _undecoded_images(dataset, image_column)
 
     indices = _subset_indices(len(dataset), max_samples, seed)
-    columns = [image_column] + ([caption_column] if want_captions else [])
+    columns = [image_column] + ([caption_column] if want_captions else []) + ([class_column] if class_column else [])
     rows = dataset.select(indices).select_columns(columns)
     items = (
         Item(
             name=_row_name(row[image_column], index),
             source=_row_source(row[image_column], base_dir),
             caption=_as_caption(row[caption_column]) if want_captions else None,
+            label=number(row[class_column]) if class_column else None,
         )
         for index, row in zip(indices, rows)
     )
-    return decode(items, len(indices), name, with_captions=want_captions)
+    dataset = decode(items, len(indices), name, with_captions=want_captions, with_labels=class_column is not None)
+    return dataclasses.replace(dataset, class_names=class_names)
+
+
+def _dataset_classes(dataset: Any, column: str) -> tuple[list[str], Callable[[Any], int]]:
+    """The class names of `column` and how a row's value becomes its label: a ClassLabel feature's own names and
+    integers, else the column's distinct values, sorted and numbered."""
+    import datasets
+
+    feature = dataset.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names), int
+    values = sorted({str(value) for value in dataset[column]})
+    if len(values) < 2:
+        raise DataError(f"class column {column!r} holds one value ({values[0] if values else 'none'}): class"
+                        " conditioning needs at least two classes")
+    number = {value: index for index, value in enumerate(values)}
+    return values, lambda value: number[str(value)]
 
 
 def _open_hf_dataset(name: str, config: str | None) -> tuple[Any, Path | None]:

@@ -79,6 +79,7 @@ def digit_feature_network(cache_dir=None, device: torch.device | str = "cpu") ->
     return network.to(device).eval().requires_grad_(False)
 
 
+@torch.enable_grad()  # it trains: also when the caller evaluates under no_grad
 def fit_digit_features(network: DigitFeatureNetwork) -> float:
     """Fit `network` as a digit classifier on the embedded digits; returns its final training accuracy."""
     pixels, labels = _embedded_digits()

@@ -7,10 +7,10 @@
   a trainable encoder can run the second half with gradients.
 - `CaptionBank`: the dataset's captions, deduplicated, with their token ids and (for a frozen encoder) their
   embeddings computed once.
-- `drop_captions`: classifier-free-guidance dropout, which teaches the empty prompt that guidance subtracts.
 - `default_validation_prompts`: what to draw validation grids of when the user names no prompts.
 
-Nothing here draws from torch's global random state: the only random draws (`drop_captions`) come from the generator
+Nothing here draws from torch's global random state (caption dropout is `ddpm_hf.diffusion.guidance.drop_conditions`,
+which draws from the generator
 the trainer passes in, so resumed runs stay bitwise exact.
 """
 
@@ -235,22 +235,6 @@ class CaptionBank:
             )
         with torch.no_grad():
             return encode_token_ids(text_encoder, self.token_ids_for(indices))
-
-
-def drop_captions(indices: torch.Tensor, probability: float, empty_index: int,
-                  generator: torch.Generator) -> torch.Tensor:
-    """Classifier-free-guidance dropout: each caption index becomes `empty_index` with `probability`.
-
-    The model thus also learns the unconditional prediction, for the empty prompt that guidance uses as its
-    unconditional side (Ho & Salimans 2022). One uniform draw per caption from `generator`, on its device (no host
-    synchronisation), whatever the probability: the generator's stream does not depend on it.
-    """
-    if not 0.0 <= probability <= 1.0:
-        raise ValueError(f"the caption dropout probability must be in [0, 1], got {probability!r}")
-    if indices.device.type != generator.device.type:
-        raise ValueError(f"the caption indices are on {indices.device} but the generator on {generator.device}")
-    drop = torch.rand(indices.shape, generator=generator, device=indices.device) < probability
-    return indices.masked_fill(drop, empty_index)
 
 
 # ----------------------------------------------------------------------------------------------------------------

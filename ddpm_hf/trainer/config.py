@@ -21,7 +21,9 @@ from ..text.components import BUILTIN_TEXT_ENCODERS
 # are dropped (a preset's Hub dataset and image column make no sense for your --train_data_dir, nor its step count
 # for your --num_epochs).
 DATA_SOURCE_FLAGS = ("dataset_name", "dataset_config_name", "train_data_dir", "embedded_dataset", "image_column",
-                     "caption_column")
+                     "caption_column", "eval_fid_images")
+# Not class_column: `--preset ddpm-cifar10 --class_column label` keeps its data. eval_fid_images is: the preset's
+# Fréchet distance is measured against the preset's data, which another source replaces.
 PRESET_FLAG_GROUPS = (DATA_SOURCE_FLAGS, ("num_epochs", "max_train_steps"))
 DEFAULT_EMBEDDED_DATASET = "mnist"
 
@@ -63,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--image_column", default="image")
     data.add_argument("--caption_column", help="train text to image on this column's captions (an image folder's"
                       " metadata.jsonl, a dataset column; the embedded digits have captions under any name)")
+    data.add_argument("--class_column", help="train class-conditional on this column's labels (a ClassLabel gives"
+                      " the names), an image folder's class sub-folders (any name), or the embedded digits' labels (any"
+                      " name); --conditioning_dropout_prob teaches the null class that guidance uses")
     data.add_argument("--resolution", type=int, help="images are resized to resolution x resolution (default: the"
                       " preset's, else the model config's sample_size, else 32)")
     data.add_argument("--center_crop", action=bool_flag, default=False, help="crop the centre square, do not squash")
@@ -111,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
                         " of this many training images; written to nll.json, nll_terms.png and the model card")
     report.add_argument("--eval_nll_steps", type=int, help="bound a respaced chain of this many steps (default: all"
                         " T steps, the exact bound of the trained model)")
+    report.add_argument("--eval_fid_images", type=int, default=0, help="at the end, the Frechet distance of this many"
+                        " samples to the training source (embedded digits: the digit-feature FD, offline; an image"
+                        " folder: FID with the Inception-v3 weights); written to fid.json, the trackers and the card")
+    report.add_argument("--eval_fid_steps", type=int, help="sampling steps for it (default:"
+                        " --validation_inference_steps)")
+    report.add_argument("--fid_weights", help="a local Inception-v3 FID weights file (offline FID on image folders)")
     report.add_argument("--checkpointing_steps", type=int, default=500, help="0 disables checkpoints")
     report.add_argument("--checkpoints_total_limit", type=int, help="keep only the newest N checkpoints")
     report.add_argument("--resume_from_checkpoint", help="'latest' (starts afresh when there is none yet), a"
@@ -125,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                       " the UNet (default: frozen, run once per distinct caption under no_grad, in the"
                       " --mixed_precision dtype); its weights go into checkpoints and the pipeline, and the EMA"
                       " (--use_ema) follows the UNet only")
-    text.add_argument("--conditioning_dropout_prob", type=float, default=0.1, help="captions replaced by the empty"
-                      " prompt during training, so that the model also learns the unconditional side of guidance")
+    text.add_argument("--conditioning_dropout_prob", type=float, default=0.1, help="captions (or class labels)"
+                      " replaced by the empty prompt (the null class) during training, so that the model also learns"
+                      " the unconditional side of guidance")
     text.add_argument("--validation_prompts", nargs="+", help="one grid row per prompt (default: the ten digit"
                       " prompts for embedded digits, else the first distinct captions)")
     text.add_argument("--validation_guidance_scale", type=float, default=3.0, help="validation grids are drawn with"
@@ -188,7 +200,7 @@ AT_LEAST_ONE = ("train_batch_size", "gradient_accumulation_steps", "logging_step
                 "num_validation_images", "ddpm_num_steps", "max_train_steps", "checkpoints_total_limit",
                 "max_train_samples")
 ZERO_OR_MORE = ("dataloader_num_workers", "checkpointing_steps", "validation_steps", "eval_nll_images",
-                "lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "validation_guidance_scale")
+                "eval_fid_images", "lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "validation_guidance_scale")
 POSITIVE = ("learning_rate", "adam_epsilon", "num_epochs", "ema_inv_gamma", "ema_power")
 FRACTIONS = ("ema_max_decay", "ema_min_decay", "conditioning_dropout_prob", "max_bad_image_fraction")  # in [0, 1]
 BELOW_ONE = ("adam_beta1", "adam_beta2")  # in [0, 1): torch.optim.AdamW refuses 1
@@ -231,6 +243,19 @@ def check_args(args, parser: argparse.ArgumentParser) -> None:
     if args.eval_nll_steps is not None and not 1 <= args.eval_nll_steps <= args.ddpm_num_steps:
         parser.error(f"--eval_nll_steps must be between 1 and --ddpm_num_steps {args.ddpm_num_steps}, got"
                      f" {args.eval_nll_steps}")
+    if args.class_column and args.text_to_image:
+        parser.error("--class_column and captions (--caption_column, --text_encoder_name_or_path) exclude each other:"
+                     " condition on classes or on text")
+    if args.eval_fid_images:
+        if args.eval_fid_images < 2:
+            parser.error(f"--eval_fid_images must be 0 or at least 2 (a covariance needs two samples), got"
+                         f" {args.eval_fid_images}")
+        if args.dataset_name or args.text_to_image:
+            parser.error("--eval_fid_images measures against an embedded digit set or a --train_data_dir folder, and"
+                         " unconditional or class-conditional runs: use `ddpm-hf fid` on the saved pipeline otherwise")
+    if args.eval_fid_steps is not None and not 1 <= args.eval_fid_steps <= args.ddpm_num_steps:
+        parser.error(f"--eval_fid_steps must be between 1 and --ddpm_num_steps {args.ddpm_num_steps}, got"
+                     f" {args.eval_fid_steps}")
     if args.train_text_encoder and not args.text_to_image:
         parser.error("--train_text_encoder needs captions: give --caption_column (and --text_encoder_name_or_path)")
 

@@ -26,6 +26,10 @@ from .validation import evaluate_nll, grid_guidance, grid_path, sample_grids
 logger = get_logger(__name__)
 
 
+def class_names(training: Training) -> list[str] | None:
+    return training.classes.names if training.classes is not None else None
+
+
 def push_checkpoint_pipeline(training: Training) -> None:
     """Main process only: the current (EMA) weights to the Hub in the background, with this step's grid if any."""
     step, unet = training.state.global_step, training.unet
@@ -33,11 +37,11 @@ def push_checkpoint_pipeline(training: Training) -> None:
     main_grid = next(iter(grid_guidance(training.args)))
     grid = grid_path(os.path.join(training.args.output_dir, "validation"), step, main_grid)
     with ema_weights(training.ema, unet):
-        pipeline = make_pipeline(unet, training.noise_scheduler, training.text)
+        pipeline = make_pipeline(unet, training.noise_scheduler, training.text, class_names(training))
         training.publisher.push_checkpoint(pipeline, step, grid=grid if os.path.isfile(grid) else None)
 
 
-def save_final_outputs(training: Training, data) -> None:
+def save_final_outputs(training: Training, data, quality: dict | None = None) -> None:
     """Main process only: the pipeline (EMA weights with --use_ema), training_args.json, samples.png,
     loss_curve.png, the optional bound, and the model card (README.md): everything --push_to_hub then uploads.
 
@@ -45,7 +49,7 @@ def save_final_outputs(training: Training, data) -> None:
     stops with an OutOfSpaceError (the previous pipeline, if any, is intact: saves swap in whole files and folders).
     """
     try:
-        _save_final_outputs(training, data)
+        _save_final_outputs(training, data, quality)
     except Exception as error:
         folder = training.args.output_dir
         needed = tree_size(os.path.join(folder, "checkpoints", f"checkpoint-{training.state.global_step}"))
@@ -55,21 +59,23 @@ def save_final_outputs(training: Training, data) -> None:
         raise
 
 
-def _save_final_outputs(training: Training, data) -> None:
+def _save_final_outputs(training: Training, data, quality: dict | None) -> None:
     args, unet, accelerator = training.args, training.unet, training.accelerator
     if training.ema is not None:
         training.ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model now
-    pipeline = make_pipeline(unet, training.noise_scheduler, training.text)
+    pipeline = make_pipeline(unet, training.noise_scheduler, training.text, class_names(training))
     pipeline.save_pretrained(args.output_dir)
     write_text_atomically(os.path.join(args.output_dir, "training_args.json"),
                           json.dumps(saveable_args(args), indent=2) + "\n")
-    grids = sample_grids(unet, training.noise_scheduler, args, training.text)
+    grids = sample_grids(unet, training.noise_scheduler, args, training.text, training.classes)
     for index, (name, grid) in enumerate(grids.items()):  # samples.png; for text to image also samples-guidance-1.png
         filename = "samples.png" if index == 0 else f"samples-{name}.png"
         save_image_atomically(grid, os.path.join(args.output_dir, filename))
     write_atomically(os.path.join(args.output_dir, "loss_curve.png"),
                      lambda temporary: plot_loss_curve(training.state.loss_history, temporary))
-    metrics = evaluate_nll(pipeline, data, args, training.text) if args.eval_nll_images else None
+    metrics = evaluate_nll(pipeline, data, args, training.text, training.classes) if args.eval_nll_images else None
+    if quality:
+        metrics = {**(metrics or {}), **quality}
     repo_id = training.publisher.repo_id if training.publisher is not None else repo_name(args)
     card = render_model_card(pipeline, repo_id=repo_id, sample_grid_filename="samples.png",
                              _secrets_to_hide=[args.hub_token],

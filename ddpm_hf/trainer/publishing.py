@@ -47,6 +47,8 @@ def model_card_kwargs(args, accelerator, step: int, metrics: dict | None = None)
         config.pop(flag, None)
     caption = (f"Uncurated samples after {step} training steps ({args.validation_inference_steps}-step respaced chain,"
                f" seed {args.seed})")
+    if args.class_column:
+        caption += f", one row per class, guidance scale {args.validation_guidance_scale:g}"
     if args.text_to_image:
         prompts = "; ".join(f'"{prompt}"' for prompt in args.validation_prompts)
         caption += f", one row per prompt ({prompts}), guidance scale {args.validation_guidance_scale:g}"

@@ -60,6 +60,7 @@ def load_training_data(args, accelerator):
             embedded=args.embedded_dataset,
             image_column=args.image_column,
             caption_column=args.caption_column if args.text_to_image else None,
+            class_column=args.class_column,
             resolution=args.resolution,
             center_crop=args.center_crop,
             channels=args.channels,
@@ -71,8 +72,10 @@ def load_training_data(args, accelerator):
 
 
 
-def build_unet(args, architecture: dict, channels: int, cross_attention_dim: int | None = None):
-    """A UNet2DModel, or with `cross_attention_dim` a UNet2DConditionModel of the same shape that attends to text."""
+def build_unet(args, architecture: dict, channels: int, cross_attention_dim: int | None = None,
+               num_class_embeds: int | None = None):
+    """A UNet2DModel (with `num_class_embeds`, one that adds a class embedding to the timestep's), or with
+    `cross_attention_dim` a UNet2DConditionModel of the same shape that attends to text."""
     learned_variance = args.variance_type == "learned_range"
     if learned_variance and args.loss_type == "simple":
         logger.warning("--variance_type learned_range with --loss_type simple: L_simple does not train the variance"
@@ -81,7 +84,7 @@ def build_unet(args, architecture: dict, channels: int, cross_attention_dim: int
     config = unet_config_for_data(architecture, channels=channels, resolution=args.resolution,
                                   learned_variance=learned_variance)
     if cross_attention_dim is None:
-        unet = UNet2DModel.from_config(config)
+        unet = UNet2DModel.from_config({**config, "num_class_embeds": num_class_embeds})
     else:
         unet = UNet2DConditionModel.from_config(conditional_unet_config(config, cross_attention_dim))
     if args.gradient_checkpointing:
@@ -147,9 +150,11 @@ def make_lr_scheduler(optimizer, args, max_train_steps: int, steps_done: int = 0
                          num_training_steps=max_train_steps, last_epoch=steps_done - 1)
 
 
-def make_pipeline(unet, noise_scheduler, text: Optional["TextConditioning"]):
+def make_pipeline(unet, noise_scheduler, text: Optional["TextConditioning"], class_names: list[str] | None = None):
     """The pipeline the run trains, around `unet` (with a fresh scheduler, so sampling never touches training's)."""
     scheduler = DDPMPosteriorScheduler.from_config(noise_scheduler.config)
+    if text is None and class_names is not None:
+        return DDPMImagePipeline(unet=unet, scheduler=scheduler, class_names=class_names)
     if text is None:
         return DDPMImagePipeline(unet=unet, scheduler=scheduler)
     return DDPMTextToImagePipeline(unet=unet, scheduler=scheduler, text_encoder=text.text_encoder,

@@ -25,6 +25,7 @@ from .checkpointing import (
     save_checkpoint,
     write_training_state,
 )
+from .classes import ClassConditioning
 from .config import saveable_args
 from .publishing import HubPublisher
 from .setup import make_lr_scheduler
@@ -49,6 +50,7 @@ class Training:
     args: argparse.Namespace
     publisher: HubPublisher | None = None  # on the main process with --push_to_hub
     text: TextConditioning | None = None  # text-to-image runs
+    classes: ClassConditioning | None = None  # class-conditional runs
 
     @property
     def unet(self):

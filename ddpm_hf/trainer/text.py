@@ -9,9 +9,10 @@ import torch
 from accelerate.logging import get_logger
 
 from ..data.dataset import DataError
+from ..diffusion.guidance import drop_conditions
 from ..randomness import StepRandomness
 from ..text.components import load_text_components
-from ..text.conditioning import CaptionBank, default_validation_prompts, drop_captions
+from ..text.conditioning import CaptionBank, default_validation_prompts
 
 if TYPE_CHECKING:
     from .state import Training
@@ -33,7 +34,7 @@ class TextConditioning:
 
     def model_kwargs(self, caption_indices: torch.Tensor, generator: torch.Generator) -> dict:
         """The model's conditioning for a micro-batch, some captions replaced by the empty prompt (for guidance)."""
-        kept = drop_captions(caption_indices, self.dropout_prob, self.bank.empty_index, generator)
+        kept = drop_conditions(caption_indices, self.dropout_prob, self.bank.empty_index, generator)
         if self.trained:
             return {"token_ids": self.bank.token_ids_for(kept)}
         return {"encoder_hidden_states": self.encodings(kept)}
@@ -80,5 +81,5 @@ def text_conditioning_kwargs(training: "Training", items, randomness: StepRandom
         return None
     device = training.accelerator.device
     return [training.text.model_kwargs(captions.to(device, non_blocking=True),
-                                       randomness.caption_dropout_generator(micro, device))
+                                       randomness.conditioning_dropout_generator(micro, device))
             for micro, (_, captions) in enumerate(items)]

@@ -1,6 +1,7 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Judging the model as it trains: sample grids from a fixed seed (validation/step-N.png, the trackers, samples.png),
-and at the end the variational bound on training images (nll.json, nll_terms.png)."""
+and at the end the variational bound on training images (nll.json, nll_terms.png) and the Fréchet distance of its
+samples to the training source (fid.json)."""
 
 import json
 import os
@@ -11,8 +12,10 @@ from accelerate.logging import get_logger
 
 from ..data.pixels import to_model_range
 from ..diffusion.likelihood import variational_bound
+from ..errors import one_line
 from ..io import save_image_atomically, write_atomically, write_text_atomically
 from ..visualization import enlarge, filled_grid_rows, image_grid, plot_terms
+from .classes import ClassConditioning
 from .setup import ema_weights, make_pipeline
 from .text import TextConditioning
 
@@ -21,19 +24,20 @@ logger = get_logger(__name__)
 
 def grid_guidance(args) -> dict:
     """{name: guidance scale} of the grids `sample_grids` draws, in its order; the first becomes samples.png."""
-    if not args.text_to_image:
+    if not args.text_to_image and not args.class_column:
         return {"": None}
     return {f"guidance-{scale:g}": scale for scale in (args.validation_guidance_scale, 1.0)}
 
 
 @torch.no_grad()
-def sample_grids(unet, noise_scheduler, args, text: TextConditioning | None) -> dict:
+def sample_grids(unet, noise_scheduler, args, text: TextConditioning | None,
+                 classes: ClassConditioning | None = None) -> dict:
     """{name: grid} from a fixed generator, so successive grids are comparable; the first is the run's samples.png.
 
-    Unconditional: one grid of `num_validation_images`. Text to image: one row per validation prompt, drawn with
-    guidance and, from the same noise, without it.
+    Unconditional: one grid of `num_validation_images`. Text to image: one row per validation prompt; class-
+    conditional: one row per class (the first ten); each drawn with guidance and, from the same noise, without it.
     """
-    pipeline = make_pipeline(unet, noise_scheduler, text)
+    pipeline = make_pipeline(unet, noise_scheduler, text, classes.names if classes is not None else None)
     pipeline.set_progress_bar_config(disable=True)
     common = dict(num_inference_steps=args.validation_inference_steps, output_type="pil")
     def generator():
@@ -43,6 +47,13 @@ def sample_grids(unet, noise_scheduler, args, text: TextConditioning | None) -> 
     for module in modules:
         module.eval()
     try:
+        if classes is not None:
+            rows = classes.validation_labels()
+            per_class = max(1, args.num_validation_images // len(rows))
+            labels = [label for label in rows for _ in range(per_class)]
+            return {name: sample_grid(pipeline(batch_size=len(labels), class_labels=labels, guidance_scale=scale,
+                                               generator=generator(), **common).images, rows=len(rows))
+                    for name, scale in grid_guidance(args).items()}
         if text is None:
             images = pipeline(batch_size=args.num_validation_images, generator=generator(), **common).images
             return {"": sample_grid(images, rows=filled_grid_rows(len(images)))}
@@ -74,7 +85,7 @@ def log_validation(training) -> None:
     args, step = training.args, training.state.global_step
     unet = training.unet
     with ema_weights(training.ema, unet):
-        grids = sample_grids(unet, training.noise_scheduler, args, training.text)
+        grids = sample_grids(unet, training.noise_scheduler, args, training.text, training.classes)
     folder = os.path.join(args.output_dir, "validation")
     os.makedirs(folder, exist_ok=True)
     for name, grid in grids.items():
@@ -88,9 +99,9 @@ def log_validation(training) -> None:
 
 
 @torch.no_grad()
-def evaluate_nll(pipeline, data, args, text: TextConditioning | None) -> dict:
-    """The variational bound of the trained model on --eval_nll_images training images (given their captions, for
-    text to image): nll.json, nll_terms.png, and the metric for the model card."""
+def evaluate_nll(pipeline, data, args, text: TextConditioning | None, classes: ClassConditioning | None = None) -> dict:
+    """The variational bound of the trained model on --eval_nll_images training images (given their captions or
+    classes, when it is conditional): nll.json, nll_terms.png, and the metric for the model card."""
     count = min(args.eval_nll_images, len(data))
     chosen = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:count]
     images = to_model_range(data.pixels[chosen]).to(pipeline.unet.device)
@@ -98,6 +109,8 @@ def evaluate_nll(pipeline, data, args, text: TextConditioning | None) -> dict:
     if text is not None:
         caption_indices = text.bank.caption_indices[chosen.to(text.bank.caption_indices.device)]
         model_kwargs = {"encoder_hidden_states": text.encodings(caption_indices)}
+    elif classes is not None:
+        model_kwargs = {"class_labels": classes.labels[chosen].to(pipeline.unet.device)}
     steps = args.eval_nll_steps or args.ddpm_num_steps
     chain = list(range(args.ddpm_num_steps - 1, -1, -1)) if steps == args.ddpm_num_steps else steps
     was_training = pipeline.unet.training
@@ -109,7 +122,7 @@ def evaluate_nll(pipeline, data, args, text: TextConditioning | None) -> dict:
         pipeline.unet.train(was_training)
     summary = bound.summary()
     chain_name = "the full chain" if steps == args.ddpm_num_steps else f"a respaced {steps}-step chain"
-    given = " given their captions" if text is not None else ""
+    given = " given their captions" if text is not None else " given their classes" if classes is not None else ""
     how = (f"variational bound (prior + denoising KLs + discretized decoder) of {chain_name} on {count} training"
            f" images{given}, ± {summary['total_bpd_stderr']:.3f} standard error (ddpm_hf.variational_bound)")
     record = {"description": how, "steps": steps, **summary, "timesteps": bound.timesteps.tolist(),
@@ -123,3 +136,38 @@ def evaluate_nll(pipeline, data, args, text: TextConditioning | None) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def fid_reference(args) -> str:
+    """The source `ddpm_hf.metrics` measures the run's samples against: the training data's own."""
+    return f"embedded:{args.embedded_dataset}" if args.embedded_dataset else args.train_data_dir
+
+
+def evaluate_fid(training) -> dict:
+    """On every process (each samples its share; torchmetrics sums the states): the Fréchet and kernel distances of
+    --eval_fid_images samples of the EMA weights to the training source; the main process writes fid.json and the
+    trackers get the numbers. Returns the model card's metric rows."""
+    from ..metrics import evaluate_sample_quality  # torchmetrics: imported only by runs that ask for it
+
+    args, unet = training.args, training.unet
+    steps = args.eval_fid_steps or args.validation_inference_steps
+    with ema_weights(training.ema, unet):
+        pipeline = make_pipeline(unet, training.noise_scheduler, None,
+                                 training.classes.names if training.classes is not None else None)
+        pipeline.set_progress_bar_config(disable=not training.accelerator.is_local_main_process)
+        was_training = unet.training
+        unet.eval()
+        try:
+            result = evaluate_sample_quality(pipeline, fid_reference(args), num_images=args.eval_fid_images,
+                                             num_inference_steps=steps, seed=args.seed, fid_weights=args.fid_weights,
+                                             device=training.accelerator.device)
+        except (ValueError, OSError) as error:  # e.g. no Inception weights offline: keep the pipeline
+            logger.warning(f"No Fréchet distance: {one_line(error)}; the pipeline is saved without it")
+            return {}
+        finally:
+            unet.train(was_training)
+    if training.accelerator.is_main_process:
+        write_text_atomically(os.path.join(args.output_dir, "fid.json"), json.dumps(result.to_dict(), indent=2) + "\n")
+        logger.info(result.summary())
+    training.accelerator.log({result.fd_name: result.fd, result.kd_name: result.kd}, step=training.state.global_step)
+    return result.model_card_metrics()
