@@ -13,9 +13,7 @@ diversity for fidelity, so the accuracy rises with the scale while the FD has a 
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
@@ -24,19 +22,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from bench_text_to_image import prompt_grid  # noqa: E402
-from common import trainer_command  # noqa: E402
+from common import train_preset  # noqa: E402
 
 from ddpm_hf import DDPMImagePipeline  # noqa: E402
 from ddpm_hf.evaluation import class_label_accuracy, fit_digit_classifier  # noqa: E402
 from ddpm_hf.metrics import ReferenceSet, feature_distances, reference_features, resolve_feature_network  # noqa: E402
 from ddpm_hf.metrics.features import extract_features  # noqa: E402
-
-
-def train(output_dir: str) -> float:
-    command = trainer_command("--preset", "mnist-16-class", "--output_dir", output_dir)
-    start = time.perf_counter()
-    subprocess.run(command, check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -52,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.train:
-        print(f"training {args.pipeline}: {train(args.pipeline) / 60:.1f} min")
+        print(f"training {args.pipeline}: {train_preset('mnist-16-class', args.pipeline) / 60:.1f} min")
     pipe = DDPMImagePipeline.from_pretrained(args.pipeline)
     pipe.set_progress_bar_config(disable=True)
     resolution = pipe.unet.config.sample_size

@@ -12,7 +12,6 @@ the README-sized run: above 0.8 with guidance), per digit, and writes the ten pr
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 
@@ -22,18 +21,10 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from common import trainer_command  # noqa: E402
+from common import train_preset  # noqa: E402
 
 from ddpm_hf import DDPMTextToImagePipeline  # noqa: E402
 from ddpm_hf.evaluation import fit_digit_classifier, prompted_digit_accuracy  # noqa: E402
-
-
-def train(output_dir: str) -> float:
-    """The README's text-to-image command; returns its wall time in seconds."""
-    command = trainer_command("--preset", "mnist-16-text", "--output_dir", output_dir)
-    start = time.perf_counter()
-    subprocess.run(command, check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    return time.perf_counter() - start
 
 
 def prompt_grid(images: np.ndarray, images_per_digit: int, cell: int = 48) -> Image.Image:
@@ -57,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.train:
-        print(f"training {args.pipeline}: {train(args.pipeline) / 60:.1f} min")
+        print(f"training {args.pipeline}: {train_preset('mnist-16-text', args.pipeline) / 60:.1f} min")
     pipe = DDPMTextToImagePipeline.from_pretrained(args.pipeline)
     pipe.set_progress_bar_config(disable=True)
     resolution = pipe.unet.config.sample_size

@@ -21,6 +21,16 @@ def trainer_command(*train_args) -> list[str]:
             "--mixed_precision", "no", "--dynamo_backend", "no", TRAIN_SCRIPT, *map(str, train_args)]
 
 
+def train_preset(preset: str, output_dir: str) -> float:
+    """Train `preset` into `output_dir` as the README does, offline; returns the wall time in seconds."""
+    import subprocess
+
+    start = time.perf_counter()
+    subprocess.run(trainer_command("--preset", preset, "--output_dir", output_dir), check=True,
+                   env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    return time.perf_counter() - start
+
+
 def best_time(fn: Callable[[], None], repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):

@@ -47,7 +47,7 @@ from ddpm_hf.randomness import StepRandomness
 from ddpm_hf.text.components import TextEncoderError
 from ddpm_hf.text.conditioning import TextConditionedUNet
 from ddpm_hf.trainer.checkpointing import CheckpointError, TrainerState, set_aside_diverged
-from ddpm_hf.trainer.classes import class_conditioning_kwargs, load_class_conditioning
+from ddpm_hf.trainer.classes import load_class_conditioning
 from ddpm_hf.trainer.config import FlagError, default_resolution, model_architecture, parse_args, tracker_config
 from ddpm_hf.trainer.interrupts import StopRequests, TrainingInterrupted
 from ddpm_hf.trainer.monitoring import DebugRecorder, LossMeter, NonFiniteLossError, Throughput, log_progress
@@ -70,7 +70,7 @@ from ddpm_hf.trainer.state import (
     start_or_resume,
 )
 from ddpm_hf.trainer.step import prepare_micro_batch, train_step
-from ddpm_hf.trainer.text import load_text_conditioning, text_conditioning_kwargs
+from ddpm_hf.trainer.text import load_text_conditioning
 from ddpm_hf.trainer.validation import evaluate_fid, log_validation
 
 logger = get_logger(__name__)
@@ -172,8 +172,7 @@ def run_loop(training: Training, loader, num_images: int) -> None:
     with progress, StopRequests(accelerator) as stop:
         while state.global_step < args.max_train_steps:
             items = [next(micro_batches) for _ in range(args.gradient_accumulation_steps)]
-            conditioned = training.text is not None or training.classes is not None
-            pixels = [item[0] for item in items] if conditioned else items
+            pixels = [item[0] for item in items] if training.conditioning is not None else items
             debug.micro_batches(state.global_step, pixels)
             randomness = StepRandomness(args.seed, state.global_step, accelerator.process_index)
             output = train_step(
@@ -182,8 +181,7 @@ def run_loop(training: Training, loader, num_images: int) -> None:
                 noise_scheduler=training.noise_scheduler, randomness=randomness,
                 max_grad_norm=args.max_grad_norm, loss_type=args.loss_type,
                 timestep_sampler=training.timestep_sampler,
-                micro_batch_kwargs=(text_conditioning_kwargs(training, items, randomness) if training.text is not None
-                                    else class_conditioning_kwargs(training, items, randomness)),
+                micro_batch_kwargs=training.micro_batch_kwargs(items, randomness),
             )
             if training.ema is not None:
                 training.ema.step(training.unet.parameters())  # the UNet's, also when the model holds the encoder

@@ -7,17 +7,12 @@ timestep's, and the last index is the null label, the "no class" that guidance's
 (`DDPMImagePipeline(class_labels=..., guidance_scale=...)` follows the same convention)."""
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from accelerate.logging import get_logger
 
 from ..data.dataset import DataError
 from ..diffusion.guidance import drop_conditions
-from ..randomness import StepRandomness
-
-if TYPE_CHECKING:
-    from .state import Training
 
 logger = get_logger(__name__)
 
@@ -53,14 +48,3 @@ def load_class_conditioning(args, data) -> ClassConditioning:
                 f"{', ...' if len(data.class_names) > 10 else ''}), null label {len(data.class_names)}, labels"
                 f" dropped with probability {args.conditioning_dropout_prob}")
     return ClassConditioning(list(data.class_names), data.labels.long(), args.conditioning_dropout_prob)
-
-
-def class_conditioning_kwargs(training: "Training", items, randomness: StepRandomness) -> list | None:
-    """Per micro-batch, the model's class labels, some dropped for guidance (from the step's own generator, as the
-    captions are)."""
-    if training.classes is None:
-        return None
-    device = training.accelerator.device
-    return [training.classes.model_kwargs(labels.to(device, non_blocking=True),
-                                          randomness.conditioning_dropout_generator(micro, device))
-            for micro, (_, labels) in enumerate(items)]

@@ -13,6 +13,7 @@ from diffusers.training_utils import EMAModel
 
 from ..data.order import BatchLayout
 from ..io import OutOfSpaceError, remove_stale_temporaries
+from ..randomness import StepRandomness
 from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
 from ..text.conditioning import TextConditionedUNet
 from .checkpointing import (
@@ -51,6 +52,20 @@ class Training:
     publisher: HubPublisher | None = None  # on the main process with --push_to_hub
     text: TextConditioning | None = None  # text-to-image runs
     classes: ClassConditioning | None = None  # class-conditional runs
+
+    @property
+    def conditioning(self) -> TextConditioning | ClassConditioning | None:
+        return self.text if self.text is not None else self.classes
+
+    def micro_batch_kwargs(self, items, randomness: StepRandomness) -> list | None:
+        """Per micro-batch, the model's condition (text encodings or token ids, class labels), some replaced by the
+        null one for guidance, drawn from the step's own generator; None for an unconditional run."""
+        if self.conditioning is None:
+            return None
+        device = self.accelerator.device
+        return [self.conditioning.model_kwargs(indices.to(device, non_blocking=True),
+                                               randomness.conditioning_dropout_generator(micro, device))
+                for micro, (_, indices) in enumerate(items)]
 
     @property
     def unet(self):

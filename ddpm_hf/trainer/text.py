@@ -10,12 +10,11 @@ from accelerate.logging import get_logger
 
 from ..data.dataset import DataError
 from ..diffusion.guidance import drop_conditions
-from ..randomness import StepRandomness
 from ..text.components import load_text_components
 from ..text.conditioning import CaptionBank, default_validation_prompts
 
 if TYPE_CHECKING:
-    from .state import Training
+    pass
 
 logger = get_logger(__name__)
 
@@ -72,14 +71,3 @@ def load_text_conditioning(args, data, accelerator) -> TextConditioning:
                 f" size {text_encoder.config.hidden_size})")
     return TextConditioning(tokenizer, text_encoder, bank, args.conditioning_dropout_prob, args.validation_prompts,
                             trained=args.train_text_encoder)
-
-
-def text_conditioning_kwargs(training: "Training", items, randomness: StepRandomness) -> list | None:
-    """Per micro-batch, the model's text input (encodings, or token ids when the encoder trains), some captions
-    dropped for guidance."""
-    if training.text is None:
-        return None
-    device = training.accelerator.device
-    return [training.text.model_kwargs(captions.to(device, non_blocking=True),
-                                       randomness.conditioning_dropout_generator(micro, device))
-            for micro, (_, captions) in enumerate(items)]
