@@ -291,8 +291,10 @@ def test_two_processes_shard_the_data_and_stay_in_sync(tmp_path):
     output_dir = tmp_path / "out"
     # With Improved DDPM's objective and importance-sampled t (T = 4, so the sampler's history fills up): every
     # process must keep the same loss history, from all processes' losses.
+    # Class-conditional too (the digit's label, dropped now and then for guidance): the label dropout must draw the
+    # same way on both processes' shards as the noise does.
     launch(*TINY, "--max_train_steps", "4", "--train_batch_size", "4", "--gradient_accumulation_steps", "2",
-           "--random_flip", "--use_ema", "--checkpointing_steps", "2", "--report_to", "none",
+           "--random_flip", "--use_ema", "--checkpointing_steps", "2", "--report_to", "none", "--class_column", "label",
            "--variance_type", "learned_range", "--loss_type", "hybrid", "--timestep_sampler", "loss-second-moment",
            "--ddpm_num_steps", "4", "--validation_inference_steps", "4",
            "--output_dir", output_dir, num_processes=2, env={"DDPM_HF_DEBUG_RANKS": "1"})
@@ -382,6 +384,11 @@ def test_every_preset_parses_and_explicit_flags_win():
     # So does a training length: --num_epochs replaces the preset's step count.
     args = parse_args(["--preset", "ddpm-cifar10", "--num_epochs", "2"])
     assert (args.num_epochs, args.max_train_steps) == (2, None)
+    # Another data source drops the default preset's Fréchet distance (measured against its data); an explicit
+    # --eval_fid_images keeps the preset's data.
+    assert parse_args(["--train_data_dir", "pictures"]).eval_fid_images == 0
+    args = parse_args(["--preset", "tiny", "--eval_fid_images", "8"])
+    assert (args.embedded_dataset, args.eval_fid_images) == ("digits", 8)
     # A class column is no data source: the CIFAR-10 preset keeps its data and trains on its labels.
     args = parse_args(["--preset", "ddpm-cifar10", "--class_column", "label"])
     assert (args.dataset_name, args.image_column, args.class_column) == ("uoft-cs/cifar10", "img", "label")

@@ -21,10 +21,11 @@ from ..text.components import BUILTIN_TEXT_ENCODERS
 # are dropped (a preset's Hub dataset and image column make no sense for your --train_data_dir, nor its step count
 # for your --num_epochs).
 DATA_SOURCE_FLAGS = ("dataset_name", "dataset_config_name", "train_data_dir", "embedded_dataset", "image_column",
-                     "caption_column", "eval_fid_images")
-# Not class_column: `--preset ddpm-cifar10 --class_column label` keeps its data. eval_fid_images is: the preset's
-# Fréchet distance is measured against the preset's data, which another source replaces.
+                     "caption_column")  # not class_column: `--preset ddpm-cifar10 --class_column label` keeps its data
 PRESET_FLAG_GROUPS = (DATA_SOURCE_FLAGS, ("num_epochs", "max_train_steps"))
+# One way only: another data source also drops the preset's Fréchet distance, measured against the preset's data
+# (and an explicit --eval_fid_images keeps the preset's data).
+FOLLOWS_THE_DATA = ("eval_fid_images",)
 DEFAULT_EMBEDDED_DATASET = "mnist"
 
 
@@ -190,12 +191,14 @@ def apply_preset_defaults(args, defaults: dict, given: set, parser) -> None:
     for group in PRESET_FLAG_GROUPS:
         if overridden & set(group):
             overridden |= set(group)
+    if overridden & set(DATA_SOURCE_FLAGS):
+        overridden |= set(FOLLOWS_THE_DATA)
     for flag, value in defaults.items():
         if flag not in overridden:
             setattr(args, flag, value)
 
 
-# Range checks of the numeric flags, made before any work: (flag, lowest, highest, is the lowest itself allowed).
+# Range checks of the numeric flags, made before any work.
 AT_LEAST_ONE = ("train_batch_size", "gradient_accumulation_steps", "logging_steps", "validation_inference_steps",
                 "num_validation_images", "ddpm_num_steps", "max_train_steps", "checkpoints_total_limit",
                 "max_train_samples")
