@@ -68,13 +68,7 @@ def prompted_digit_accuracy(
         prompt=prompts, num_images_per_prompt=images_per_digit, guidance_scale=guidance_scale,
         num_inference_steps=num_inference_steps, generator=torch.Generator().manual_seed(seed), output_type="np",
     ).images[..., 0]  # (10 x k, H, W), prompt by prompt
-    if images.shape[1:] != (classifier.resolution, classifier.resolution):
-        raise ValueError(f"the pipeline draws {images.shape[1:]} images but the classifier was fitted on"
-                         f" {classifier.resolution}x{classifier.resolution}: fit it at the pipeline's resolution")
-    wanted = np.repeat(np.arange(10), images_per_digit)
-    correct = classifier.predict(images) == wanted
-    per_digit = [float(correct[wanted == digit].mean()) for digit in range(10)]
-    return PromptAccuracy(float(correct.mean()), per_digit, images)
+    return judge(classifier, images, np.repeat(np.arange(10), images_per_digit))
 
 
 @torch.no_grad()
@@ -93,6 +87,14 @@ def class_label_accuracy(
         batch_size=len(wanted), class_labels=wanted.tolist(), guidance_scale=guidance_scale,
         num_inference_steps=num_inference_steps, generator=torch.Generator().manual_seed(seed), output_type="np",
     ).images[..., 0]
+    return judge(classifier, images, wanted)
+
+
+def judge(classifier: DigitClassifier, images: np.ndarray, wanted: np.ndarray) -> PromptAccuracy:
+    """How many of `images` (N, H, W) in [0, 1] the classifier names as their `wanted` digit, overall and per digit."""
+    if images.shape[1:] != (classifier.resolution, classifier.resolution):
+        raise ValueError(f"the pipeline draws {images.shape[1:]} images but the classifier was fitted on"
+                         f" {classifier.resolution}x{classifier.resolution}: fit it at the pipeline's resolution")
     correct = classifier.predict(images) == wanted
     per_digit = [float(correct[wanted == digit].mean()) for digit in range(10)]
     return PromptAccuracy(float(correct.mean()), per_digit, images)
