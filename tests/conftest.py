@@ -63,6 +63,38 @@ def run_python(code: str, cwd=None, env=None, timeout: int = 300) -> str:
     return result.stdout
 
 
+def fork_runner(setup: str, main: str, prog: str) -> str:
+    """Python code for `python -c CODE RUNS FOLDER`: run `setup` once (the slow imports), then each command line of
+    RUNS (JSON {name: argv}) in a forked child, as `sys.exit(<main>(argv))` would, its output in FOLDER/<name>.stdout
+    and .stderr; print the exit codes as JSON. Many command lines for the price of one interpreter start-up."""
+    return textwrap.dedent("""
+        import json, os, sys, traceback
+        {setup}
+
+        runs, folder = json.loads(sys.argv[1]), sys.argv[2]
+        codes = {{}}
+        for name, argv in runs.items():
+            sys.stdout.flush(); sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                for fd, suffix in ((1, "stdout"), (2, "stderr")):
+                    path = os.path.join(folder, f"{{name}}.{{suffix}}")
+                    os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+                sys.argv = [{prog!r}, *argv]
+                try:  # what `sys.exit(main())` does, and what the interpreter prints if it raises
+                    code = {main}(argv)
+                except SystemExit as exit:
+                    code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+                except BaseException:
+                    traceback.print_exc()
+                    code = 1
+                sys.stdout.flush(); sys.stderr.flush()
+                os._exit(code or 0)
+            codes[name] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        print(json.dumps(codes))
+    """).format(setup=setup, main=main, prog=prog)
+
+
 def tiny_text_to_image_pipeline(tokenizer_dir, in_channels: int = 1, out_channels=None, seed: int = 0):
     """DDPMTextToImagePipeline with the real CLIP tokenizer, a tiny CLIP text encoder and a tiny conditional UNet."""
     from diffusers import UNet2DConditionModel

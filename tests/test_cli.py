@@ -16,12 +16,11 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_unet
+from conftest import fork_runner, tiny_unet
 from PIL import Image
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
@@ -118,32 +117,10 @@ def reference_images(pipe, seed, steps=STEPS, n=N) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 # Many command lines in one process: fork a child per command line after importing the package once
 # ----------------------------------------------------------------------------------------------------------------
-BATCH_RUNNER = textwrap.dedent("""
-    import json, os, sys, traceback
-    import diffusers.utils.logging, ddpm_hf.data, ddpm_hf.hub, ddpm_hf.diffusion.likelihood, ddpm_hf.visualization
-    from ddpm_hf.cli import main
-
-    runs, folder = json.loads(sys.argv[1]), sys.argv[2]
-    codes = {}
-    for name, argv in runs.items():
-        sys.stdout.flush(); sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            for fd, suffix in ((1, "stdout"), (2, "stderr")):
-                os.dup2(os.open(os.path.join(folder, f"{name}.{suffix}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-            sys.argv = ["ddpm-hf", *argv]
-            try:  # what `sys.exit(main())` in the console script does, and what the interpreter prints if it raises
-                code = main(argv)
-            except SystemExit as exit:
-                code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-            sys.stdout.flush(); sys.stderr.flush()
-            os._exit(code or 0)
-        codes[name] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    print(json.dumps(codes))
-""")
+BATCH_RUNNER = fork_runner(
+    setup="import diffusers.utils.logging, ddpm_hf.data, ddpm_hf.hub, ddpm_hf.diffusion.likelihood, "
+          "ddpm_hf.visualization\nfrom ddpm_hf.cli import main",
+    main="main", prog="ddpm-hf")
 
 ERROR_RUNS = {
     # unknown pipelines

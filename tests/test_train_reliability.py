@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import fork_runner
 from safetensors.torch import load_file
 from test_train import REPO, RESUMABLE, TINY, TRAIN_SCRIPT, assert_same_result, error_lines, launch, run_env, run_script
 
@@ -274,30 +275,8 @@ BAD_FLAGS = {
 
 # One interpreter imports the trainer once, then forks a child per command line (each runs main() as
 # `python training/train.py` would): eleven start-ups of torch and diffusers would cost a minute.
-TRAINER_BATCH = """
-import json, os, sys, traceback
-sys.path.insert(0, os.path.join(os.getcwd(), "training"))
-import train
-
-runs, folder = json.loads(sys.argv[1]), sys.argv[2]
-codes = {}
-for name, argv in runs.items():
-    sys.stdout.flush(); sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.dup2(os.open(os.path.join(folder, name + ".stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
-        try:
-            code = train.main(argv)
-        except SystemExit as exit:
-            code = exit.code if isinstance(exit.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        sys.stderr.flush()
-        os._exit(code or 0)
-    codes[name] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-print(json.dumps(codes))
-"""
+TRAINER_BATCH = fork_runner(setup="sys.path.insert(0, os.path.join(os.getcwd(), 'training'))\nimport train",
+                            main="train.main", prog="train.py")
 
 
 def test_a_flag_out_of_range_fails_at_once_with_one_line_and_writes_nothing(tmp_path):
