@@ -10,6 +10,7 @@ from typing import Any
 
 from diffusers.utils import logging as diffusers_logging
 
+from ..io import write_text_atomically
 from ..metrics import ReferenceSet, evaluate_sample_quality
 from ..metrics.processes import rank_and_world
 from .loading import load_pipeline
@@ -61,8 +62,6 @@ def run(args) -> dict[str, Any]:
     if is_main:  # every process holds the same numbers; one prints them
         print(result.summary())
         if args.out:
-            with open(args.out, "w", encoding="utf-8") as f:
-                json.dump(record, f, indent=2)
-                f.write("\n")
+            write_text_atomically(args.out, json.dumps(record, indent=2) + "\n")
             print(f"wrote {args.out}")
     return record

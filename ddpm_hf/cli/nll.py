@@ -12,6 +12,7 @@ from diffusers.utils import logging as diffusers_logging
 from ..data.pixels import to_model_range
 from ..data.sources import is_saved_dataset, load_image_dataset
 from ..diffusion.likelihood import as_posterior_scheduler, variational_bound
+from ..io import write_text_atomically
 from ..visualization import plot_terms
 from .loading import load_pipeline
 
@@ -78,8 +79,6 @@ def run(args) -> dict[str, Any]:
         plot_terms(bound, args.out_png, title=f"{args.pipeline} on {args.data}")
         print(f"wrote {args.out_png}")
     if args.out_json:
-        with open(args.out_json, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
+        write_text_atomically(args.out_json, json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.out_json}")
     return record
