@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..io import write_atomically
+
 CACHE_ENV = "DDPM_HF_CACHE"
 
 
@@ -28,15 +30,9 @@ def fingerprint(description: dict[str, Any]) -> str:
 
 
 def save_tensors_atomically(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
-    """Write a safetensors file beside `path` and rename it in: a reader never sees half a file, and two processes
-    writing the same cache entry at once both leave a whole one."""
+    """A safetensors cache file, written through `io.write_atomically`: a reader never sees half a file, and two
+    processes writing the same entry at once (each to its own temporary) both leave a whole one."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}, temporary,
-                  metadata=metadata)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    contiguous = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    write_atomically(str(path), lambda temporary: save_file(contiguous, temporary, metadata=metadata))
