@@ -12,11 +12,12 @@ UNet2DConditionModel cross-attending to a CLIP text encoder (frozen, or trained 
 captions dropped now and then (--conditioning_dropout_prob) so that classifier-free guidance works.
 
 The story: read the flags (a preset supplies the UNet and its training defaults; explicit flags win), load the
-images once into memory, build the UNet, the noise scheduler, the optimizer and the EMA, resume from a checkpoint if
-asked, then loop over optimizer steps (logging, checkpointing and drawing validation grids now and then), and finally
+images (decoded once, into memory or a memory-mapped cache that a machine's processes share, or decoded as read:
+--data_storage, --streaming), build the UNet, the noise scheduler, the optimizer and the EMA, resume from a checkpoint
+if asked, then loop over optimizer steps (logging, checkpointing and drawing validation grids now and then), and finally
 write the pipeline, samples.png, loss_curve.png and training_args.json into --output_dir.
-This file is that story; its pieces are in ddpm_hf/trainer/ (the flags in config.py, the builders in setup.py, the
-checkpoints in state.py, the grids and the bound in validation.py, the output folder in outputs.py).
+This file is that story; its pieces are in ddpm_hf/trainer/ (the flags in config.py, the data in data.py, the builders
+in setup.py, the checkpoints in state.py, the grids and the bound in validation.py, the output folder in outputs.py).
 
 Every random draw is a function of (seed, step, process, micro-batch) and checkpoints store the data position, so a
 resumed run continues exactly as the uninterrupted one would have (see ddpm_hf/randomness.py). Checkpoints are
@@ -38,7 +39,7 @@ from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
 from ddpm_hf.data import DataError
-from ddpm_hf.data.order import BatchLayout, micro_batch_loader
+from ddpm_hf.data.order import BatchLayout
 from ddpm_hf.diffusion.timestep_samplers import UniformSampler, make_timestep_sampler
 from ddpm_hf.hub import HubPushError
 from ddpm_hf.io import OutOfSpaceError
@@ -49,6 +50,7 @@ from ddpm_hf.text.conditioning import TextConditionedUNet
 from ddpm_hf.trainer.checkpointing import CheckpointError, TrainerState, set_aside_diverged
 from ddpm_hf.trainer.classes import load_class_conditioning
 from ddpm_hf.trainer.config import FlagError, default_resolution, model_architecture, parse_args, tracker_config
+from ddpm_hf.trainer.data import MicroBatchFeed, load_training_data
 from ddpm_hf.trainer.interrupts import StopRequests, TrainingInterrupted
 from ddpm_hf.trainer.monitoring import DebugRecorder, LossMeter, NonFiniteLossError, Throughput, log_progress
 from ddpm_hf.trainer.outputs import push_checkpoint_pipeline, save_final_outputs
@@ -56,7 +58,6 @@ from ddpm_hf.trainer.publishing import HubRepoError, make_publisher
 from ddpm_hf.trainer.run_lock import RunLockedError, lock_output_dir
 from ddpm_hf.trainer.setup import (
     build_unet,
-    load_training_data,
     make_accelerator,
     make_ema,
     make_noise_scheduler,
@@ -110,8 +111,9 @@ def train_holding_the_folder(args, accelerator) -> None:
     ema = make_ema(unet, args) if args.use_ema else None
     layout = BatchLayout(args.train_batch_size, accelerator.num_processes, accelerator.process_index,
                          args.gradient_accumulation_steps)
+    num_images = 0 if args.streaming else len(data)  # a stream has no length (--max_train_steps is required then)
     if args.max_train_steps is None:
-        args.max_train_steps = math.ceil(args.num_epochs * len(data) / layout.global_batch_size)
+        args.max_train_steps = math.ceil(args.num_epochs * num_images / layout.global_batch_size)
     trained = TextConditionedUNet(unet, text.text_encoder) if text is not None and text.trained else unet
     optimizer, lr_scheduler = make_optimizer(trained, args, args.max_train_steps)
     # The dataloader is not prepared either: we shard each global batch ourselves, so that its position is exact.
@@ -121,27 +123,22 @@ def train_holding_the_folder(args, accelerator) -> None:
     sampler = make_timestep_sampler(args.timestep_sampler, args.ddpm_num_steps, device=accelerator.device)
     training = Training(accelerator, model, ema, optimizer, lr_scheduler, make_noise_scheduler(args), sampler,
                         layout, TrainerState(), args, publisher, text, classes)
-    start_or_resume(training, len(data), resume_from)  # a barrier: the main process clears stale temporaries first
+    start_or_resume(training, num_images, resume_from)  # a barrier: the main process clears stale temporaries first
 
     # The loop.
     accelerator.init_trackers("ddpm-hf", config=tracker_config(args))
     state = training.state
+    training.feed = MicroBatchFeed(training, data, first_step=state.global_step)
     final_position = state.samples_seen + (args.max_train_steps - state.global_step) * layout.global_batch_size
-    loader = micro_batch_loader(
-        data.pixels, seed=args.seed, layout=layout, first_step=state.global_step, last_step=args.max_train_steps,
-        first_position=state.samples_seen, flip=args.random_flip, num_workers=args.dataloader_num_workers,
-        pin_memory=accelerator.device.type == "cuda",
-        conditions=(text.bank.caption_indices.cpu() if text is not None
-                    else classes.labels if classes is not None else None),
-    )
+    epochs = (f", epoch {state.samples_seen / num_images:.2f} to {final_position / num_images:.2f}" if num_images
+              else "")
     logger.info(
-        f"Training on {len(data)} images from {data.source} ({data.channels}x{args.resolution}x{args.resolution}),"
+        f"Training on {data.source} ({data.channels}x{args.resolution}x{args.resolution}),"
         f" {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters, {args.max_train_steps} steps of"
         f" {layout.global_batch_size} images ({args.train_batch_size} per process x {accelerator.num_processes}"
-        f" processes x {args.gradient_accumulation_steps} accumulation), epoch"
-        f" {state.samples_seen / len(data):.2f} to {final_position / len(data):.2f}"
+        f" processes x {args.gradient_accumulation_steps} accumulation){epochs}"
     )
-    run_loop(training, loader, num_images=len(data))
+    run_loop(training, num_images=num_images)
 
     # The Fréchet distance of the samples (every process samples its share), then save (main process only, after a
     # barrier): pipeline, pictures, model card, then the upload to the Hub.
@@ -154,15 +151,15 @@ def train_holding_the_folder(args, accelerator) -> None:
     accelerator.end_training()
 
 
-def run_loop(training: Training, loader, num_images: int) -> None:
+def run_loop(training: Training, num_images: int) -> None:
     """Optimizer steps until --max_train_steps: the device runs ahead of the host except where noted."""
     accelerator, state, args = training.accelerator, training.state, training.args
     meter = LossMeter(check_grad_norm=accelerator.mixed_precision != "fp16")
     throughput = Throughput()
     debug = DebugRecorder(args.output_dir, accelerator.process_index)
+    debug.data_storage(training.feed.data)
     progress = tqdm(total=args.max_train_steps, initial=state.global_step, desc="Steps", dynamic_ncols=True,
                     disable=not accelerator.is_local_main_process)
-    micro_batches = iter(loader)
     last_checkpoint_step = state.global_step or None  # a resumed run starts at its checkpoint's step
 
     def every(n) -> bool:
@@ -171,8 +168,8 @@ def run_loop(training: Training, loader, num_images: int) -> None:
     # The progress bar is closed on errors too, so that a message printed after it starts on a line of its own.
     with progress, StopRequests(accelerator) as stop:
         while state.global_step < args.max_train_steps:
-            items = [next(micro_batches) for _ in range(args.gradient_accumulation_steps)]
-            pixels = [item[0] for item in items] if training.conditioning is not None else items
+            items = training.feed.next_step()  # the step's micro-batches: uint8 images and their conditions
+            pixels = [item.pixels for item in items]
             debug.micro_batches(state.global_step, pixels)
             randomness = StepRandomness(args.seed, state.global_step, accelerator.process_index)
             output = train_step(

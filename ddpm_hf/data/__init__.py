@@ -4,7 +4,11 @@
 - `sources`: `load_image_dataset`, from the digit sets that ship inside installed packages, an image folder, or
   anything `datasets` opens (a Hub id, a folder, a `save_to_disk` folder, a data file);
 - `decoding`: any image PIL opens -> 8-bit L or RGB at the training resolution;
-- `dataset`: what a loaded set is (`ImageDataset`) and the error every data problem raises (`DataError`);
+- `storage`: where the decoded images live: process memory, a memory-mapped cache file per machine, or nowhere
+  (decoded when read);
+- `streaming`: a `datasets` stream (--streaming), read shard by shard, with a position that checkpoints carry;
+- `dataset`: what a listed set (`ImageListing`) and a stored one (`ImageDataset`) are, and the error every data
+  problem raises (`DataError`);
 - `order`: the seeded order in which training reads it, step by step, process by process;
 - `pixels`: uint8 <-> the model's [-1, 1], and flips.
 """

@@ -6,7 +6,7 @@ Files that fail to decode are skipped and reported; too many of them abort with 
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from .dataset import DataError, ImageDataset
+from .dataset import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +37,6 @@ MAX_NAMES_SHOWN = 10
 
 
 @dataclass(frozen=True)
-class Item:
-    name: str  # how the image is named in error messages and in ImageDataset.skipped
-    source: Any  # a path, a binary file object, or a PIL image; None when the row holds no image
-    caption: str | None = None
-    label: int | None = None
-
-
-@dataclass(frozen=True)
 class Decoder:
     resolution: int
     center_crop: bool
@@ -52,31 +44,61 @@ class Decoder:
     max_bad_fraction: float
     show_progress: bool
 
-    def __call__(self, items: Iterable[Item], total: int, source: str, *, with_labels: bool = False,
-                 with_captions: bool = False) -> ImageDataset:
+    def decode_all(
+        self, sources: Iterable[tuple[str, Any]], total: int, description: str,
+        write: Callable[[np.ndarray], None] | None = None,
+    ) -> tuple[torch.Tensor | None, list[int], list[str]]:
+        """Decode (name, source) pairs: (the stacked uint8 (N, C, H, W) pixels, the positions of the images kept,
+        the names skipped). With `write` (and `channels` known), each (C, H, W) image goes to it instead of being
+        kept in memory, and the pixels returned are None."""
         arrays, kept, bad = [], [], []
-        for item in tqdm(items, total=total, desc=f"Loading {source}", unit="img", disable=not self.show_progress):
+        progress = tqdm(sources, total=total, desc=f"Decoding {description}", unit="img",
+                        disable=not self.show_progress)
+        for position, (name, source) in enumerate(progress):
             # PIL's decoders raise OSError, SyntaxError, ValueError, ...: for one file, all mean "bad file".
             try:
-                image = _decode_image(item.source)
+                image = self.decode_to_size(source)
             except Exception as err:  # noqa: BLE001
-                bad.append((item.name, f"{type(err).__name__}: {err}"))
+                bad.append((name, f"{type(err).__name__}: {err}"))
                 continue
-            if self.channels == 1:
-                image = image.convert("L")
-            arrays.append(np.asarray(_fit_to_square(image, self.resolution, self.center_crop)))
-            kept.append(item)
+            kept.append(position)
+            if write is not None:
+                write(to_channels_first(image, self.channels))
+            else:
+                arrays.append(image)
 
-        _check_bad_fraction(bad, total, self.max_bad_fraction)
-        if not arrays:
-            raise DataError(f"no image in {source} could be decoded")
-        return ImageDataset(
-            pixels=_stack_pixels(arrays, self.channels),
-            captions=[item.caption for item in kept] if with_captions else None,
-            labels=torch.tensor([item.label for item in kept], dtype=torch.int64) if with_labels else None,
-            skipped=[name for name, _ in bad],
-            source=source,
-        )
+        check_bad_fraction(bad, total, self.max_bad_fraction)
+        if not kept:
+            raise DataError(f"no image in {description} could be decoded")
+        pixels = None if write is not None else _stack_pixels(arrays, self.channels)
+        return pixels, kept, [name for name, _ in bad]
+
+    def decode_to_size(self, source: Any) -> np.ndarray:
+        """One image -> a uint8 (H, W) (grayscale) or (H, W, 3) array at the training resolution (raises if bad)."""
+        image = _decode_image(source)
+        if self.channels == 1:
+            image = image.convert("L")
+        return np.asarray(_fit_to_square(image, self.resolution, self.center_crop))
+
+    def decode_one(self, source: Any) -> np.ndarray:
+        """One image -> uint8 (C, H, W) with `channels` channels (which must be known), exactly as `decode_all`
+        stores it."""
+        return to_channels_first(self.decode_to_size(source), self.channels)
+
+
+def image_channels(source: Any) -> int:
+    """1 or 3: the channels `Decoder(channels=None)` would give this image, read from its header alone."""
+    if isinstance(source, Image.Image):
+        return 1 if _is_grayscale_mode(source.mode) else 3
+    with Image.open(source) as image:
+        return 1 if _is_grayscale_mode(image.mode) else 3
+
+
+def to_channels_first(array: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W) or (H, W, 3) -> (channels, H, W); a grayscale image broadcasts into 3 channels: exactly PIL's L -> RGB."""
+    if array.ndim == 2:
+        array = array[..., None]
+    return np.ascontiguousarray(np.broadcast_to(array, array.shape[:2] + (channels,)).transpose(2, 0, 1))
 
 
 def _decode_image(source: Any) -> Image.Image:
@@ -137,7 +159,7 @@ def _fit_to_square(image: Image.Image, resolution: int, center_crop: bool) -> Im
     return image.resize(size, RESAMPLE, box=(left, top, left + side, top + side))
 
 
-def _allowed_bad_images(total: int, max_bad_fraction: float) -> int:
+def allowed_bad_images(total: int, max_bad_fraction: float) -> int:
     """How many of ``total`` images may fail to decode: max(MIN_BAD_IMAGES_TOLERATED, floor(fraction * total)), or 0."""
     if max_bad_fraction <= 0:
         return 0
@@ -148,10 +170,10 @@ def _allowed_bad_images(total: int, max_bad_fraction: float) -> int:
     return max(MIN_BAD_IMAGES_TOLERATED, allowed)
 
 
-def _check_bad_fraction(bad: list[tuple[str, str]], total: int, max_bad_fraction: float) -> None:
+def check_bad_fraction(bad: list[tuple[str, str]], total: int, max_bad_fraction: float) -> None:
     if not bad:
         return
-    allowed = _allowed_bad_images(total, max_bad_fraction)
+    allowed = allowed_bad_images(total, max_bad_fraction)
     names = _name_list([name for name, _ in bad])
     if len(bad) <= allowed:
         logger.warning("Skipped %d of %d images that could not be decoded: %s", len(bad), total, names)

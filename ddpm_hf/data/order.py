@@ -4,11 +4,13 @@ and micro-batches, so that a resumed run reads exactly the images the uninterrup
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from ..randomness import EPOCH, FLIP, derive_seed
 from .pixels import random_flip
+from .storage import read_images
 
 
 class DataStream:
@@ -89,31 +91,46 @@ class MicroBatchKeys(torch.utils.data.Sampler):
                 yield MicroBatchKey(step, micro, self.stream.indices(start, layout.batch_size))
 
 
-class ImageBatches(torch.utils.data.Dataset):
-    """A micro-batch key -> its uint8 images, flipped as the key's seed says: all the per-step CPU work on data.
-    With `conditions` (one index per image: a caption's, or a class label) it gives (images, their indices).
+class MicroBatch(NamedTuple):
+    """What the training loop receives for one micro-batch, from any storage (a NamedTuple: DataLoader workers and
+    pinning pass it through field by field)."""
 
-    It runs in DataLoader workers when there are any; the images were decoded once, so this is only indexing.
+    pixels: torch.Tensor  # uint8 (B, C, H, W)
+    conditions: torch.Tensor | None  # (B,) int64 (caption indices, or class labels), or None when unconditional
+    skipped: tuple[str, ...] = ()  # images of this micro-batch that failed to decode (lazy storage), left out
+
+
+def flip_micro_batch(pixels: torch.Tensor, seed: int, step: int, process_index: int, micro: int) -> torch.Tensor:
+    """Mirror images of one micro-batch as its (seed, step, process, micro-batch) says: the one home of the flip."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, FLIP, step, process_index, micro))
+    return random_flip(pixels, generator)
+
+
+class ImageBatches(torch.utils.data.Dataset):
+    """A micro-batch key -> its `MicroBatch`: the images read from their storage, flipped as the key's seed says,
+    with their conditions (one index per image: a caption's, or a class label) when there are any. All the per-step
+    CPU work on data; it runs in DataLoader workers when there are any.
+
+    `pixels` is a uint8 tensor (in memory), or a `storage` object (a memory-mapped cache, lazily decoded files)
+    read through `storage.read_images`.
     """
 
-    def __init__(self, pixels: torch.Tensor, seed: int, process_index: int, flip: bool,
-                 conditions: torch.Tensor | None = None):
+    def __init__(self, pixels, seed: int, process_index: int, flip: bool, conditions: torch.Tensor | None = None):
         self.pixels, self.seed, self.process_index, self.flip = pixels, seed, process_index, flip
         self.conditions = conditions
 
     def __len__(self) -> int:
         return len(self.pixels)
 
-    def __getitem__(self, key: MicroBatchKey):
-        batch = self.pixels[key.indices]
+    def __getitem__(self, key: MicroBatchKey) -> MicroBatch:
+        batch, indices, skipped = read_images(self.pixels, key.indices)
         if self.flip:
-            seed = derive_seed(self.seed, FLIP, key.step, self.process_index, key.micro)
-            batch = random_flip(batch, torch.Generator().manual_seed(seed))
-        return batch if self.conditions is None else (batch, self.conditions[key.indices])
+            batch = flip_micro_batch(batch, self.seed, key.step, self.process_index, key.micro)
+        return MicroBatch(batch, None if self.conditions is None else self.conditions[indices], skipped)
 
 
 def micro_batch_loader(
-    pixels: torch.Tensor,
+    pixels,
     *,
     seed: int,
     layout: BatchLayout,
@@ -125,10 +142,10 @@ def micro_batch_loader(
     pin_memory: bool = False,
     conditions: torch.Tensor | None = None,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader over this process's uint8 micro-batches, in training order (workers keep the order).
+    """A DataLoader over this process's `MicroBatch`es, in training order (workers keep the order).
 
-    With `conditions` (N,) indices (captions', or class labels), each item is (images, their indices); else just the
-    images.
+    `pixels`: the training images' storage (see `ImageBatches`); `conditions`: (N,) indices (captions', or class
+    labels), or None.
     """
     stream = DataStream(len(pixels), seed)
     keys = MicroBatchKeys(stream, layout, first_step, last_step, first_position)

