@@ -90,7 +90,7 @@ class TrainerSide:
     def run(self, steps: int) -> None:
         for _ in range(steps):
             output = train_step(
-                self.model, [prepare_micro_batch(next(self.loader), self.device)], accelerator=self.accelerator,
+                self.model, [prepare_micro_batch(next(self.loader).pixels, self.device)], accelerator=self.accelerator,
                 optimizer=self.optimizer, lr_scheduler=self.lr_scheduler, noise_scheduler=self.noise_scheduler,
                 randomness=StepRandomness(0, self.step), max_grad_norm=1.0,
             )

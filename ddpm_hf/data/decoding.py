@@ -199,8 +199,9 @@ def _name_list(names: list[str]) -> str:
 def _stack_pixels(arrays: list[np.ndarray], channels: int | None) -> torch.Tensor:
     channels = channels or (3 if any(array.ndim == 3 for array in arrays) else 1)
     height, width = arrays[0].shape[:2]
-    batch = np.empty((len(arrays), height, width, channels), dtype=np.uint8)
+    # Allocated channels-first and filled image by image: one copy of the set, not an NHWC copy and then another.
+    batch = torch.empty((len(arrays), channels, height, width), dtype=torch.uint8)
+    pixels = batch.numpy()
     for index, array in enumerate(arrays):
-        # A grayscale (H, W, 1) array broadcasts into all 3 channels: exactly PIL's L -> RGB.
-        batch[index] = array[..., None] if array.ndim == 2 else array
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+        pixels[index] = to_channels_first(array, channels)
+    return batch

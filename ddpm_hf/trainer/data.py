@@ -62,6 +62,9 @@ def load_training_data(args, accelerator):
     if data.cache_entry is not None:
         where += f"; cache {data.cache_entry}, {'built now' if data.built_cache_entry else 'found built'}"
     logger.info(f"Data: {len(data)} images from {data.source}, {size} decoded, storage {data.storage} ({where})")
+    if data.storage == "lazy" and not args.dataloader_num_workers:
+        logger.warning("Lazy storage without dataloader workers decodes each batch in the training process, between"
+                       " steps: pass --dataloader_num_workers 2 (or more) to decode alongside them")
     return data
 
 
