@@ -4,12 +4,25 @@ it trains, its checkpoints carry each process's stream position, a SIGKILLed run
 uninterrupted one (the contract of ddpm_hf/data/streaming.py), and a resume on another process count is refused."""
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from test_train import assert_bitwise_equal, error_lines, kill_when, launch, run_script, start_killable, unet_weights
+from test_train import (
+    REPO,
+    assert_bitwise_equal,
+    error_lines,
+    kill_when,
+    launch,
+    launch_command,
+    run_env,
+    run_script,
+    start_killable,
+    unet_weights,
+)
 
 STEPS = 8
 
@@ -70,20 +83,19 @@ def test_a_killed_streamed_run_resumes_bitwise_to_the_uninterrupted_one(streamed
     assert_bitwise_equal(unet_weights(output_dir / "unet"), unet_weights(streamed_run / "unet"))
 
 
-def test_resuming_a_stream_with_another_layout_is_refused_in_one_line(streamed_run, parquet_file, tmp_path):
+def test_resuming_a_stream_on_another_number_of_processes_is_refused_in_one_line(streamed_run, parquet_file,
+                                                                                  tmp_path):
     copy = tmp_path / "copy"
-    (copy / "checkpoints").mkdir(parents=True)
-    source = streamed_run / "checkpoints" / "checkpoint-4"
-    for path in source.rglob("*"):
-        if path.is_file():
-            target = copy / "checkpoints" / "checkpoint-4" / path.relative_to(source)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
-    result = run_script(*streaming_flags(parquet_file, copy), "--train_batch_size", "4",
-                        "--gradient_accumulation_steps", "4", "--resume_from_checkpoint", "latest")
-    assert result.returncode == 2, result.stderr[-3000:]
-    [line] = error_lines(result.stderr)
-    assert "--train_batch_size 8, this run has 4" in line and "another --output_dir" in line
+    shutil.copytree(streamed_run / "checkpoints" / "checkpoint-4", copy / "checkpoints" / "checkpoint-4")
+    # The same global batch (4 per process x 2 processes x 2 accumulation), but each shard's offset was one process's.
+    result = subprocess.run(launch_command(*streaming_flags(parquet_file, copy), "--train_batch_size", "4",
+                                           "--resume_from_checkpoint", "latest", num_processes=2),
+                            env=run_env(), cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0
+    [line] = set(error_lines(result.stderr))
+    assert ("the checkpoint's stream was read by 1 process(es), this run has 2: resume with --num_processes 1, or"
+            " start a new run into another --output_dir") in line
+    assert not (copy / "model_index.json").exists()
 
 
 def test_streaming_flags_that_need_the_whole_set_are_refused(parquet_file, tmp_path):

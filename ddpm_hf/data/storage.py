@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..io import TEMPORARY_MARK, format_bytes, fsync_path, write_text_atomically
+from ..io import TEMPORARY_MARK, cache_root, format_bytes, fsync_path, write_text_atomically
 from .dataset import DataError, ImageDataset, ImageListing
 from .decoding import Decoder, allowed_bad_images, check_bad_fraction, image_channels
 
@@ -46,17 +46,12 @@ DECODER_VERSION = 1
 AUTO_MEMORY_BYTES = 2 << 30
 
 
-def default_cache_dir() -> str:
-    """$DDPM_HF_CACHE, else ~/.cache/ddpm_hf (beside huggingface's own cache); decoded sets go under decoded/."""
-    return os.environ.get("DDPM_HF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ddpm_hf")
-
-
 def store_images(listing: ImageListing, decoder: Decoder, storage: str = "memory",
                  cache_dir: str | None = None) -> ImageDataset:
     """Decode (or, lazily, only check) the listed images into `storage`; see the module docstring."""
     if storage not in STORAGES:
         raise DataError(f"unknown data storage {storage!r}: choose one of {', '.join(STORAGES)}")
-    cache = Path(cache_dir or default_cache_dir()) / "decoded"
+    cache = cache_root(cache_dir) / "decoded"
     if storage == "auto":
         storage = choose_storage(listing, decoder, cache)
     if storage == "memory":

@@ -1,27 +1,15 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""Where the metric caches live (fitted feature networks, reference features), and how a cache file is written."""
+"""The metric caches (fitted feature networks, reference features, under `io.cache_root`): their keys, and how a
+cache file is written."""
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from ..io import write_atomically
+from ..io import cache_root, write_atomically
 
-CACHE_ENV = "DDPM_HF_CACHE"
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """`cache_dir`, else $DDPM_HF_CACHE, else $HF_HOME/ddpm-hf, else ~/.cache/ddpm-hf."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "ddpm-hf"
-    return Path("~/.cache/ddpm-hf").expanduser()
-
+__all__ = ["cache_root", "fingerprint", "save_tensors_atomically"]
 
 def fingerprint(description: dict[str, Any]) -> str:
     """A short stable hash of a JSON-able description: the cache key of what it describes."""

@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                       " every process), lazy (decoded while training, in the dataloader workers); auto: memory for"
                       " small data, else memmap, else lazy when the disk is short. All give the same images and order")
     data.add_argument("--data_cache_dir", help="where memmap and lazy storage keep decoded sets (default"
-                      " $DDPM_HF_CACHE, else ~/.cache/ddpm_hf); delete its decoded/ folder to clear it")
+                      " $DDPM_HF_CACHE, else $HF_HOME/ddpm-hf, else ~/.cache/ddpm-hf); delete its decoded/ folder"
+                      " to clear it")
     data.add_argument("--streaming", action=bool_flag, default=False, help="stream --dataset_name instead of"
                       " downloading it whole (needs --max_train_steps; resume continues from the saved shard offsets"
                       " with the same processes and workers: see README)")
