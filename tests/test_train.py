@@ -133,6 +133,7 @@ def test_run_ends_with_the_digit_feature_fd_in_fid_json_the_card_and_the_tracker
     assert quality["fd"] > 0
     card = (finished_run / "README.md").read_text()
     assert "digit-feature FD" in card and f"{round(quality['fd'], 4)}" in card
+    assert f"-step respaced chain, seed 0); digit-feature FD of the run's samples: {round(quality['fd'], 4)}" in card
 
 
 def test_saved_pipeline_loads_and_samples(finished_run):

@@ -52,6 +52,9 @@ def model_card_kwargs(args, accelerator, step: int, metrics: dict | None = None)
     if args.text_to_image:
         prompts = "; ".join(f'"{prompt}"' for prompt in args.validation_prompts)
         caption += f", one row per prompt ({prompts}), guidance scale {args.validation_guidance_scale:g}"
+    fd_name = next((name for name in metrics or {} if name.endswith("FD") or name == "FID"), None)
+    if fd_name is not None:  # how good they are, where they are shown (the metrics table says how it was measured)
+        caption += f"; {fd_name} of the run's samples: {metrics[fd_name]['value']}"
     return dict(training_config=config, dataset_name=data_description(args), metrics=metrics,
                 sample_caption=caption + ".")
 
