@@ -13,24 +13,8 @@ import errno
 import os
 import shutil
 from collections.abc import Callable
-from pathlib import Path
 
 TEMPORARY_MARK = ".tmp-"
-CACHE_ENV = "DDPM_HF_CACHE"
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where ddpm-hf keeps what it can rebuild (fitted metric networks, reference features, decoded training sets):
-    `cache_dir`, else $DDPM_HF_CACHE, else $HF_HOME/ddpm-hf, else ~/.cache/ddpm-hf."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "ddpm-hf"
-    return Path("~/.cache/ddpm-hf").expanduser()
-
-
 def fsync_path(path: str) -> None:
     """Flush a file's or a folder's entry list to disk."""
     fd = os.open(path, os.O_RDONLY)

@@ -14,7 +14,6 @@ message says what is wrong and how to fix it.
 """
 
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -27,6 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
+from ..caching import fingerprint
 from .dataset import DataError, ImageDataset, ImageListing
 from .decoding import IMAGE_EXTENSIONS, Decoder
 from .storage import store_images
@@ -202,7 +202,7 @@ def _list_embedded(name: str, want_captions: bool, max_samples: int | None, seed
     return ImageListing(
         images=InMemoryImages(images, name, indices), captions=captions,
         labels=[int(labels[i]) for i in indices], source=f"embedded:{name}",
-        identity={"embedded": name, "seed": seed, "indices": _digest(indices)},
+        identity={"embedded": name, "seed": seed, "indices": fingerprint(indices)},
     )
 
 
@@ -268,13 +268,12 @@ def _list_folder(folder: str, want_captions: bool, caption_column: str, want_cla
     chosen = [names[i] for i in indices]
     captions = _folder_captions(root, chosen, caption_column) if want_captions else None
     class_names, labels = _folder_classes(folder, names) if want_classes else (None, None)
-    # Each file's size and modification time: an edited or replaced image makes a new cache entry.
-    stats = [(name, (stat := files[i].stat()).st_size, stat.st_mtime_ns) for name, i in zip(chosen, indices)]
+    stats = image_file_stats(root, [files[i] for i in indices])
     return ImageListing(
         images=ImageFiles(root, chosen), source=str(folder), class_names=class_names,
         captions=[captions[name] for name in chosen] if captions is not None else None,
         labels=[labels[name] for name in chosen] if labels is not None else None,
-        identity={"folder": str(root.resolve()), "files": _digest(stats)},
+        identity={"folder": str(root.resolve()), "files": fingerprint(stats)},
     )
 
 
@@ -317,6 +316,12 @@ def _find_image_files(root: Path) -> list[Path]:
         path for path in root.rglob("*")
         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not _is_hidden(path.relative_to(root))
     )
+
+
+def image_file_stats(root: Path, files: list[Path]) -> list[tuple[str, int, int]]:
+    """(name under root, size, modification time in ns) of each file: what a cache of their decoded images is keyed
+    by, so that an edited or replaced image makes a new entry."""
+    return [(path.relative_to(root).as_posix(), (stat := path.stat()).st_size, stat.st_mtime_ns) for path in files]
 
 
 def _is_hidden(relative: Path) -> bool:
@@ -389,7 +394,7 @@ def _list_hf_dataset(name: str, config: str | None, image_column: str, want_capt
     if class_column is not None:
         _require_column(dataset, class_column, "class")
         class_names, number = _dataset_classes(dataset, class_column)
-    fingerprint = getattr(dataset, "_fingerprint", None)
+    table_fingerprint = getattr(dataset, "_fingerprint", None)  # datasets' own hash of the table
     indices = _subset_indices(len(dataset), max_samples, seed)
     rows = dataset.select(indices) if len(indices) < len(dataset) else dataset
     # Captions and labels are read column by column: the image bytes stay where they are until decoded.
@@ -399,8 +404,8 @@ def _list_hf_dataset(name: str, config: str | None, image_column: str, want_capt
                            base_dir, indices)
     return ImageListing(
         images=images, captions=captions, labels=labels, class_names=class_names, source=name,
-        identity={"dataset": name, "config": config, "fingerprint": fingerprint, "column": image_column,
-                  "rows": _digest(indices)},
+        identity={"dataset": name, "config": config, "fingerprint": table_fingerprint, "column": image_column,
+                  "rows": fingerprint(indices)},
     )
 
 
@@ -421,11 +426,6 @@ class DatasetImages:
         return _row_source(self.rows[position][self.column], self.base_dir)
 
 
-def _digest(values: list) -> str:
-    """A short fingerprint of a list of JSON values (indices, file stats): what a cache entry was made from."""
-    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:32]
-
-
 def _dataset_classes(dataset: Any, column: str) -> tuple[list[str], Callable[[Any], int]]:
     """The class names of `column` and how a row's value becomes its label: a ClassLabel feature's own names and
     integers, else the column's distinct values, sorted and numbered."""
@@ -442,25 +442,29 @@ def _dataset_classes(dataset: Any, column: str) -> tuple[list[str], Callable[[An
     return values, lambda value: number[str(value)]
 
 
-def _open_hf_dataset(name: str, config: str | None) -> tuple[Any, Path | None]:
-    """The train split of ``name`` and the folder relative image paths are resolved against (None for the Hub)."""
+def _open_hf_dataset(name: str, config: str | None, streaming: bool = False) -> tuple[Any, Path | None]:
+    """The train split of ``name`` (with ``streaming``, as a `datasets.IterableDataset` read as it goes) and the
+    folder relative image paths are resolved against (None for the Hub)."""
     import datasets  # imported here: slow to import, and unneeded for embedded sets and folders
 
     path = Path(name).expanduser()
     if path.is_dir() and is_saved_dataset(path):
+        if streaming:
+            raise DataError(f"{name!r} is a save_to_disk folder: it is on disk already, so train it without"
+                            " --streaming (--data_storage memmap or lazy serve sets larger than memory)")
         return _train_split(_call_datasets(repr(name), lambda: datasets.load_from_disk(str(path))), name), path
     if path.is_dir():
-        return _call_datasets(repr(name), lambda: datasets.load_dataset(str(path), config, split="train")), path
+        load = lambda: datasets.load_dataset(str(path), config, split="train", streaming=streaming)  # noqa: E731
+        return _call_datasets(repr(name), load), path
     if path.is_file():
         builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
-            raise DataError(
-                f"cannot read {name!r}: dataset files must end in {', '.join(DATA_FILE_BUILDERS)}; "
-                f"for a folder of images use --train_data_dir"
-            )
+            folder_hint = "" if streaming else "; for a folder of images use --train_data_dir"
+            raise DataError(f"cannot {'stream' if streaming else 'read'} {name!r}: dataset files must end in"
+                            f" {', '.join(DATA_FILE_BUILDERS)}{folder_hint}")
         if config:
             raise DataError(f"--dataset_config_name applies to Hub datasets and folders, not to the file {name!r}")
-        load = lambda: datasets.load_dataset(builder, data_files=str(path), split="train")  # noqa: E731
+        load = lambda: datasets.load_dataset(builder, data_files=str(path), split="train", streaming=streaming)  # noqa: E731
         return _call_datasets(repr(name), load), path.parent
     from ..hub import is_hub_id
 
@@ -468,7 +472,8 @@ def _open_hf_dataset(name: str, config: str | None) -> tuple[Any, Path | None]:
         raise DataError(f"dataset path {name!r} does not exist")
     hint = f" (for the copy that ships with this package use --embedded {name})" if name in EMBEDDED_DATASETS else ""
     what = f"{name!r} from the Hugging Face Hub (check the id and the network, or pass a local path){hint}"
-    return _call_datasets(what, lambda: datasets.load_dataset(name, config, split="train")), None
+    load = lambda: datasets.load_dataset(name, config, split="train", streaming=streaming)  # noqa: E731
+    return _call_datasets(what, load), None
 
 
 def is_saved_dataset(folder: Path) -> bool:

@@ -16,7 +16,6 @@ switch between them, even on resume.
 
 import dataclasses
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..io import TEMPORARY_MARK, cache_root, format_bytes, fsync_path, write_text_atomically
+from ..caching import cache_root, fingerprint
+from ..io import TEMPORARY_MARK, format_bytes, fsync_path, write_text_atomically
 from .dataset import DataError, ImageDataset, ImageListing
 from .decoding import Decoder, allowed_bad_images, check_bad_fraction, image_channels
 
@@ -55,10 +55,11 @@ def store_images(listing: ImageListing, decoder: Decoder, storage: str = "memory
     if storage == "auto":
         storage = choose_storage(listing, decoder, cache)
     if storage == "memory":
-        pixels, kept, skipped = decoder.decode_all(_named_sources(listing.images), len(listing.images),
+        positions = range(len(listing.images))
+        pixels, kept, skipped = decoder.decode_all(_named_sources(listing.images, positions), len(positions),
                                                    listing.source)
         return _dataset(listing, pixels, kept, skipped, "memory")
-    entry = cache / fingerprint(listing, decoder, storage)
+    entry = cache / entry_name(listing, decoder, storage)
     built = not (entry / "index.json").is_file()
     if built:
         _build_entry(entry, listing, decoder, storage)
@@ -86,12 +87,12 @@ def decoded_bytes(count: int, channels: int, resolution: int) -> int:
     return count * channels * resolution * resolution
 
 
-def fingerprint(listing: ImageListing, decoder: Decoder, storage: str) -> str:
-    """What a cache entry's pixels depend on: the images, the decoding, and the storage (lazy entries hold no
-    pixels). A readable prefix, then a hash."""
-    parts = {"images": listing.identity, "resolution": decoder.resolution, "center_crop": decoder.center_crop,
-             "channels": decoder.channels, "decoder": DECODER_VERSION, "storage": storage}
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+def entry_name(listing: ImageListing, decoder: Decoder, storage: str) -> str:
+    """A cache entry's folder: a readable prefix, then the fingerprint of what its pixels depend on: the images, the
+    decoding, and the storage (lazy entries hold no pixels)."""
+    digest = fingerprint({"images": listing.identity, "resolution": decoder.resolution,
+                          "center_crop": decoder.center_crop, "channels": decoder.channels,
+                          "decoder": DECODER_VERSION, "storage": storage})
     readable = "".join(c if c.isalnum() else "-" for c in Path(listing.source).name or "data")[:40]
     return f"{readable}-{decoder.resolution}px-{storage}-{digest}"
 
@@ -140,8 +141,8 @@ def _decode_into_file(path: Path, listing: ImageListing, positions: list[int], c
     logger.info(f"Decoding {len(positions)} images into {path.parent.name.lstrip('.')} (about"
                 f" {format_bytes(decoded_bytes(len(positions), channels, decoder.resolution))})")
     with open(path, "wb") as file:
-        _, kept, skipped = full.decode_all(((images.name(i), images.source(i)) for i in positions), len(positions),
-                                           listing.source, write=lambda image: file.write(image.tobytes()))
+        _, kept, skipped = full.decode_all(_named_sources(images, positions), len(positions), listing.source,
+                                           write=lambda image: file.write(image.tobytes()))
     return [positions[i] for i in kept], skipped
 
 
@@ -182,8 +183,9 @@ def _check_headers(listing: ImageListing, decoder: Decoder) -> tuple[int, list[i
     return decoder.channels or (1 if grayscale else 3), valid, [name for name, _ in bad]
 
 
-def _named_sources(images):
-    return ((images.name(position), images.source(position)) for position in range(len(images)))
+def _named_sources(images, positions: Sequence[int]):
+    """(name, source) of the images at `positions`, one at a time: what `Decoder.decode_all` reads."""
+    return ((images.name(position), images.source(position)) for position in positions)
 
 
 def _dataset(listing: ImageListing, pixels, kept: Sequence[int], skipped: list[str], storage: str) -> ImageDataset:
@@ -274,12 +276,14 @@ class DecodeFailures:
         self.before, self.names = list(data.skipped), []
 
     def add(self, skipped: Sequence[str], batch_size: int) -> None:
+        if not skipped:  # every micro-batch passes here: nothing to do for one that decoded whole
+            return
         new = [name for name in skipped if name not in self.names]
         self.names.extend(new)
         if new:
             logger.warning(f"Left out of training: {', '.join(new)} (could not be decoded; {len(self.names)} so far)")
-        bad = [(name, "could not be decoded") for name in self.before + self.names]
-        if len(bad) > allowed_bad_images(self.total, self.max_bad_fraction):
-            check_bad_fraction(bad, self.total, self.max_bad_fraction)  # raises, naming them
-        if skipped and len(skipped) == batch_size:
+            bad = [(name, "could not be decoded") for name in self.before + self.names]
+            if len(bad) > allowed_bad_images(self.total, self.max_bad_fraction):
+                check_bad_fraction(bad, self.total, self.max_bad_fraction)  # raises, naming them
+        if len(skipped) == batch_size:
             raise DataError(f"no image of a micro-batch could be decoded ({', '.join(skipped)}): check the files")

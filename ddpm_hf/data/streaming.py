@@ -39,14 +39,13 @@ from .dataset import DataError
 from .decoding import Decoder, image_channels
 from .order import MicroBatch
 from .sources import (
-    DATA_FILE_BUILDERS,
     _call_datasets,
     _check_options,
+    _open_hf_dataset,
     _require_column,
     _row_name,
     _row_source,
     _undecoded_images,
-    is_saved_dataset,
 )
 
 # Bumped whenever the layout of `loader_state`'s dict changes, so an old checkpoint is refused, not misread.
@@ -115,7 +114,7 @@ def open_streaming_dataset(
         raise DataError(f"shuffle_buffer_size must be an integer >= 0, got {shuffle_buffer_size!r};"
                         " pass e.g. --shuffle_buffer_size 1000 (0 keeps each shard's order)")
 
-    rows, base_dir = _open_stream(dataset_name, dataset_config_name)
+    rows, base_dir = _open_hf_dataset(dataset_name, dataset_config_name, streaming=True)
     columns = _column_names(rows, dataset_name)
     _require_column(_Columns(columns), image_column, "image")
     class_names = None
@@ -164,35 +163,6 @@ def _check_datasets_version(version: str) -> None:
         wanted = ".".join(map(str, MIN_DATASETS_VERSION))
         raise DataError(f"--streaming needs datasets >= {wanted} (this is {version}, whose stream state does not"
                         f" survive a second resume): pip install -U 'datasets>={wanted}'")
-
-
-def _open_stream(name: str, config: str | None) -> tuple[Any, Path | None]:
-    """The train split of ``name`` as a `datasets.IterableDataset`, and the folder relative image paths are resolved
-    against (None for the Hub)."""
-    import datasets
-
-    path = Path(name).expanduser()
-    if path.is_dir() and is_saved_dataset(path):
-        raise DataError(f"{name!r} is a save_to_disk folder: it is on disk already, so train it without --streaming"
-                        " (--data_storage memmap or lazy serve sets larger than memory)")
-    if path.is_dir():
-        load = lambda: datasets.load_dataset(str(path), config, split="train", streaming=True)  # noqa: E731
-        return _call_datasets(repr(name), load), path
-    if path.is_file():
-        builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise DataError(f"cannot stream {name!r}: dataset files must end in {', '.join(DATA_FILE_BUILDERS)}")
-        if config:
-            raise DataError(f"--dataset_config_name applies to Hub datasets and folders, not to the file {name!r}")
-        load = lambda: datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True)  # noqa: E731
-        return _call_datasets(repr(name), load), path.parent
-    from ..hub import is_hub_id
-
-    if not is_hub_id(name) or path.suffix.lower() in DATA_FILE_BUILDERS:
-        raise DataError(f"dataset path {name!r} does not exist")
-    what = f"{name!r} from the Hugging Face Hub (check the id and the network, or pass a local path)"
-    load = lambda: datasets.load_dataset(name, config, split="train", streaming=True)  # noqa: E731
-    return _call_datasets(what, load), None
 
 
 class _Columns:

