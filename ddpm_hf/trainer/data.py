@@ -102,7 +102,7 @@ class MicroBatchFeed:
         return items
 
     def _stream_loader(self, data, pin_memory: bool):
-        from ..data.streaming import check_resumable, streaming_loader
+        from ..data.streaming import streaming_loader
 
         saved, args = self.training.state.stream_state, self.args
         accelerator = self.training.accelerator
@@ -115,8 +115,7 @@ class MicroBatchFeed:
                 raise DataError(f"the checkpoint's stream was read by {len(saved)} process(es), this run has"
                                 f" {accelerator.num_processes}: resume with --num_processes {len(saved)}, or start a"
                                 " new run into another --output_dir")
-            state = check_resumable(saved[accelerator.process_index], num_processes=accelerator.num_processes,
-                                    num_workers=args.dataloader_num_workers, batch_size=args.train_batch_size)
+            state = saved[accelerator.process_index]  # streaming_loader checks its layout against this run's
         return streaming_loader(data, batch_size=args.train_batch_size, num_workers=args.dataloader_num_workers,
                                 pin_memory=pin_memory, state=state)
 
