@@ -3,7 +3,8 @@
 """How good are a digit model's samples, against real digits at the same resolution? The yardstick of the default
 preset's recipe: run it on each candidate's pipeline (or checkpoints, to read one long run at several lengths).
 
-For each model it draws --num-images samples (a --steps respaced chain, fixed_small) and prints:
+For each model it draws --num-images samples (a --steps respaced chain, with the model's variance unless
+--variance-type says otherwise) and prints:
 - the digit-feature FD (ddpm_hf.metrics) of the samples to the train split (80%) of the embedded MNIST digits at the
   model's resolution, and the same FD of as many real digits from the held-out test split (20%) to the same
   reference: the floor a perfect model would reach with that many images, so that the ratio samples / real says how
@@ -38,6 +39,8 @@ def parse_args():
                         " beside a finished run's scheduler")
     parser.add_argument("--num-images", type=int, default=500, help="samples (and real test digits) per model")
     parser.add_argument("--steps", type=int, default=100, help="respaced sampling steps")
+    parser.add_argument("--variance-type", choices=["fixed_small", "fixed_large"], help="sample with this reverse"
+                        " variance instead of the model's scheduler's")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
@@ -71,6 +74,9 @@ def main() -> None:
     results, classifiers, real = [], {}, {}
     for model in args.models:
         pipeline = load_model(Path(model))
+        if args.variance_type:
+            pipeline.scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config,
+                                                                      variance_type=args.variance_type)
         pipeline.set_progress_bar_config(disable=True)
         resolution = pipeline.unet.config.sample_size
         if resolution not in real:  # the real floor at this resolution, once
@@ -92,7 +98,9 @@ def main() -> None:
               f" smallest digit share {shares(labels).min():.3f} (real {real_shares.min():.3f}); {seconds:.0f} s",
               flush=True)
 
-    print(f"\n{args.num_images} samples per model, {args.steps} steps; FD against the embedded MNIST train split\n")
+    variance = args.variance_type or "the scheduler's variance"
+    print(f"\n{args.num_images} samples per model, {args.steps} steps, {variance}; FD against the embedded MNIST"
+          " train split\n")
     print("| model | px | digit-feature FD | real digits' FD | ratio | digits covered | smallest share |")
     print("|---|---|---|---|---|---|---|")
     for model, resolution, fd, real_fd, digit_shares, _ in results:

@@ -181,6 +181,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 # x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), multiplied out as improved-diffusion does
                 "sqrt_recip_alpha_bar_train": 1.0 / np.sqrt(alpha_bar),
                 "sqrt_recipm1_alpha_bar_train": np.sqrt(1.0 / alpha_bar - 1.0),
+                "snr_train": alpha_bar / (1.0 - alpha_bar),
             }
         self.betas = torch.tensor(betas, dtype=torch.float32)
         self.alphas = 1.0 - self.betas
@@ -390,6 +391,11 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         sqrt_a = self._table("sqrt_alpha_bar_train", timesteps, sample)
         sqrt_1ma = self._table("sqrt_one_minus_alpha_bar_train", timesteps, sample)
         return sqrt_a * noise - sqrt_1ma * sample
+
+    def snr(self, timesteps, like: torch.Tensor | None = None):
+        """The signal-to-noise ratio of q(x_t | x_0), SNR(t) = abar_t / (1 - abar_t) (Kingma et al. 2021, eq. 2 with
+        Ho et al. 2020's eq. 4): what Min-SNR-gamma loss weighting caps."""
+        return self._table("snr_train", timesteps, like if like is not None else _FLOAT64)
 
     def posterior_mean(self, x_t: torch.Tensor, x_0: torch.Tensor, timesteps) -> torch.Tensor:
         """mu_q(x_t, x_0) = (sqrt(abar_{t-1}) beta_t x_0 + sqrt(alpha_t)(1 - abar_{t-1}) x_t) / (1 - abar_t)

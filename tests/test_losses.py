@@ -27,6 +27,7 @@ from ddpm_hf.diffusion.losses import (
     diffusion_loss,
     diffusion_loss_terms,
     hybrid_losses,
+    min_snr_weights,
     noise_batch,
     simple_losses,
     vlb_losses,
@@ -185,6 +186,67 @@ def test_check_loss_config():
     model = tiny_unet()
     with pytest.raises(ValueError, match="learned_range"):
         diffusion_loss(model, DDPMPosteriorScheduler(), torch.zeros(2, 1, 8, 8), loss_type="hybrid")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Min-SNR-gamma weighting (Hang et al. 2023)
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_min_snr_weights_match_the_closed_form_and_diffusers(prediction_type):
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    gamma, t = 5.0, torch.tensor([0, 1, 30, 100, 300, 500, 999])
+    abar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, T, dtype=np.float64))[t.numpy()]
+    snr = abar / (1.0 - abar)
+    x0_weight = np.minimum(snr, gamma)  # Hang et al. eq. 8, for the error of x_0
+    expected = {"epsilon": x0_weight / snr, "v_prediction": x0_weight / (snr + 1), "sample": x0_weight}
+    weights = min_snr_weights(DDPMPosteriorScheduler(prediction_type=prediction_type), t, gamma)
+    assert weights.dtype == torch.float32 and weights.shape == (len(t),)
+    np.testing.assert_allclose(weights.numpy(), expected[prediction_type], rtol=1e-6)
+    assert (snr > gamma)[0] and not (snr > gamma)[-1]  # both sides of the cap are tested
+
+    if prediction_type != "sample":  # diffusers' train_text_to_image.py: min(snr, gamma) / snr (eps), / (snr + 1) (v)
+        snr_diffusers = compute_snr(DDPMScheduler(prediction_type=prediction_type), t)
+        reference = torch.minimum(snr_diffusers, torch.full_like(snr_diffusers, gamma))
+        reference = reference / (snr_diffusers if prediction_type == "epsilon" else snr_diffusers + 1)
+        # diffusers takes 1 - abar_t in float32 (4 digits at t = 0, where abar_t = 0.9999); ours is float64's.
+        torch.testing.assert_close(weights, reference.float(), rtol=1e-3, atol=0)
+
+
+def test_min_snr_weights_are_finite_under_a_zero_terminal_snr():
+    scheduler = DDPMPosteriorScheduler(rescale_betas_zero_snr=True)
+    weights = min_snr_weights(scheduler, torch.arange(T), 5.0)
+    assert torch.isfinite(weights).all() and weights[-1] == 1.0  # eps: min(1, gamma / 0) = 1, not 0 / 0
+
+
+def test_snr_weighted_loss_is_the_weighted_mean_of_the_per_sample_errors():
+    scheduler, model = DDPMPosteriorScheduler(), tiny_unet()
+    x0 = torch.rand(32, 1, 8, 8) * 2 - 1
+    with torch.no_grad():
+        terms = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(4), snr_gamma=5.0)
+        plain = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(4))
+        batch = noise_batch(scheduler, x0, torch.Generator().manual_seed(4))
+        errors = (model(batch.x_t, batch.timesteps).sample - batch.noise).pow(2).mean(dim=(1, 2, 3))
+        # The weights are independent of the loss code: min(1, gamma / SNR) from abar in float64.
+        abar = torch.from_numpy(np.cumprod(1.0 - np.linspace(1e-4, 0.02, T)))[batch.timesteps]
+        weights = torch.clamp(5.0 * (1 - abar) / abar, max=1.0).float()
+        huge_gamma = diffusion_loss(model, scheduler, x0, torch.Generator().manual_seed(4), snr_gamma=1e12)
+    torch.testing.assert_close(terms.loss, (weights * errors).mean())
+    torch.testing.assert_close(terms.sample_losses, errors)  # unweighted: what a timestep sampler learns from
+    assert (weights < 1).any() and (weights == 1).any()  # this draw has timesteps on both sides of the cap
+    assert torch.equal(terms.timesteps, plain.timesteps) and terms.loss < plain.loss
+    torch.testing.assert_close(huge_gamma, plain.loss)  # gamma above every SNR: plain L_simple
+
+
+def test_snr_gamma_needs_a_positive_gamma_and_l_simple():
+    check_loss_config("simple", "fixed_small", 5.0)
+    with pytest.raises(ValueError, match="positive"):
+        check_loss_config("simple", "fixed_small", 0.0)
+    with pytest.raises(ValueError, match="use loss_type 'simple' with snr_gamma"):
+        check_loss_config("hybrid", "learned_range", 5.0)
+    with pytest.raises(ValueError, match="use loss_type 'simple' with snr_gamma"):
+        diffusion_loss(tiny_unet(), DDPMPosteriorScheduler(), torch.zeros(2, 1, 8, 8), loss_type="vlb", snr_gamma=5.0)
 
 
 def test_vlb_refuses_a_respaced_scheduler():

@@ -286,6 +286,17 @@ def test_add_noise_matches_numpy(schedule):
     assert_close(scheduler.add_noise(x_0, eps, ts), expected)
 
 
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_snr_matches_numpy(schedule):
+    scheduler, abar, _ = make(schedule)
+    ts = torch.tensor([0, 1, 17, 500, 999])
+    expected = abar[ts.numpy()] / (1.0 - abar[ts.numpy()])
+    assert_close(scheduler.snr(ts, like=torch.empty(len(ts), dtype=F64)), expected)
+    assert scheduler.snr(17) == pytest.approx(expected[2], rel=1e-12)
+    scheduler.set_timesteps(10)  # a property of q(x_t | x_0): the sampling chain does not change it
+    assert_close(scheduler.snr(ts, like=torch.empty(len(ts), dtype=F64)), expected)
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 @pytest.mark.parametrize("schedule", ["linear", "squaredcos_cap_v2"])
 def test_predict_original_sample_round_trip(schedule, prediction_type):

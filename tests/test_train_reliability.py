@@ -271,6 +271,8 @@ BAD_FLAGS = {
     "bad_image_fraction": (["--max_bad_image_fraction", "2"], "--max_bad_image_fraction must be between 0 and 1"),
     "fp16_on_cpu": (["--mixed_precision", "fp16"], "--mixed_precision fp16 needs a GPU"),
     "missing_checkpoint": (["--resume_from_checkpoint", "checkpoint-7"], "checkpoint 'checkpoint-7' not found"),
+    "snr_gamma_zero": (["--snr_gamma", "0"], "snr_gamma must be positive"),
+    "snr_gamma_with_vlb": (["--snr_gamma", "5", "--loss_type", "vlb"], "use loss_type 'simple' with snr_gamma"),
 }
 
 # One interpreter imports the trainer once, then forks a child per command line (each runs main() as

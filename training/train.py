@@ -176,7 +176,7 @@ def run_loop(training: Training, num_images: int) -> None:
                 training.model, [prepare_micro_batch(batch, accelerator.device) for batch in pixels],
                 accelerator=accelerator, optimizer=training.optimizer, lr_scheduler=training.lr_scheduler,
                 noise_scheduler=training.noise_scheduler, randomness=randomness,
-                max_grad_norm=args.max_grad_norm, loss_type=args.loss_type,
+                max_grad_norm=args.max_grad_norm, loss_type=args.loss_type, snr_gamma=args.snr_gamma,
                 timestep_sampler=training.timestep_sampler,
                 micro_batch_kwargs=training.micro_batch_kwargs(items, randomness),
             )

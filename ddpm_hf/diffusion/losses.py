@@ -5,6 +5,8 @@
   2021, appendix): the KL between two diagonal Gaussians, and the decoder's likelihood of 8-bit data.
 - L_simple (Ho et al. 2020, eq. 14), L_vlb (the bound's terms, eq. 5) and L_hybrid = L_simple + lambda L_vlb (Nichol &
   Dhariwal 2021, eq. 16), each per sample, on one draw of the forward process q(x_t | x_0) (Ho et al. 2020, eq. 4).
+- `min_snr_weights`: Min-SNR-gamma weighting of L_simple's timesteps (Hang et al. 2023), as diffusers' training
+  scripts offer it with `--snr_gamma`.
 """
 
 import math
@@ -156,6 +158,28 @@ def squared_error(model_output: torch.Tensor, batch: NoisedBatch, noise_schedule
     return (prediction.float() - training_target(noise_scheduler, batch).float()).square()
 
 
+def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023, eq. 8), (B,) float32: L_simple's per-timestep weights.
+
+    The weight of the x_0 error is min(SNR(t), gamma), SNR(t) = abar_t / (1 - abar_t), which caps the easy, low-noise
+    timesteps; the error of the model's own target carries the same weight divided by what that target's error
+    already weighs: SNR(t) for eps (so min(1, gamma / SNR(t))) and SNR(t) + 1 for v. diffusers' training scripts
+    compute the same weights (`compute_snr`); here the eps weight is written so that a zero terminal SNR gives 1,
+    not 0 / 0.
+    """
+    snr = noise_scheduler.snr(timesteps, like=torch.empty(timesteps.shape, device=timesteps.device))
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        weights = torch.clamp(gamma / snr, max=1.0)
+    elif prediction_type == "v_prediction":
+        weights = torch.clamp(snr, max=gamma) / (snr + 1.0)
+    elif prediction_type == "sample":
+        weights = torch.clamp(snr, max=gamma)
+    else:
+        raise ValueError(f"Unknown prediction_type {prediction_type!r}: choose epsilon, sample or v_prediction.")
+    return weights
+
+
 def simple_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
     """L_simple per sample, (B,) float32: the squared error averaged over each sample's C*H*W values."""
     return mean_flat(squared_error(model_output, batch, noise_scheduler))
@@ -223,10 +247,18 @@ LOSSES: dict[str, Callable[[torch.Tensor, NoisedBatch, object], torch.Tensor]] =
 }
 
 
-def check_loss_config(loss_type: str, variance_type: str) -> None:
-    """Raise a ValueError for a loss that cannot train with this `variance_type` (call it when setting up)."""
+def check_loss_config(loss_type: str, variance_type: str, snr_gamma: float | None = None) -> None:
+    """Raise a ValueError for a loss that cannot train with this `variance_type` or Min-SNR-gamma weighting (call it
+    when setting up)."""
     if loss_type not in LOSSES:
         raise ValueError(f"Unknown loss_type {loss_type!r}: choose one of {', '.join(LOSSES)}.")
+    if snr_gamma is not None and not snr_gamma > 0:
+        raise ValueError(f"snr_gamma must be positive (Hang et al. 2023 recommend 5), got {snr_gamma}.")
+    if snr_gamma is not None and loss_type != "simple":
+        raise ValueError(
+            f"snr_gamma weights the timesteps of L_simple, but loss_type is {loss_type!r}, whose L_vlb terms are the"
+            " bound's own weighting: use loss_type 'simple' with snr_gamma, or drop snr_gamma."
+        )
     if loss_type == "hybrid" and variance_type != "learned_range":
         raise ValueError(
             f"loss_type 'hybrid' trains the learned variance with L_vlb (the mean is trained by L_simple alone), but"
@@ -245,28 +277,34 @@ class MicroBatchLoss:
 
 def diffusion_loss_terms(
     model, noise_scheduler, x0: torch.Tensor, generator=None, loss_type: str = "simple", timestep_sampler=None,
-    model_kwargs: dict | None = None,
+    model_kwargs: dict | None = None, snr_gamma: float | None = None,
 ) -> MicroBatchLoss:
     """The loss of one micro-batch of clean images `x0` (in [-1, 1]), with its per-sample values and timesteps.
 
-    The loss is the mean of the per-sample losses, weighted by the sampler's importance weights when it has any.
+    The loss is the mean of the per-sample losses, weighted by the sampler's importance weights when it has any, and
+    by the Min-SNR-gamma weights when `snr_gamma` is given (L_simple only).
     """
-    check_loss_config(loss_type, getattr(noise_scheduler.config, "variance_type", None))
+    check_loss_config(loss_type, getattr(noise_scheduler.config, "variance_type", None), snr_gamma)
     batch = noise_batch(noise_scheduler, x0, generator, timestep_sampler)
     model_output = model(batch.x_t, batch.timesteps, **(model_kwargs or {})).sample
-    if loss_type == "simple" and batch.weights is None:
+    weights = batch.weights
+    if snr_gamma is not None:
+        snr_weights = min_snr_weights(noise_scheduler, batch.timesteps, snr_gamma)
+        weights = snr_weights if weights is None else weights * snr_weights
+    if loss_type == "simple" and weights is None:
         # The mean over all B*C*H*W values (what F.mse_loss computes, bit for bit), not the mean of the per-sample
         # means: the same number in exact arithmetic, and the float32 bits the default preset has always trained on.
         error = squared_error(model_output, batch, noise_scheduler)
         return MicroBatchLoss(error.mean(), mean_flat(error.detach()), batch.timesteps)
     sample_losses = LOSSES[loss_type](model_output, batch, noise_scheduler)
-    weighted = sample_losses if batch.weights is None else sample_losses * batch.weights
+    weighted = sample_losses if weights is None else sample_losses * weights
     return MicroBatchLoss(weighted.mean(), sample_losses.detach(), batch.timesteps)
 
 
 def diffusion_loss(
     model, noise_scheduler, x0: torch.Tensor, generator=None, loss_type: str = "simple", timestep_sampler=None,
-    model_kwargs: dict | None = None,
+    model_kwargs: dict | None = None, snr_gamma: float | None = None,
 ) -> torch.Tensor:
     """The training loss of one micro-batch of clean images `x0` (in [-1, 1])."""
-    return diffusion_loss_terms(model, noise_scheduler, x0, generator, loss_type, timestep_sampler, model_kwargs).loss
+    return diffusion_loss_terms(model, noise_scheduler, x0, generator, loss_type, timestep_sampler, model_kwargs,
+                                snr_gamma).loss

@@ -41,6 +41,7 @@ TRAINING_LABELS = {
     "prediction_type": "Prediction type",
     "variance_type": "Variance type",
     "loss_type": "Loss",
+    "snr_gamma": "Min-SNR gamma",
     "use_ema": "EMA",
     "ema_max_decay": "EMA max decay",
     "mixed_precision": "Mixed precision",

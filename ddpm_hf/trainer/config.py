@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--loss_type", default="simple", choices=list(LOSSES), help="simple: the paper's L_simple;"
                        " hybrid: L_simple + 0.001 L_vlb, which trains a learned_range variance (Improved DDPM);"
                        " vlb: the variational bound alone")
+    model.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR-gamma weighting of L_simple's"
+                       " timesteps (Hang et al. 2023; 5.0 is the paper's choice); default: unweighted")
     model.add_argument("--timestep_sampler", default="uniform", choices=list(TIMESTEP_SAMPLERS), help="how t is drawn"
                        " in training; loss-second-moment: importance sampling by sqrt(E[L_t^2]) (Improved DDPM)")
 
@@ -250,7 +252,7 @@ def check_args(args, parser: argparse.ArgumentParser) -> None:
     if args.ema_min_decay > args.ema_max_decay:
         parser.error(f"--ema_min_decay {args.ema_min_decay} exceeds --ema_max_decay {args.ema_max_decay}")
     try:
-        check_loss_config(args.loss_type, args.variance_type)
+        check_loss_config(args.loss_type, args.variance_type, args.snr_gamma)
     except ValueError as err:
         parser.error(str(err))
     if args.validation_inference_steps > args.ddpm_num_steps:

@@ -43,6 +43,7 @@ def train_step(
     loss_type: str = "simple",
     timestep_sampler=None,
     micro_batch_kwargs: Sequence[dict] | None = None,
+    snr_gamma: float | None = None,
 ) -> StepOutput:
     """One optimizer step over the gradient-accumulation `micro_batches` (clean images in [-1, 1]).
 
@@ -52,7 +53,8 @@ def train_step(
 
     `timestep_sampler` draws the timesteps (None: uniform); it is not updated here: the caller gathers the output's
     `timesteps` and `sample_losses` from all processes and calls its `update`. `micro_batch_kwargs[m]` holds extra
-    keyword arguments of the model call on micro-batch m (e.g. `encoder_hidden_states`).
+    keyword arguments of the model call on micro-batch m (e.g. `encoder_hidden_states`). `snr_gamma` weights
+    L_simple's timesteps by Min-SNR-gamma (`ddpm_hf.diffusion.losses.min_snr_weights`).
     """
     if micro_batch_kwargs is not None and len(micro_batch_kwargs) != len(micro_batches):
         raise ValueError(f"micro_batch_kwargs has {len(micro_batch_kwargs)} entries for {len(micro_batches)}"
@@ -64,7 +66,8 @@ def train_step(
             randomness.seed_dropout(micro, x0.device)
             generator = randomness.noise_generator(micro, x0.device)
             terms = diffusion_loss_terms(model, noise_scheduler, x0, generator, loss_type, timestep_sampler,
-                                         micro_batch_kwargs[micro] if micro_batch_kwargs is not None else None)
+                                         micro_batch_kwargs[micro] if micro_batch_kwargs is not None else None,
+                                         snr_gamma)
             accelerator.backward(terms.loss / len(micro_batches))
         losses.append(terms.loss.detach())
         timesteps.append(terms.timesteps)
