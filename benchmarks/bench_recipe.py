@@ -6,13 +6,17 @@ preset's recipe: run it on each candidate's pipeline (or checkpoints, to read on
 For each model it draws --num-images samples (a --steps respaced chain, with the model's variance unless
 --variance-type says otherwise) and prints:
 - the digit-feature FD (ddpm_hf.metrics) of the samples to the train split (80%) of the embedded MNIST digits at the
-  model's resolution, and the same FD of as many real digits from the held-out test split (20%) to the same
-  reference: the floor a perfect model would reach with that many images, so that the ratio samples / real says how
-  far from real digits the samples are;
+  model's resolution, and the same FD of as many real digits from the held-out test split (20%, 1,000 digits) to the
+  same reference: the floor a perfect model would reach with that many images, so that the ratio samples / real says
+  how far from real digits the samples are. Both are estimates with a spread: with 500 images, disjoint halves of
+  the test digits measure 0.26 and 0.36, and two sample sets of one model differ as much, so --draws averages
+  several sample sets (and as many random subsets of the test digits for the floor). The floor shrinks as 1/N (0.36
+  at 500 images, 0.16 at 1,000), so a ratio is only meaningful at the N it was measured at;
 - coverage: the share of samples the digit classifier (ddpm_hf.evaluation, an SVC fitted on real digits) gives to
   each digit, the smallest of the ten shares, and the same for the real test digits.
 
     python benchmarks/bench_recipe.py ddpm-digits                              # a finished run
+    python benchmarks/bench_recipe.py ddpm-digits --draws 4                    # mean and spread of 4 sample sets
     python benchmarks/bench_recipe.py run/checkpoints/checkpoint-{2000,3000}    # checkpoints (their EMA weights)
 
 Run by hand; not part of the tests (500 samples at 100 steps take about 20 s per model on a 2-core CPU).
@@ -41,6 +45,9 @@ def parse_args():
     parser.add_argument("--steps", type=int, default=100, help="respaced sampling steps")
     parser.add_argument("--variance-type", choices=["fixed_small", "fixed_large"], help="sample with this reverse"
                         " variance instead of the model's scheduler's")
+    parser.add_argument("--draws", type=int, default=1, help="independent sample sets per model (seeds --seed,"
+                        " --seed + 1, ...): the FD of a few hundred samples varies from one set to the next, so"
+                        " compare models by the mean and spread over several")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
@@ -81,31 +88,42 @@ def main() -> None:
         resolution = pipeline.unet.config.sample_size
         if resolution not in real:  # the real floor at this resolution, once
             train, _ = reference_features(ReferenceSet("embedded:mnist", resolution, split="train"), network)
-            test_set = ReferenceSet("embedded:mnist", resolution, split="test", max_images=args.num_images)
-            test_pixels = test_set.load_pixels()
-            real_fd = feature_distances(train, extract_features(network, test_pixels), seed=args.seed).fd
+            test_pixels = ReferenceSet("embedded:mnist", resolution, split="test").load_pixels()
+            test_features = extract_features(network, test_pixels)
+            # The floor is as noisy as the samples' FD: average it over --draws random subsets of the test digits.
+            count = min(args.num_images, len(test_pixels))
+            subsets = [torch.randperm(len(test_pixels), generator=torch.Generator().manual_seed(args.seed + draw))
+                       [:count] for draw in range(args.draws)]
+            real_fd = float(np.mean([feature_distances(train, test_features[subset], seed=args.seed).fd
+                                     for subset in subsets]))
             classifiers[resolution] = fit_digit_classifier("mnist", resolution)
             real_labels = classifiers[resolution].predict(test_pixels.numpy().astype(np.float64) / 255.0)
-            real[resolution] = (train, real_fd, shares(real_labels), len(test_pixels))
+            real[resolution] = (train, real_fd, shares(real_labels), count)
         train, real_fd, real_shares, real_count = real[resolution]
         started = time.perf_counter()
-        pixels = sample_pixels(pipeline, image_seeds(args.seed, args.num_images), args.steps, batch_size=125)
+        fds, labels = [], []
+        for draw in range(args.draws):
+            pixels = sample_pixels(pipeline, image_seeds(args.seed + draw, args.num_images), args.steps,
+                                   batch_size=125)
+            fds.append(feature_distances(train, extract_features(network, pixels), seed=args.seed).fd)
+            labels.append(classifiers[resolution].predict(pixels.numpy().astype(np.float64) / 255.0))
         seconds = time.perf_counter() - started
-        fd = feature_distances(train, extract_features(network, pixels), seed=args.seed).fd
-        labels = classifiers[resolution].predict(pixels.numpy().astype(np.float64) / 255.0)
-        results.append((model, resolution, fd, real_fd, shares(labels), seconds))
-        print(f"{model}: FD {fd:.3f} (real {real_fd:.3f} from {real_count} test digits, ratio {fd / real_fd:.2f});"
-              f" smallest digit share {shares(labels).min():.3f} (real {real_shares.min():.3f}); {seconds:.0f} s",
-              flush=True)
+        fd, fd_spread = float(np.mean(fds)), float(np.std(fds, ddof=1)) if len(fds) > 1 else float("nan")
+        digit_shares = shares(np.concatenate(labels))
+        results.append((model, resolution, fd, fd_spread, real_fd, digit_shares))
+        print(f"{model}: FD {fd:.3f} (draws: {', '.join(f'{value:.3f}' for value in fds)}; real {real_fd:.3f} from"
+              f" {real_count} test digits, ratio {fd / real_fd:.2f}); smallest digit share {digit_shares.min():.3f}"
+              f" (real {real_shares.min():.3f}); {seconds:.0f} s", flush=True)
 
     variance = args.variance_type or "the scheduler's variance"
-    print(f"\n{args.num_images} samples per model, {args.steps} steps, {variance}; FD against the embedded MNIST"
-          " train split\n")
+    print(f"\n{args.num_images} samples per draw, {args.draws} draw(s) per model, {args.steps} steps, {variance};"
+          " FD against the embedded MNIST train split (mean and standard deviation over the draws)\n")
     print("| model | px | digit-feature FD | real digits' FD | ratio | digits covered | smallest share |")
     print("|---|---|---|---|---|---|---|")
-    for model, resolution, fd, real_fd, digit_shares, _ in results:
+    for model, resolution, fd, fd_spread, real_fd, digit_shares in results:
         covered = int((digit_shares >= 0.02).sum())
-        print(f"| {model} | {resolution} | {fd:.3f} | {real_fd:.3f} | {fd / real_fd:.2f} | {covered}/10 |"
+        spread = f" ± {fd_spread:.3f}" if fd_spread == fd_spread else ""  # NaN for one draw
+        print(f"| {model} | {resolution} | {fd:.3f}{spread} | {real_fd:.3f} | {fd / real_fd:.2f} | {covered}/10 |"
               f" {digit_shares.min():.3f} |")
 
 
