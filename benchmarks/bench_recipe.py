@@ -108,7 +108,7 @@ def main() -> None:
             fds.append(feature_distances(train, extract_features(network, pixels), seed=args.seed).fd)
             labels.append(classifiers[resolution].predict(pixels.numpy().astype(np.float64) / 255.0))
         seconds = time.perf_counter() - started
-        fd, fd_spread = float(np.mean(fds)), float(np.std(fds, ddof=1)) if len(fds) > 1 else float("nan")
+        fd, fd_spread = float(np.mean(fds)), float(np.std(fds, ddof=1)) if len(fds) > 1 else None
         digit_shares = shares(np.concatenate(labels))
         results.append((model, resolution, fd, fd_spread, real_fd, digit_shares))
         print(f"{model}: FD {fd:.3f} (draws: {', '.join(f'{value:.3f}' for value in fds)}; real {real_fd:.3f} from"
@@ -122,7 +122,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for model, resolution, fd, fd_spread, real_fd, digit_shares in results:
         covered = int((digit_shares >= 0.02).sum())
-        spread = f" ± {fd_spread:.3f}" if fd_spread == fd_spread else ""  # NaN for one draw
+        spread = f" ± {fd_spread:.3f}" if fd_spread is not None else ""
         print(f"| {model} | {resolution} | {fd:.3f}{spread} | {real_fd:.3f} | {fd / real_fd:.2f} | {covered}/10 |"
               f" {digit_shares.min():.3f} |")
 

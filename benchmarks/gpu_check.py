@@ -334,7 +334,7 @@ class TrainerRun:
                 self.model, micro_batches, accelerator=self.accelerator, optimizer=self.optimizer,
                 lr_scheduler=self.lr_scheduler, noise_scheduler=self.noise_scheduler,
                 randomness=StepRandomness(self.args.seed, self.step, self.accelerator.process_index),
-                max_grad_norm=self.args.max_grad_norm, loss_type=self.args.loss_type,
+                max_grad_norm=self.args.max_grad_norm, loss_type=self.args.loss_type, snr_gamma=self.args.snr_gamma,
                 timestep_sampler=self.timestep_sampler,
             )
             mark("ema")
