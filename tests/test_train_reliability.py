@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from conftest import fork_runner
@@ -323,3 +324,29 @@ logging.getLogger("huggingface_hub.file_download").warning("probe warning")
 """], env=run_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr.count("probe warning") == 1, out.stderr
+
+
+def test_idle_cores_advice_names_the_launcher_flag_for_cpu_runs_only():
+    from ddpm_hf.trainer.setup import idle_cores_advice
+
+    advice = idle_cores_advice("cpu", threads=1, cores=8, local_processes=2)
+    assert "--num_cpu_threads_per_process 4" in advice
+    assert idle_cores_advice("cpu", threads=4, cores=8, local_processes=2) is None
+    assert idle_cores_advice("cuda", threads=1, cores=8, local_processes=1) is None
+    assert idle_cores_advice("cpu", threads=1, cores=1, local_processes=1) is None
+
+
+@pytest.mark.skipif(psutil.cpu_count(logical=False) < 2, reason="needs 2 cores to leave one idle")
+def test_a_cpu_run_on_one_thread_of_several_cores_is_told_the_flag(tmp_path):
+    from ddpm_hf.trainer.setup import physical_cores
+
+    probe = f"""
+from ddpm_hf.trainer.config import parse_args
+from ddpm_hf.trainer.setup import make_accelerator
+make_accelerator(parse_args(["--report_to", "none", "--output_dir", {str(tmp_path / 'out')!r}]))
+"""
+    for threads, told in (("1", True), (str(physical_cores()), False)):  # what `accelerate launch` sets, by default
+        out = subprocess.run([sys.executable, "-c", probe], env=run_env(OMP_NUM_THREADS=threads),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert ("--num_cpu_threads_per_process" in out.stderr) is told, out.stderr
