@@ -12,12 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 from conftest import fork_runner
 from safetensors.torch import load_file
 from test_train import REPO, RESUMABLE, TINY, TRAIN_SCRIPT, assert_same_result, error_lines, launch, run_env, run_script
+
+from ddpm_hf.trainer.setup import physical_cores
 
 FAST = [*TINY, "--report_to", "none", "--validation_steps", "0"]
 
@@ -336,10 +337,8 @@ def test_idle_cores_advice_names_the_launcher_flag_for_cpu_runs_only():
     assert idle_cores_advice("cpu", threads=1, cores=1, local_processes=1) is None
 
 
-@pytest.mark.skipif(psutil.cpu_count(logical=False) < 2, reason="needs 2 cores to leave one idle")
+@pytest.mark.skipif(physical_cores() < 2, reason="needs 2 cores to leave one idle")
 def test_a_cpu_run_on_one_thread_of_several_cores_is_told_the_flag(tmp_path):
-    from ddpm_hf.trainer.setup import physical_cores
-
     probe = f"""
 from ddpm_hf.trainer.config import parse_args
 from ddpm_hf.trainer.setup import make_accelerator
