@@ -5,8 +5,7 @@ Every write goes to a hidden temporary beside its target (`.<name>.<purpose>.tmp
 renamed into place in one step. A temporary that a crash leaves behind is hidden, so it never matches a pattern such
 as `checkpoint-*`, and `remove_stale_temporaries` deletes it on the next run.
 
-The two files shipped into saved pipeline folders cannot import this module; `pipeline_ddpm_hf.py` carries marked
-copies of `fsync_path` and `fsync_tree`, and its own `publish_folder` (swapping a whole folder in entry by entry).
+`pipeline_utils.publish_folder` swaps a whole pipeline folder in, entry by entry, on top of these.
 """
 
 import errno

@@ -2,21 +2,14 @@
 """DDPM pipelines: unconditional or class-conditional sampling with a UNet2DModel, and text-to-image with a CLIP
 text encoder; both conditional kinds with classifier-free guidance (Ho & Salimans 2022).
 
-This file is self-contained (torch, numpy and diffusers only) because `save_pretrained` copies it into the saved
-folder: `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` then loads it where `ddpm_hf` is not
-installed.
+This file samples, and is self-contained (torch and diffusers only) because `save_pretrained` copies it into the
+saved folder: `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` then loads it where `ddpm_hf` is
+not installed. Saving and loading with the package installed live in `ddpm_hf.pipeline_utils`.
 """
 
-import ctypes
-import ctypes.util
-import importlib
-import inspect
-import json
 import numbers
 import operator
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,8 +17,10 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-# Libraries diffusers resolves by itself; any other component library is our own code, shipped in the folder.
-_STOCK_LIBRARIES = ("diffusers", "transformers")
+try:  # saving and loading as the README's "Loading" describes; without the package, diffusers' own behaviour
+    from ddpm_hf import pipeline_utils
+except ImportError:  # loaded with trust_remote_code where ddpm_hf is not installed
+    pipeline_utils = None
 
 
 @dataclass
@@ -108,119 +103,6 @@ def postprocess_images(sample: torch.Tensor, output_type: str, numpy_to_pil: Cal
     return numpy_to_pil(image) if output_type == "pil" else image
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Saving: a folder that loads three ways, written beside the old one and swapped in entry by entry
-# ----------------------------------------------------------------------------------------------------------------
-def _exchange_paths(a: str, b: str) -> bool:
-    """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    if not hasattr(libc, "renameat2"):
-        return False
-    AT_FDCWD, RENAME_EXCHANGE = -100, 2
-    return libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0
-
-
-def _move_into_place(new: str, target: str, trash: str) -> None:
-    """Put `new` at `target`; whatever was at `target` ends up in `trash`. Never leaves `target` half-written."""
-    if not os.path.lexists(target):
-        os.rename(new, target)
-    elif os.path.isdir(new) or os.path.isdir(target):
-        if _exchange_paths(new, target):  # target now holds the new entry, `new` holds the old one
-            os.rename(new, os.path.join(trash, os.path.basename(target)))
-        else:  # no atomic exchange: the old entry goes first, so a crash leaves it recoverable in `trash`
-            os.rename(target, os.path.join(trash, os.path.basename(target)))
-            os.rename(new, target)
-    else:
-        os.replace(new, target)  # atomic for files
-
-
-# Copied from ddpm_hf.io.fsync_path (this file is shipped into saved folders and loads without ddpm_hf)
-def fsync_path(path: str) -> None:
-    """Flush a file's or a folder's entry list to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# Copied from ddpm_hf.io.fsync_tree
-def fsync_tree(root: str) -> None:
-    for folder, _, files in os.walk(root):
-        for name in files:
-            fsync_path(os.path.join(folder, name))
-        fsync_path(folder)
-
-
-def publish_folder(staging: str, target: str) -> None:
-    """Move every entry of the complete folder `staging` into `target`, `model_index.json` last.
-
-    Each entry is replaced atomically, so at every moment each file and component folder in `target` is complete;
-    entries of `target` that the pipeline does not write (checkpoints, logs, pictures) are left alone.
-    """
-    fsync_tree(staging)
-    os.makedirs(target, exist_ok=True)
-    trash = tempfile.mkdtemp(prefix=".ddpm-hf-old-", dir=target)
-    entries = sorted(os.listdir(staging), key=lambda name: name == "model_index.json")
-    for name in entries:
-        _move_into_place(os.path.join(staging, name), os.path.join(target, name), trash)
-    shutil.rmtree(trash, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def ship_code(pipeline: DiffusionPipeline, folder: str) -> None:
-    """Copy the pipeline's and its custom components' code into `folder` and point `model_index.json` at it.
-
-    `_class_name` becomes ["pipeline_ddpm_hf", "<Pipeline>"] and each custom component's entry
-    ["<module file>", "<Class>"] with the file at <component>/<module file>.py: the layout that
-    `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` loads without ddpm_hf installed.
-    """
-    index_path = os.path.join(folder, "model_index.json")
-    with open(index_path, encoding="utf-8") as f:
-        index = json.load(f)
-    pipeline_file = inspect.getfile(type(pipeline))
-    pipeline_stem = os.path.splitext(os.path.basename(pipeline_file))[0]
-    shutil.copyfile(pipeline_file, os.path.join(folder, pipeline_stem + ".py"))
-    index["_class_name"] = [pipeline_stem, type(pipeline).__name__]
-    if isinstance(index.get("class_names"), list):
-        # diffusers reads every list in model_index.json as a [library, class] component entry (and its Hub download
-        # refuses one whose "library" is neither a module nor a file): the names go in as {"0": name, ...}.
-        index["class_names"] = {str(i): name for i, name in enumerate(index["class_names"])}
-    for name, entry in index.items():
-        if name.startswith("_") or not isinstance(entry, list) or entry[0] in _STOCK_LIBRARIES or entry[0] is None:
-            continue
-        component_file = inspect.getfile(type(getattr(pipeline, name)))
-        component_stem = os.path.splitext(os.path.basename(component_file))[0]
-        shutil.copyfile(component_file, os.path.join(folder, name, component_stem + ".py"))
-        index[name] = [component_stem, entry[1]]
-    with open(index_path, "w", encoding="utf-8") as f:
-        json.dump(index, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
-def pickle_only_component(folder: str) -> str | None:
-    """The first component of the saved pipeline `folder` whose weights are pickles only (no .safetensors file)."""
-    index_path = os.path.join(folder, "model_index.json")
-    if not os.path.isfile(index_path):
-        return None  # not a pipeline folder: diffusers says so
-    with open(index_path, encoding="utf-8") as f:
-        index = json.load(f)
-    for name, entry in sorted(index.items()):
-        component = os.path.join(folder, name)
-        if name.startswith("_") or not isinstance(entry, list) or not os.path.isdir(component):
-            continue
-        files = os.listdir(component)
-        if any(f.endswith(_PICKLE_SUFFIXES) for f in files) and not any(f.endswith(".safetensors") for f in files):
-            return name
-    return None
-
-
 class DDPMHFPipelineMixin:
     """What the ddpm-hf pipelines share: saving and loading (see the README's "Loading" section) and the chain."""
 
@@ -228,24 +110,11 @@ class DDPMHFPipelineMixin:
         """`DiffusionPipeline.save_pretrained`, plus the shipped code, written beside `save_directory` and swapped in.
 
         Weights are always safetensors. A crash while saving leaves the previous pipeline in `save_directory`.
+        Without the ddpm-hf package (loaded with `trust_remote_code=True`), diffusers' own `save_pretrained`.
         """
-        if not safe_serialization:
-            raise ValueError("ddpm-hf saves weights as safetensors only: drop safe_serialization=False.")
-        if kwargs.get("push_to_hub"):
-            raise ValueError("Use pipeline.push_to_hub(repo_id) to publish; save_pretrained writes a local folder.")
-        target = os.path.abspath(os.fspath(save_directory))
-        if os.path.exists(target) and not os.path.isdir(target):
-            raise ValueError(f"Cannot save a pipeline to {target}: it is a file, not a folder.")
-        parent = os.path.dirname(target)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.saving-", dir=parent)
-        try:
-            super().save_pretrained(staging, safe_serialization=True, **kwargs)
-            ship_code(self, staging)
-            publish_folder(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        if pipeline_utils is None:
+            return super().save_pretrained(save_directory, safe_serialization=safe_serialization, **kwargs)
+        pipeline_utils.save_pipeline(self, save_directory, super().save_pretrained, safe_serialization, **kwargs)
 
     def prepare_noise(self, batch_size: int, generator, device, dtype) -> torch.Tensor:
         """x_T ~ N(0, I), drawn exactly as diffusers' DDPMPipeline draws it (same generator, same images)."""
@@ -315,24 +184,9 @@ class DDPMHFPipelineMixin:
         trusts one opts in with `use_safetensors=False` (and can `save_pretrained` it once to convert it).
         """
         kwargs.setdefault("use_safetensors", True)
-        name = os.fspath(pretrained_model_name_or_path)
-        if not os.path.isdir(name):
-            try:
-                from ddpm_hf.hub import HUB_DOWNLOAD_KWARGS, resolve_pipeline_folder
-            except ImportError:  # a shipped copy where ddpm_hf is absent: diffusers resolves the id itself
-                pass
-            else:
-                hub_kwargs = {k: kwargs.pop(k) for k in HUB_DOWNLOAD_KWARGS if k in kwargs}
-                name = resolve_pipeline_folder(name, **hub_kwargs)
-        if kwargs["use_safetensors"] and os.path.isdir(name):
-            # diffusers would say only "no file named diffusion_pytorch_model.safetensors": name the part and the fix.
-            component = pickle_only_component(name)
-            if component is not None:
-                raise OSError(
-                    f"The {component!r} component of {name} has pickle weights but no .safetensors weights, and"
-                    f" {cls.__name__} loads only safetensors: if you trust this checkpoint, convert it once with"
-                    f" {cls.__name__}.from_pretrained({name!r}, use_safetensors=False).save_pretrained({name!r})."
-                )
+        name = pretrained_model_name_or_path
+        if pipeline_utils is not None:
+            name = pipeline_utils.resolve_pretrained(cls, name, kwargs)
         return super().from_pretrained(name, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs):
@@ -345,29 +199,11 @@ class DDPMHFPipelineMixin:
 
     @classmethod
     def load_config(cls, *args, **kwargs):
-        """Read `model_index.json` so that the installed classes load it, without running the folder's code.
-
-        The shipped layout names code files (["pipeline_ddpm_hf", ...], ["scheduling_ddpm_posterior", ...]); when
-        the installed package loads the folder, those names are mapped back to its own modules.
-        """
+        """Read `model_index.json` so that the installed classes load it, without running the folder's code."""
         output = super().load_config(*args, **kwargs)
         config = output[0] if isinstance(output, tuple) else output
-        if isinstance(config, dict):
-            package = cls.__module__.rpartition(".")[0]
-            if isinstance(config.get("_class_name"), list) and config["_class_name"][1] == cls.__name__:
-                config["_class_name"] = cls.__name__
-            _, options = cls._get_signature_keys(cls)  # arguments such as class_names, not components
-            for name, entry in config.items():
-                if name.startswith("_") or name in options or not isinstance(entry, list):
-                    continue
-                if entry[0] in _STOCK_LIBRARIES:
-                    continue
-                if entry[0] is not None and "." not in entry[0] and package:
-                    config[name] = [f"{package}.{entry[0]}", entry[1]]
-                if package and config[name][0].startswith(package + "."):
-                    # diffusers loads a component of a non-stock library only from an imported module; ours is
-                    # imported lazily (`import ddpm_hf` imports nothing), so import it now.
-                    importlib.import_module(config[name][0])
+        if pipeline_utils is not None and isinstance(config, dict):
+            pipeline_utils.map_shipped_names(cls, config)
         return output
 
 

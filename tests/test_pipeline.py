@@ -200,7 +200,7 @@ def test_save_refuses_pickle_and_keeps_foreign_entries(tmp_path):
 
 
 def test_failed_save_leaves_previous_pipeline(tmp_path, monkeypatch):
-    import ddpm_hf.pipeline_ddpm_hf as module
+    import ddpm_hf.pipeline_utils as module
 
     folder = tmp_path / "p"
     make_pipeline().save_pretrained(folder)

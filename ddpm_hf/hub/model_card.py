@@ -197,7 +197,7 @@ def _stock_loading(pipeline) -> tuple[list[str], list[dict[str, str]], str | Non
 
 
 def _code_files(pipeline) -> list[str]:
-    """The repository's code files that `trust_remote_code=True` runs (see pipeline_ddpm_hf.ship_code)."""
+    """The repository's code files that `trust_remote_code=True` runs (see pipeline_utils.ship_code)."""
     import inspect
 
     from diffusers import DiffusionPipeline
