@@ -2,11 +2,17 @@
 """DDPM pipelines: unconditional or class-conditional sampling with a UNet2DModel, and text-to-image with a CLIP
 text encoder; both conditional kinds with classifier-free guidance (Ho & Salimans 2022).
 
+The reverse chain is driven through diffusers' scheduler API as its own pipelines drive it (`init_noise_sigma`,
+`scale_model_input`, `step` given `generator` / `eta` where its signature takes them, multistep `order`), so any
+scheduler in `DDPMScheduler.compatibles` can replace the DDPM posterior: `pipe.scheduler =
+DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`.
+
 This file samples, and is self-contained (torch and diffusers only) because `save_pretrained` copies it into the
 saved folder: `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` then loads it where `ddpm_hf` is
 not installed. Saving and loading with the package installed live in `ddpm_hf.pipeline_utils`.
 """
 
+import inspect
 import numbers
 import operator
 import os
@@ -28,16 +34,18 @@ class DDPMTrajectory:
     """The reverse process as recorded by a pipeline call: every k-th visited timestep.
 
     Args:
-        timesteps (`list[int]`): the recorded timesteps, from T-1 towards 0 (the last entry is the final sample).
+        timesteps (`list`): the recorded timesteps, from T-1 towards 0 (the last entry is the final sample); -1 marks
+            x_T. Integers for DDPM-style schedulers; sigma-space samplers (Euler, Heun, ...) visit float timesteps.
         samples (`torch.Tensor`): (K, B, C, H, W) x_t *after* the step at each recorded timestep, in [-1, 1] range
-            (not clipped); the first entry is x_T, the pure noise the chain starts from.
-        pred_original_samples (`torch.Tensor`): (K, B, C, H, W) the model's x_0 estimate at each recorded timestep
-            (the first entry, for x_T, is zeros).
+            (not clipped); the first entry is x_T, the noise the chain starts from (times `init_noise_sigma`).
+        pred_original_samples (`torch.Tensor` or None): (K, B, C, H, W) the model's x_0 estimate at each recorded
+            timestep (the first entry, for x_T, is zeros); None when the scheduler does not return one (PNDM, LMS,
+            DPM-Solver, UniPC, ...).
     """
 
-    timesteps: list[int]
+    timesteps: list
     samples: torch.Tensor
-    pred_original_samples: torch.Tensor
+    pred_original_samples: torch.Tensor | None
 
 
 @dataclass
@@ -58,14 +66,18 @@ class TrajectoryRecorder:
         self.samples = [x_T.detach().float().cpu()]
         self.pred_original_samples = [torch.zeros_like(self.samples[0])]
 
-    def record(self, step_index: int, timestep: int, sample: torch.Tensor, pred_original_sample: torch.Tensor):
+    def record(self, step_index: int, timestep, sample: torch.Tensor, pred_original_sample: torch.Tensor | None):
+        if pred_original_sample is None:  # this scheduler estimates no x_0: the trajectory keeps the samples only
+            self.pred_original_samples = None
         if (step_index + 1) % self.every == 0 or step_index == self.num_steps - 1:
-            self.timesteps.append(int(timestep))
+            self.timesteps.append(timestep.item() if isinstance(timestep, torch.Tensor) else timestep)
             self.samples.append(sample.detach().float().cpu())
-            self.pred_original_samples.append(pred_original_sample.detach().float().cpu())
+            if self.pred_original_samples is not None:
+                self.pred_original_samples.append(pred_original_sample.detach().float().cpu())
 
     def result(self) -> DDPMTrajectory:
-        return DDPMTrajectory(self.timesteps, torch.stack(self.samples), torch.stack(self.pred_original_samples))
+        x0 = torch.stack(self.pred_original_samples) if self.pred_original_samples is not None else None
+        return DDPMTrajectory(self.timesteps, torch.stack(self.samples), x0)
 
 
 def positive_int(name: str, value) -> int:
@@ -93,9 +105,12 @@ def classifier_free_guidance(both: torch.Tensor, guidance_scale: float, channels
 
 
 def postprocess_images(sample: torch.Tensor, output_type: str, numpy_to_pil: Callable):
-    """[-1, 1] tensor -> `pil` images, an `np` array (B, H, W, C) in [0, 1], or a `pt` tensor (B, C, H, W) in [0, 1]."""
+    """[-1, 1] tensor -> `pil` images, an `np` array (B, H, W, C) in [0, 1], a `pt` tensor (B, C, H, W) in [0, 1],
+    or (`latent`) the final sample itself, unclipped: these pipelines denoise in pixel space."""
+    if output_type == "latent":
+        return sample
     if output_type not in ("pil", "np", "pt"):
-        raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}.")
+        raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}.")
     image = (sample / 2 + 0.5).clamp(0, 1)
     if output_type == "pt":
         return image
@@ -103,27 +118,84 @@ def postprocess_images(sample: torch.Tensor, output_type: str, numpy_to_pil: Cal
     return numpy_to_pil(image) if output_type == "pil" else image
 
 
+# Copied from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion.retrieve_timesteps (without sigmas)
+def retrieve_timesteps(scheduler, num_inference_steps: int | None = None, device=None, timesteps=None, **kwargs):
+    """Call the scheduler's `set_timesteps` (custom `timesteps` where it takes them) and return (timesteps, steps)."""
+    if timesteps is not None:
+        accepts_timesteps = "timesteps" in set(inspect.signature(scheduler.set_timesteps).parameters.keys())
+        if not accepts_timesteps:
+            raise ValueError(
+                f"The current scheduler class {scheduler.__class__}'s `set_timesteps` does not support custom"
+                f" timestep schedules. Please check whether you are using the correct scheduler."
+            )
+        scheduler.set_timesteps(timesteps=timesteps, device=device, **kwargs)
+        timesteps = scheduler.timesteps
+        num_inference_steps = len(timesteps)
+    else:
+        scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
+        timesteps = scheduler.timesteps
+    return timesteps, num_inference_steps
+
+
 class DDPMHFPipelineMixin:
-    """What the ddpm-hf pipelines share: saving and loading (see the README's "Loading" section) and the chain."""
+    """What the ddpm-hf pipelines share: the reverse chain, its callbacks and properties, saving and loading."""
 
-    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
-        """`DiffusionPipeline.save_pretrained`, plus the shipped code, written beside `save_directory` and swapped in.
+    # ------------------------------------------------------------------------------------------------------------
+    # What a callback (and a reader) sees while the chain runs, as in diffusers' pipelines
+    # ------------------------------------------------------------------------------------------------------------
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
 
-        Weights are always safetensors. A crash while saving leaves the previous pipeline in `save_directory`.
-        Without the ddpm-hf package (loaded with `trust_remote_code=True`), diffusers' own `save_pretrained`.
-        """
-        if pipeline_utils is None:
-            return super().save_pretrained(save_directory, safe_serialization=safe_serialization, **kwargs)
-        pipeline_utils.save_pipeline(self, save_directory, super().save_pretrained, safe_serialization, **kwargs)
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """diffusers' rule: guidance runs while the scale is above 1 (a callback may lower it mid-run)."""
+        return self._guidance_scale > 1.0
 
-    def prepare_noise(self, batch_size: int, generator, device, dtype) -> torch.Tensor:
-        """x_T ~ N(0, I), drawn exactly as diffusers' DDPMPipeline draws it (same generator, same images)."""
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` from a callback to skip the remaining steps."""
+        return self._interrupt
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The reverse chain
+    # ------------------------------------------------------------------------------------------------------------
+    def prepare_noise(self, batch_size: int, generator, device, dtype, latents=None) -> torch.Tensor:
+        """x_T ~ N(0, I), drawn exactly as diffusers' DDPMPipeline draws it (same generator, same images); or the
+        given `latents`, checked against the UNet's shape."""
         size = self.unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else size
         shape = (batch_size, self.unet.config.in_channels, height, width)
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"latents must have shape {shape} (batch, channels, height, width), got"
+                                 f" {tuple(latents.shape)}.")
+            return latents.to(device=device, dtype=dtype)
         if device.type == "mps":  # randn does not exist on mps
             return randn_tensor(shape, generator=generator, dtype=dtype).to(device)
         return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+    # Copied from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion.StableDiffusionPipeline.prepare_extra_step_kwargs  # noqa: E501
+    def prepare_extra_step_kwargs(self, generator, eta):
+        # prepare extra kwargs for the scheduler step, since not all schedulers have the same signature
+        # eta (η) is only used with the DDIMScheduler, it will be ignored for other schedulers.
+        # eta corresponds to η in DDIM paper: https://huggingface.co/papers/2010.02502
+        # and should be between [0, 1]
+
+        accepts_eta = "eta" in set(inspect.signature(self.scheduler.step).parameters.keys())
+        extra_step_kwargs = {}
+        if accepts_eta:
+            extra_step_kwargs["eta"] = eta
+
+        # check if the scheduler accepts generator
+        accepts_generator = "generator" in set(inspect.signature(self.scheduler.step).parameters.keys())
+        if accepts_generator:
+            extra_step_kwargs["generator"] = generator
+        return extra_step_kwargs
 
     def check_sampling_arguments(self, batch_size: int, generator, callback_on_step_end_tensor_inputs) -> None:
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
@@ -135,26 +207,47 @@ class DDPMHFPipelineMixin:
             raise ValueError(f"Got {len(generator)} generators for {batch_size} images: pass one per image.")
 
     def sample_chain(
-        self, latents, predict, generator, num_inference_steps, timesteps, callback_on_step_end,
+        self, latents, conditioning: dict, generator, eta, num_inference_steps, timesteps, callback_on_step_end,
         callback_on_step_end_tensor_inputs, trajectory_every, output_type, return_dict,
     ):
-        """Algorithm 2 of Ho et al.: x_T -> x_0 through the scheduler's chain; `predict(x_t, t)` is the model call."""
-        if timesteps is not None:
-            self.scheduler.set_timesteps(timesteps=timesteps)
-        else:
-            self.scheduler.set_timesteps(num_inference_steps)
-        chain = self.scheduler.timesteps
-        recorder = TrajectoryRecorder(trajectory_every, latents, len(chain)) if trajectory_every else None
+        """Algorithm 2 of Ho et al. 2020: x_T -> x_0 through the scheduler's chain, `self.predict` the model call.
 
-        for i, t in enumerate(self.progress_bar(chain)):
-            step = self.scheduler.step(predict(latents, t), t, latents, generator=generator)
-            latents, pred_original_sample = step.prev_sample, step.pred_original_sample
-            if recorder is not None:
-                recorder.record(i, t, latents, pred_original_sample)
-            if callback_on_step_end is not None:
-                tensors = {"latents": latents, "pred_original_sample": pred_original_sample}
-                outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
-                latents = (outputs or {}).get("latents", latents)
+        `conditioning` holds the tensors `predict` takes besides (x_t, t) (class labels, prompt embeddings); a
+        callback may replace them, as it may replace the latents.
+        """
+        # 1. the visited timesteps, and the step's extra arguments where its signature takes them
+        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, latents.device,
+                                                            timesteps)
+        self._num_timesteps = len(timesteps)
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        # 2. x_T at the scheduler's scale (1 for DDPM and DDIM; sigma_max for Euler, Heun, ...), set by set_timesteps
+        latents = latents * self.scheduler.init_noise_sigma
+        recorder = TrajectoryRecorder(trajectory_every, latents, len(timesteps)) if trajectory_every else None
+
+        # a multistep scheduler of order k visits k timesteps per step: the bar counts steps, as diffusers' does
+        num_warmup_steps = len(timesteps) - num_inference_steps * self.scheduler.order
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                # 3. the model's prediction at x_t (eps, x_0 or v), on the input the scheduler expects
+                model_input = self.scheduler.scale_model_input(latents, t)
+                model_output = self.predict(model_input, t, **conditioning)
+                # 4. one reverse step x_t -> x_{t-1}; not every scheduler estimates x_0 on the way
+                step = self.scheduler.step(model_output, t, latents, **extra_step_kwargs)
+                latents = step.prev_sample
+                pred_original_sample = getattr(step, "pred_original_sample", None)
+                if recorder is not None:
+                    recorder.record(i, t, latents, pred_original_sample)
+                # 5. the callback may read and replace the latents and the conditioning (e.g. cut guidance off)
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "pred_original_sample": pred_original_sample, **conditioning}
+                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                    outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                    latents = outputs.pop("latents", latents)
+                    conditioning.update({k: v for k, v in outputs.items() if k in conditioning})
+                if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % self.scheduler.order == 0):
+                    progress_bar.update()
 
         images = postprocess_images(latents, output_type, self.numpy_to_pil)
         self.maybe_free_model_hooks()
@@ -163,17 +256,27 @@ class DDPMHFPipelineMixin:
             return (images,) if trajectory is None else (images, trajectory)
         return DDPMPipelineOutput(images=images, trajectory=trajectory)
 
-    def variational_bound(self, images: torch.Tensor, generator=None, batch_size: int = 64, timesteps=None, **kwargs):
-        """The ELBO (Ho et al. 2020, eq. 5) in bits/dim for `images` in [-1, 1]: see `ddpm_hf.variational_bound`.
+    def guided(self, model, x_t: torch.Tensor, t, **conditioning) -> torch.Tensor:
+        """`model(x_t, t, **conditioning).sample`, guided when `do_classifier_free_guidance`: the conditioning then
+        holds both halves (unconditional first) and the UNet sees them in one batched call."""
+        if not self.do_classifier_free_guidance:
+            return model(x_t, t, **conditioning).sample
+        both = model(torch.cat([x_t, x_t]), t, **conditioning).sample
+        return classifier_free_guidance(both, self._guidance_scale, x_t.shape[1])
 
-        Text-to-image pipelines pass `encoder_hidden_states=pipe.encode_prompt(prompts, device)`.
+    # ------------------------------------------------------------------------------------------------------------
+    # Saving, loading, the bound and the Hub: the package's, reached through guarded imports
+    # ------------------------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
+        """`DiffusionPipeline.save_pretrained`, plus the shipped code, written beside `save_directory` and swapped in.
+
+        A crash while saving leaves the previous pipeline in `save_directory`. `safe_serialization=False` writes
+        pickle weights as diffusers does, with a warning: `from_pretrained` loads them only when asked (see there).
+        Without the ddpm-hf package (loaded with `trust_remote_code=True`), diffusers' own `save_pretrained`.
         """
-        try:
-            from ddpm_hf import variational_bound
-        except ImportError as error:  # loaded with trust_remote_code where the package is absent
-            raise ImportError("variational_bound needs the ddpm-hf package: pip install ddpm-hf.") from error
-        return variational_bound(self.unet, self.scheduler, images, generator=generator, batch_size=batch_size,
-                                 timesteps=timesteps, **kwargs)
+        if pipeline_utils is None:
+            return super().save_pretrained(save_directory, safe_serialization=safe_serialization, **kwargs)
+        pipeline_utils.save_pipeline(self, save_directory, super().save_pretrained, safe_serialization, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -189,14 +292,6 @@ class DDPMHFPipelineMixin:
             name = pipeline_utils.resolve_pretrained(cls, name, kwargs)
         return super().from_pretrained(name, **kwargs)
 
-    def push_to_hub(self, repo_id: str, **kwargs):
-        """Save, render the model card and upload: see `ddpm_hf.hub.push_pipeline_to_hub`."""
-        try:
-            from ddpm_hf.hub import push_pipeline_to_hub
-        except ImportError as error:
-            raise ImportError("push_to_hub needs the ddpm-hf package: pip install ddpm-hf.") from error
-        return push_pipeline_to_hub(self, repo_id, **kwargs)
-
     @classmethod
     def load_config(cls, *args, **kwargs):
         """Read `model_index.json` so that the installed classes load it, without running the folder's code."""
@@ -205,6 +300,26 @@ class DDPMHFPipelineMixin:
         if pipeline_utils is not None and isinstance(config, dict):
             pipeline_utils.map_shipped_names(cls, config)
         return output
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Save, render the model card and upload: see `ddpm_hf.hub.push_pipeline_to_hub`."""
+        try:
+            from ddpm_hf.hub import push_pipeline_to_hub
+        except ImportError as error:
+            raise ImportError("push_to_hub needs the ddpm-hf package: pip install ddpm-hf.") from error
+        return push_pipeline_to_hub(self, repo_id, **kwargs)
+
+    def variational_bound(self, images: torch.Tensor, generator=None, batch_size: int = 64, timesteps=None, **kwargs):
+        """The ELBO (Ho et al. 2020, eq. 5) in bits/dim for `images` in [-1, 1]: see `ddpm_hf.variational_bound`.
+
+        Text-to-image pipelines pass `encoder_hidden_states=pipe.encode_prompt(prompts, device, 1, False)[0]`.
+        """
+        try:
+            from ddpm_hf import variational_bound
+        except ImportError as error:  # loaded with trust_remote_code where the package is absent
+            raise ImportError("variational_bound needs the ddpm-hf package: pip install ddpm-hf.") from error
+        return variational_bound(self.unet, self.scheduler, images, generator=generator, batch_size=batch_size,
+                                 timesteps=timesteps, **kwargs)
 
 
 def class_names_list(class_names) -> list[str] | None:
@@ -261,14 +376,15 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
 
     Args:
         unet ([`UNet2DModel`]): the noise (or x_0, or v) predictor.
-        scheduler ([`DDPMPosteriorScheduler`]): the reverse step; any diffusers scheduler with the same API works.
+        scheduler ([`DDPMPosteriorScheduler`]): the reverse step; any scheduler in `DDPMScheduler.compatibles` works.
         class_names (`list[str]`, *optional*): the name of each class of a class-conditional UNet, in label order
             (`num_class_embeds - 1` of them); `class_labels` may then name classes. In `pipe.config.class_names`,
             saved in `model_index.json` as `{"0": name, ...}` (a mapping, which is also accepted here).
     """
 
     model_cpu_offload_seq = "unet"
-    _callback_tensor_inputs = ["latents", "pred_original_sample"]
+    # `class_labels` is the UNet's label batch: [null labels; labels] while guiding (None for an unconditional UNet)
+    _callback_tensor_inputs = ["latents", "pred_original_sample", "class_labels"]
 
     def __init__(self, unet: UNet2DModel, scheduler, class_names: list[str] | dict[str, str] | None = None):
         super().__init__()
@@ -299,7 +415,8 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
         return unet_num_classes(self.unet)
 
     def class_label_tensor(self, class_labels, batch_size: int, device) -> torch.Tensor:
-        """`class_labels` (an int, a name, a list of them, or a tensor) as a (batch_size,) long tensor on `device`."""
+        """`class_labels` (an int, a name, a list of them, or a tensor) as a 1-d long tensor on `device`: one label is
+        repeated `batch_size` times; several make the batch, one image each."""
         num_classes = self.num_classes
         names = self.class_names
         valid = f"indices 0..{num_classes - 1}"
@@ -341,12 +458,18 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
             labels = torch.tensor(indices, dtype=torch.long, device=device)
         if labels.numel() == 1:
             return labels.expand(batch_size).clone()
-        if labels.numel() != batch_size:
+        if batch_size not in (1, labels.numel()):  # a list of labels sets the batch, as in diffusers' DiTPipeline
             raise ValueError(
-                f"Got {labels.numel()} class labels for batch_size={batch_size}: pass one label (used for every"
-                f" image) or one per image."
+                f"Got {labels.numel()} class labels for batch_size={batch_size}: a list of labels makes one image"
+                f" each (drop batch_size), and batch_size repeats a single label."
             )
         return labels
+
+    def predict(self, x_t: torch.Tensor, t, class_labels: torch.Tensor | None) -> torch.Tensor:
+        """The UNet's output at x_t: unconditional, class-conditional, or guided (labels [null; classes])."""
+        if class_labels is None:
+            return self.unet(x_t, t).sample
+        return self.guided(self.unet, x_t, t, class_labels=class_labels)
 
     @torch.no_grad()
     def __call__(
@@ -362,28 +485,37 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
         trajectory_every: int | None = None,
         class_labels: int | str | list[int | str] | torch.Tensor | None = None,
         guidance_scale: float = 1.0,
+        eta: float = 0.0,
+        latents: torch.Tensor | None = None,
     ) -> DDPMPipelineOutput | tuple:
         r"""
         Args:
-            batch_size (`int`, defaults to 1): how many images.
+            batch_size (`int`, defaults to 1): how many images (without class labels, or to repeat one label).
             generator (`torch.Generator` or a list of them, *optional*): makes sampling deterministic.
             num_inference_steps (`int`, defaults to 1000): steps of the (respaced) chain; fewer steps are still a
                 proper DDPM chain (the scheduler uses the respaced posterior).
-            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"`, or `"latent"` (the final sample in
+                [-1, 1] range, unclipped: these pipelines denoise in pixel space).
             return_dict (`bool`, defaults to True): return a [`DDPMPipelineOutput`] instead of a tuple.
-            callback_on_step_end (`Callable`, *optional*): called as `callback(pipe, i, t, tensors)` after each step,
-                with `tensors` holding the names in `callback_on_step_end_tensor_inputs` (`latents` is x_{t-1},
-                `pred_original_sample` the x_0 estimate); a returned `latents` replaces x_{t-1}.
+            callback_on_step_end (`Callable`, *optional*): called as `callback(pipe, i, t, callback_kwargs)` after
+                each step, with `callback_kwargs` holding the names in `callback_on_step_end_tensor_inputs` (any of
+                `pipe._callback_tensor_inputs`: `latents` is x_{t-1}, `pred_original_sample` the x_0 estimate (None
+                for schedulers without one), `class_labels` the UNet's labels); returned tensors replace them. It may
+                also change `pipe._guidance_scale` or set `pipe._interrupt`, as with diffusers' pipelines.
             timesteps (`list[int]`, *optional*): custom descending timesteps instead of `num_inference_steps`.
             trajectory_every (`int`, *optional*): record every k-th x_t and x_0 estimate (plus x_T and the final
                 sample) in `output.trajectory`, to draw the reverse process.
             class_labels (`int`, `str`, a list of them, or a `torch.Tensor`, *optional*): the class of each image, for
-                a class-conditional UNet: indices 0..num_classes-1, or names from `pipe.class_names`. One label is
-                used for every image; otherwise pass one per image (`batch_size` of them). Without class_labels (and
-                `guidance_scale=1.0`) a class-conditional UNet samples the null class, i.e. unconditionally.
+                a class-conditional UNet: indices 0..num_classes-1, or names from `pipe.class_names`. A list or a
+                tensor makes one image per label (as diffusers' DiTPipeline); a single label is repeated `batch_size`
+                times. Without class_labels (and without guidance) a class-conditional UNet samples the null class,
+                i.e. unconditionally.
             guidance_scale (`float`, defaults to 1.0): s in eps_uncond + s (eps_cond - eps_uncond), with eps_uncond
-                the prediction for the null label; 1.0 disables guidance and skips the unconditional pass. Needs
-                `class_labels` when not 1.0.
+                the prediction for the null label. As in diffusers, guidance runs for s > 1 (one batched UNet call of
+                twice the batch); s <= 1 samples the labels without it. Needs `class_labels` when not 1.0.
+            eta (`float`, defaults to 0.0): DDIM's eta (Song et al. 2021), passed to schedulers whose `step` takes it.
+            latents (`torch.Tensor`, *optional*): x_T (batch, channels, height, width) instead of a fresh draw; it is
+                multiplied by the scheduler's `init_noise_sigma`, as in diffusers.
 
         Returns:
             [`DDPMPipelineOutput`] with `images` (and `trajectory`), or the tuple `(images,)` / `(images, trajectory)`.
@@ -391,8 +523,8 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
         batch_size = positive_int("batch_size", batch_size)
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
             raise ValueError(f"guidance_scale must be a number, got {guidance_scale!r}: pass e.g. 3.0 (1.0: none).")
-        guidance_scale = float(guidance_scale)
-        do_guidance = guidance_scale != 1.0
+        self._guidance_scale = float(guidance_scale)
+        self._interrupt = False
         num_classes = self.num_classes
         if num_classes is None and class_labels is not None:
             raise ValueError(
@@ -409,27 +541,20 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
                 f"guidance_scale={guidance_scale} guides towards class_labels, but none were given: pass class_labels"
                 " (an index or a name from pipe.class_names), or guidance_scale=1.0 to sample unconditionally."
             )
-        self.check_sampling_arguments(batch_size, generator, callback_on_step_end_tensor_inputs)
         device = self._execution_device
+        labels = None
         if num_classes is not None:
             if class_labels is None:  # the null label: unconditional samples from the class-conditional UNet
                 labels = torch.full((batch_size,), num_classes, dtype=torch.long, device=device)
             else:
                 labels = self.class_label_tensor(class_labels, batch_size, device)
-            if do_guidance:  # one batched UNet call per step: unconditional (null) half first, conditional second
+            batch_size = len(labels)
+            if self.do_classifier_free_guidance:  # one batched UNet call per step: null labels first, classes second
                 labels = torch.cat([torch.full_like(labels, num_classes), labels])
-        latents = self.prepare_noise(batch_size, generator, device, self.unet.dtype)
-
-        def predict(x_t, t):
-            if num_classes is None:
-                return self.unet(x_t, t).sample
-            if not do_guidance:
-                return self.unet(x_t, t, class_labels=labels).sample
-            both = self.unet(torch.cat([x_t, x_t]), t, class_labels=labels).sample
-            return classifier_free_guidance(both, guidance_scale, x_t.shape[1])
-
+        self.check_sampling_arguments(batch_size, generator, callback_on_step_end_tensor_inputs)
+        latents = self.prepare_noise(batch_size, generator, device, self.unet.dtype, latents)
         return self.sample_chain(
-            latents, predict, generator, num_inference_steps, timesteps, callback_on_step_end,
+            latents, {"class_labels": labels}, generator, eta, num_inference_steps, timesteps, callback_on_step_end,
             callback_on_step_end_tensor_inputs, trajectory_every, output_type, return_dict,
         )
 
@@ -441,26 +566,93 @@ class DDPMTextToImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
 
     Args:
         unet ([`UNet2DConditionModel`]): cross-attends to the text encoder's hidden states.
-        scheduler ([`DDPMPosteriorScheduler`]): the reverse step.
+        scheduler ([`DDPMPosteriorScheduler`]): the reverse step; any scheduler in `DDPMScheduler.compatibles` works.
         text_encoder ([`transformers.CLIPTextModel`]): encodes the prompt.
         tokenizer ([`transformers.CLIPTokenizer`]): tokenizes the prompt.
     """
 
     model_cpu_offload_seq = "text_encoder->unet"
-    _callback_tensor_inputs = ["latents", "pred_original_sample"]
+    # `prompt_embeds` is what the UNet cross-attends to: [negative; positive] while guiding, as in StableDiffusion
+    _callback_tensor_inputs = ["latents", "pred_original_sample", "prompt_embeds"]
 
     def __init__(self, unet: UNet2DConditionModel, scheduler, text_encoder, tokenizer):
         super().__init__()
         check_text_components(unet, text_encoder, tokenizer)
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
 
-    def encode_prompt(self, prompt: list[str], device) -> torch.Tensor:
-        """CLIP's last hidden states for each prompt, padded to the tokenizer's maximum length."""
+    def encode_prompt(
+        self,
+        prompt,
+        device,
+        num_images_per_prompt: int,
+        do_classifier_free_guidance: bool,
+        negative_prompt=None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        r"""
+        The prompts' CLIP last hidden states, padded to the tokenizer's maximum length, as diffusers' text pipelines
+        encode them: each repeated `num_images_per_prompt` times, and with guidance the negative prompts' too (the
+        empty prompt by default, which the trainer's `--conditioning_dropout_prob` teaches).
+
+        Args:
+            prompt (`str` or `list[str]`): the prompts; or pass `prompt_embeds`.
+            device (`torch.device`): where the encodings go.
+            num_images_per_prompt (`int`): images for each prompt.
+            do_classifier_free_guidance (`bool`): whether to encode the negative prompts too.
+            negative_prompt (`str` or `list[str]`, *optional*): one for all prompts, or one per prompt.
+            prompt_embeds / negative_prompt_embeds (`torch.Tensor`, *optional*): precomputed encodings (batch, tokens,
+                hidden size).
+
+        Returns:
+            `(prompt_embeds, negative_prompt_embeds)`, the second None without guidance.
+        """
+        if prompt_embeds is None:
+            prompt_embeds = self.encode_text(prompt, "prompt", device)
+        else:
+            prompt_embeds = self.checked_embeddings(prompt_embeds, "prompt_embeds", device)
+        batch = prompt_embeds.shape[0]
+        if do_classifier_free_guidance:
+            if negative_prompt_embeds is None:
+                if negative_prompt is None:
+                    negative_prompt = [""] * batch
+                elif isinstance(negative_prompt, str):
+                    negative_prompt = [negative_prompt] * batch
+                negative_prompt_embeds = self.encode_text(negative_prompt, "negative_prompt", device)
+            else:
+                negative_prompt_embeds = self.checked_embeddings(
+                    negative_prompt_embeds, "negative_prompt_embeds", device
+                )
+            if negative_prompt_embeds.shape != prompt_embeds.shape:
+                raise ValueError(
+                    f"negative prompts give {tuple(negative_prompt_embeds.shape)} embeddings but the prompts give"
+                    f" {tuple(prompt_embeds.shape)}: pass one negative prompt per prompt."
+                )
+            negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_images_per_prompt, 0)
+        prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, 0)
+        return prompt_embeds, negative_prompt_embeds
+
+    def encode_text(self, prompt, name: str, device) -> torch.Tensor:
+        """CLIP's last hidden states for a prompt or a list of them, padded to the tokenizer's maximum length."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"{name} must be a string or a non-empty list of strings, got {prompt!r}.")
         tokens = self.tokenizer(
-            prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
             return_tensors="pt",
         )
         return self.text_encoder(tokens.input_ids.to(device))[0]
+
+    def checked_embeddings(self, embeds: torch.Tensor, name: str, device) -> torch.Tensor:
+        width = self.unet.config.cross_attention_dim if self.unet is not None else embeds.shape[-1]
+        if embeds.ndim != 3 or embeds.shape[-1] != width:
+            raise ValueError(f"{name} must be (batch, tokens, {width}), got {tuple(embeds.shape)}.")
+        return embeds.to(device)
+
+    def predict(self, x_t: torch.Tensor, t, prompt_embeds: torch.Tensor) -> torch.Tensor:
+        """The UNet's output at x_t, cross-attending to the prompts (guided: [negative; positive])."""
+        return self.guided(self.unet, x_t, t, encoder_hidden_states=prompt_embeds,
+                           cross_attention_kwargs=self._cross_attention_kwargs)
 
     @torch.no_grad()
     def __call__(
@@ -479,6 +671,9 @@ class DDPMTextToImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature; never mutated)
         timesteps: list[int] | None = None,
         trajectory_every: int | None = None,
+        eta: float = 0.0,
+        latents: torch.Tensor | None = None,
+        cross_attention_kwargs: dict | None = None,
     ) -> DDPMPipelineOutput | tuple:
         r"""
         Args:
@@ -486,66 +681,40 @@ class DDPMTextToImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
             negative_prompt (`str` or `list[str]`, *optional*): the unconditional side of guidance (default: the empty
                 prompt, which the trainer's `--conditioning_dropout_prob` teaches); one per prompt when a list.
             num_images_per_prompt (`int`, defaults to 1): images for each prompt.
-            guidance_scale (`float`, defaults to 3.0): w in eps_uncond + w (eps_cond - eps_uncond); 1.0 disables
-                guidance and skips the unconditional pass.
-            num_inference_steps, generator, output_type, return_dict, callback_on_step_end,
-            callback_on_step_end_tensor_inputs, timesteps, trajectory_every: as in [`DDPMImagePipeline`].
+            guidance_scale (`float`, defaults to 3.0): w in eps_uncond + w (eps_cond - eps_uncond); as in diffusers,
+                guidance runs for w > 1, and w <= 1 samples the prompts without the unconditional pass.
+            num_inference_steps, generator, output_type, return_dict, timesteps, trajectory_every, eta, latents: as in
+                [`DDPMImagePipeline`].
             prompt_embeds / negative_prompt_embeds (`torch.Tensor`, *optional*): precomputed text encodings
-                (batch, tokens, hidden size), instead of `prompt` / `negative_prompt`.
+                (batch, tokens, hidden size), instead of `prompt` / `negative_prompt` (see `encode_prompt`).
+            callback_on_step_end, callback_on_step_end_tensor_inputs: as in [`DDPMImagePipeline`]; the tensors are
+                `latents`, `pred_original_sample` and `prompt_embeds` ([negative; positive] while guiding, so a
+                callback can cut guidance off as diffusers' `SDCFGCutoffCallback` does).
+            cross_attention_kwargs (`dict`, *optional*): passed to the UNet's attention processors.
         """
         num_images_per_prompt = positive_int("num_images_per_prompt", num_images_per_prompt)  # before encoding
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("Pass exactly one of prompt and prompt_embeds.")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("Pass at most one of negative_prompt and negative_prompt_embeds.")
+        self._guidance_scale = float(guidance_scale)
+        self._cross_attention_kwargs = cross_attention_kwargs
+        self._interrupt = False
         device = self._execution_device
-        prompt_embeds = self.prompt_embeddings(prompt, prompt_embeds, "prompt", device)
-        batch = prompt_embeds.shape[0]
-        do_guidance = guidance_scale != 1.0
-        if do_guidance:
-            if negative_prompt is None and negative_prompt_embeds is None:
-                negative_prompt = [""] * batch
-            elif isinstance(negative_prompt, str):
-                negative_prompt = [negative_prompt] * batch
-            negative_prompt_embeds = self.prompt_embeddings(
-                negative_prompt, negative_prompt_embeds, "negative_prompt", device
-            )
-            if negative_prompt_embeds.shape != prompt_embeds.shape:
-                raise ValueError(
-                    f"negative prompts give {tuple(negative_prompt_embeds.shape)} embeddings but the prompts give"
-                    f" {tuple(prompt_embeds.shape)}: pass one negative prompt per prompt."
-                )
-            # One batched UNet call per step: unconditional half first, conditional half second.
-            embeds = torch.cat([negative_prompt_embeds, prompt_embeds]).repeat_interleave(num_images_per_prompt, 0)
-        else:
-            embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, 0)
-        embeds = embeds.to(self.unet.dtype)
-        batch_size = batch * num_images_per_prompt
-        self.check_sampling_arguments(batch_size, generator, callback_on_step_end_tensor_inputs)
-        latents = self.prepare_noise(batch_size, generator, device, self.unet.dtype)
-
-        def predict(x_t, t):
-            if not do_guidance:
-                return self.unet(x_t, t, encoder_hidden_states=embeds).sample
-            both = self.unet(torch.cat([x_t, x_t]), t, encoder_hidden_states=embeds).sample
-            return classifier_free_guidance(both, guidance_scale, x_t.shape[1])
-
-        return self.sample_chain(
-            latents, predict, generator, num_inference_steps, timesteps, callback_on_step_end,
-            callback_on_step_end_tensor_inputs, trajectory_every, output_type, return_dict,
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt, device, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt,
+            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         )
-
-    def prompt_embeddings(self, prompt, embeds, name: str, device) -> torch.Tensor:
-        """Exactly one of a prompt (or list) and precomputed embeddings, as a (batch, tokens, hidden) tensor."""
-        if (prompt is None) == (embeds is None):
-            raise ValueError(f"Pass exactly one of {name} and {name}_embeds.")
-        if embeds is not None:
-            if embeds.ndim != 3 or embeds.shape[-1] != self.unet.config.cross_attention_dim:
-                raise ValueError(
-                    f"{name}_embeds must be (batch, tokens, {self.unet.config.cross_attention_dim}), got"
-                    f" {tuple(embeds.shape)}."
-                )
-            return embeds.to(device)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"{name} must be a string or a non-empty list of strings.")
-        return self.encode_prompt(prompts, device)
+        batch_size = prompt_embeds.shape[0]
+        if self.do_classifier_free_guidance:  # one batched UNet call per step: unconditional half first
+            prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
+        prompt_embeds = prompt_embeds.to(self.unet.dtype)
+        self.check_sampling_arguments(batch_size, generator, callback_on_step_end_tensor_inputs)
+        latents = self.prepare_noise(batch_size, generator, device, self.unet.dtype, latents)
+        return self.sample_chain(
+            latents, {"prompt_embeds": prompt_embeds}, generator, eta, num_inference_steps, timesteps,
+            callback_on_step_end, callback_on_step_end_tensor_inputs, trajectory_every, output_type, return_dict,
+        )
 
 
 def check_text_components(unet, text_encoder, tokenizer) -> None:

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 
 from .io import fsync_tree
@@ -35,10 +36,16 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 def save_pipeline(pipeline, save_directory, save_pretrained: Callable, safe_serialization: bool = True, **kwargs):
     """`save_pretrained(staging, ...)` (diffusers' own), plus the shipped code, then swapped into `save_directory`.
 
-    Weights are always safetensors. A crash while saving leaves the previous pipeline in `save_directory`.
+    A crash while saving leaves the previous pipeline in `save_directory`. Weights are safetensors unless the caller
+    asks for pickles (`safe_serialization=False`, diffusers' behaviour): written, with a warning that ddpm-hf loads
+    them only with `use_safetensors=False`.
     """
     if not safe_serialization:
-        raise ValueError("ddpm-hf saves weights as safetensors only: drop safe_serialization=False.")
+        warnings.warn(
+            "safe_serialization=False writes pickle weights (.bin); DDPMImagePipeline.from_pretrained loads them only"
+            " with use_safetensors=False, since unpickling can run code. Keep the default to write safetensors.",
+            stacklevel=3,
+        )
     if kwargs.get("push_to_hub"):
         raise ValueError("Use pipeline.push_to_hub(repo_id) to publish; save_pretrained writes a local folder.")
     target = os.path.abspath(os.fspath(save_directory))
@@ -48,7 +55,7 @@ def save_pipeline(pipeline, save_directory, save_pretrained: Callable, safe_seri
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.saving-", dir=parent)
     try:
-        save_pretrained(staging, safe_serialization=True, **kwargs)
+        save_pretrained(staging, safe_serialization=safe_serialization, **kwargs)
         ship_code(pipeline, staging)
         publish_folder(staging, target)
     except BaseException:

@@ -65,11 +65,16 @@ def image_grid(images: Sequence[Image.Image], rows: int | None = None, mode: str
 
 
 def trajectory_strip(trajectory, max_images: int = 4) -> Image.Image:
-    """Two rows per image: x_T ... x_0 along the reverse chain, and below it the x_0 estimate at each step."""
+    """Two rows per image: x_T ... x_0 along the reverse chain, and below it the x_0 estimate at each step (one row
+    per image where the sampler estimates no x_0)."""
+    images = min(max_images, trajectory.samples.shape[1])
+    estimates = trajectory.pred_original_samples
     rows = []
-    for b in range(min(max_images, trajectory.samples.shape[1])):
-        rows += to_pil_images(trajectory.samples[:, b]) + to_pil_images(trajectory.pred_original_samples[:, b])
-    return tile_images(rows, 2 * min(max_images, trajectory.samples.shape[1]), trajectory.samples.shape[0])
+    for b in range(images):
+        rows += to_pil_images(trajectory.samples[:, b])
+        if estimates is not None:
+            rows += to_pil_images(estimates[:, b])
+    return tile_images(rows, images * (1 if estimates is None else 2), trajectory.samples.shape[0])
 
 
 def forward_process_strip(scheduler, x_0: torch.Tensor, timesteps: Sequence[int], generator=None) -> Image.Image:

@@ -35,8 +35,8 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
-def tiny_unet(in_channels: int = 1, out_channels=None, sample_size: int = 8, seed: int = 0):
-    """A ~30k-parameter UNet2DModel, deterministic for a seed."""
+def tiny_unet(in_channels: int = 1, out_channels=None, sample_size: int = 8, seed: int = 0, num_class_embeds=None):
+    """A ~30k-parameter UNet2DModel, deterministic for a seed; class-conditional with `num_class_embeds`."""
     from diffusers import UNet2DModel
 
     torch.manual_seed(seed)
@@ -49,6 +49,7 @@ def tiny_unet(in_channels: int = 1, out_channels=None, sample_size: int = 8, see
         norm_num_groups=8,
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
+        num_class_embeds=num_class_embeds,
     )
 
 

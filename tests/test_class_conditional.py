@@ -165,7 +165,8 @@ VALID = "valid labels are indices 0..2 or names 'zero', 'one', 'two'"
     (1.0, f"Unknown class label 1.0: {VALID}."),
     (torch.tensor([0, 7]), f"Unknown class label 7: {VALID}."),
     (torch.tensor([0.0, 1.0]), "A class_labels tensor must hold integers in one dimension, got dtype torch.float32"),
-    ([0, 1], "Got 2 class labels for batch_size=3: pass one label (used for every image) or one per image."),
+    ([0, 1], "Got 2 class labels for batch_size=3: a list of labels makes one image each (drop batch_size), and"
+             " batch_size repeats a single label."),
 ])
 def test_bad_class_labels_are_one_line_errors_naming_the_valid_ones(labels, expected):
     pipe = make_pipeline()

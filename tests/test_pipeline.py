@@ -186,10 +186,8 @@ def test_stock_diffusers_classes_load_the_parts(saved):
     assert out.split() == ["UNet2DModel", "fixed_large", "1000"]
 
 
-def test_save_refuses_pickle_and_keeps_foreign_entries(tmp_path):
+def test_save_keeps_foreign_entries(tmp_path):
     pipe = make_pipeline()
-    with pytest.raises(ValueError, match="safetensors"):
-        pipe.save_pretrained(tmp_path / "p", safe_serialization=False)
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "samples.png").write_bytes(b"png")
     (tmp_path / "p" / "checkpoints").mkdir()
@@ -197,6 +195,18 @@ def test_save_refuses_pickle_and_keeps_foreign_entries(tmp_path):
     pipe.save_pretrained(tmp_path / "p")  # overwrite an existing pipeline
     names = sorted(os.listdir(tmp_path / "p"))
     assert names == ["checkpoints", "model_index.json", "pipeline_ddpm_hf.py", "samples.png", "scheduler", "unet"]
+
+
+def test_pickle_weights_are_written_when_asked_and_loaded_only_when_asked(tmp_path):
+    """safe_serialization=False writes .bin as diffusers does, with a warning; loading it still needs the opt-in."""
+    pipe = make_pipeline()
+    with pytest.warns(UserWarning, match="use_safetensors=False"):
+        pipe.save_pretrained(tmp_path / "p", safe_serialization=False)
+    assert sorted(os.listdir(tmp_path / "p" / "unet")) == ["config.json", "diffusion_pytorch_model.bin"]
+    with pytest.raises(OSError, match="has pickle weights but no .safetensors weights"):
+        DDPMImagePipeline.from_pretrained(tmp_path / "p")
+    loaded = DDPMImagePipeline.from_pretrained(tmp_path / "p", use_safetensors=False)
+    assert all(torch.equal(v, loaded.unet.state_dict()[k]) for k, v in pipe.unet.state_dict().items())
 
 
 def test_failed_save_leaves_previous_pipeline(tmp_path, monkeypatch):

@@ -334,11 +334,12 @@ def test_frozen_embeddings_equal_encode_prompt_bit_for_bit(pipe):
         handle.remove()
     assert calls == []  # no encoder call per step
     captions = [CAPTIONS[i] for i in (4, 0, 3, 1, 2)]
-    assert torch.equal(embeds, pipe.encode_prompt(captions, "cpu"))
+    assert torch.equal(embeds, pipe.encode_prompt(captions, "cpu", 1, False)[0])
     for index, caption in zip(indices, captions):  # whatever the batch
-        assert torch.equal(bank.embeddings_for(index[None]), pipe.encode_prompt([caption], "cpu"))
+        assert torch.equal(bank.embeddings_for(index[None]), pipe.encode_prompt([caption], "cpu", 1, False)[0])
     assert not embeds.requires_grad and embeds.shape == (5, 77, 32)
-    assert torch.equal(bank.embeddings_for(torch.tensor([bank.empty_index])), pipe.encode_prompt([""], "cpu"))
+    empty = pipe.encode_prompt([""], "cpu", 1, False)[0]
+    assert torch.equal(bank.embeddings_for(torch.tensor([bank.empty_index])), empty)
 
 
 def test_tokenize_and_trainable_encoding_match_encode_prompt(pipe):
@@ -350,7 +351,7 @@ def test_tokenize_and_trainable_encoding_match_encode_prompt(pipe):
     indices = bank.caption_indices
     encoded = encode_token_ids(pipe.text_encoder, bank.token_ids_for(indices))  # with gradients
     assert encoded.requires_grad
-    assert torch.equal(encoded.detach(), pipe.encode_prompt(CAPTIONS, "cpu"))
+    assert torch.equal(encoded.detach(), pipe.encode_prompt(CAPTIONS, "cpu", 1, False)[0])
     assert tokenize_captions(pipe.tokenizer, []).shape == (0, 77)
 
 

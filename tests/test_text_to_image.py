@@ -70,8 +70,8 @@ def test_prompt_steers_and_embeddings_match_prompts(pipe):
     a = generate(pipe, "a handwritten digit seven", guidance_scale=5.0)
     b = generate(pipe, "a handwritten digit one", guidance_scale=5.0)
     assert np.abs(a - b).max() > 1e-4  # the text enters every step
-    embeds = pipe.encode_prompt(["a handwritten digit seven"], "cpu")
-    negative = pipe.encode_prompt([""], "cpu")
+    embeds, negative = pipe.encode_prompt(["a handwritten digit seven"], "cpu", 1, True)  # diffusers' convention
+    assert torch.equal(negative, pipe.encode_prompt([""], "cpu", 1, False)[0])  # the empty prompt by default
     c = generate(pipe, None, guidance_scale=5.0, prompt_embeds=embeds, negative_prompt_embeds=negative)
     np.testing.assert_allclose(a, c, atol=1e-6)
 
