@@ -1,18 +1,24 @@
 #!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""Sample quality and bits/dim of a trained pipeline against the number of sampling steps and the reverse variance.
+"""Sample quality and bits/dim of a trained pipeline against the number of sampling steps, per sampler and reverse
+variance.
 
-Each row respaces the chain to K steps (`num_inference_steps`) with the reverse variance of the scheduler config:
-fixed_small (Sigma_q, the posterior's), fixed_large (beta_t; Ho et al. 2020, section 3.2) and, when the UNet predicts
-it (2 x C output channels), learned_range (Nichol & Dhariwal 2021). It prints the digit-feature FD/KD (or FID/KID
-with --feature inception; Heusel et al. 2017, Binkowski et al. 2018) of --num-images samples and the variational
-bound (`ddpm_hf.variational_bound`, bits/dim) of --nll-images real images on the same K-step chain, and draws both
-against K.
+Each row is a sampler (`ddpm_hf.samplers`: the respaced DDPM posterior, DDIM at an eta, DPM-Solver++ 2M, UniPC, ...)
+at K steps. For the DDPM posterior the rows also vary the reverse variance of the scheduler config: fixed_small
+(Sigma_q, the posterior's), fixed_large (beta_t; Ho et al. 2020, section 3.2) and, when the UNet predicts it (2 x C
+output channels), learned_range (Nichol & Dhariwal 2021). It prints the digit-feature FD/KD (or FID/KID with
+--feature inception; Heusel et al. 2017, Binkowski et al. 2018) of --num-images samples, as the mean and standard
+deviation over --draws independent sample sets (the FD of a few hundred samples varies from one set to the next as
+much as between samplers), and, for the DDPM rows, the variational bound (`ddpm_hf.variational_bound`, bits/dim) of
+--nll-images real images on the same K-step chain (the bound is that chain's; the other samplers have none), and
+draws both against K.
 
     python benchmarks/bench_quality.py ddpm-digits --data embedded:mnist --num-images 1000 --nll-images 64
+    python benchmarks/bench_quality.py ddpm-digits --samplers ddpm ddim ddim:1 dpm-solver++ unipc --steps 10 20 50 \
+        --variances fixed_large --num-images 500 --draws 3 --nll-images 0      # the README's sampler table
 
-Run by hand; not part of the tests. At the defaults on a 2-core CPU this takes hours (the 1000-step rows dominate):
-pass --steps 10 25 50 for a first look.
+A sampler is NAME or NAME:ETA (DDIM's eta). Run by hand; not part of the tests. At the defaults on a 2-core CPU this
+takes hours (the 1000-step rows dominate): pass --steps 10 25 50 for a first look.
 """
 
 import argparse
@@ -31,6 +37,7 @@ from ddpm_hf.data import to_model_range  # noqa: E402
 from ddpm_hf.diffusion.likelihood import variational_bound  # noqa: E402
 from ddpm_hf.errors import one_line  # noqa: E402
 from ddpm_hf.metrics import ReferenceSet, evaluate_sample_quality  # noqa: E402
+from ddpm_hf.samplers import SAMPLERS, make_scheduler  # noqa: E402
 
 STEPS = (10, 25, 50, 100, 250, 1000)
 
@@ -41,6 +48,12 @@ def parse_args():
     parser.add_argument("--data", default="embedded:mnist", help="embedded:digits, embedded:mnist or an image folder")
     parser.add_argument("--split", default="all", choices=("all", "train", "test"))
     parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS), help="respaced chain lengths")
+    parser.add_argument("--samplers", type=sampler_spec, nargs="+", default=[("ddpm", 0.0)],
+                        help=f"NAME or NAME:ETA, NAME one of {', '.join(SAMPLERS)}")
+    parser.add_argument("--variances", nargs="+", choices=("fixed_small", "fixed_large", "learned_range"),
+                        help="reverse variances of the ddpm rows (default: both fixed ones, and the learned one when"
+                        " the UNet predicts it)")
+    parser.add_argument("--draws", type=int, default=1, help="sample sets per row (seeds --seed, --seed + 1, ...)")
     parser.add_argument("--num-images", type=int, default=1000, help="samples per row for the FD/KD")
     parser.add_argument("--nll-images", type=int, default=64, help="real images per row for bits/dim (0: skip)")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -52,6 +65,20 @@ def parse_args():
     parser.add_argument("--out-png", default="quality_vs_steps.png")
     parser.add_argument("--out-json", default="quality_vs_steps.json")
     return parser.parse_args()
+
+
+def sampler_spec(text: str) -> tuple[str, float]:
+    name, _, eta = text.partition(":")
+    if name not in SAMPLERS:
+        raise argparse.ArgumentTypeError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+    try:
+        return name, float(eta or 0.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ETA must be a number, got {eta!r}") from None
+
+
+def row_name(sampler: str, eta: float, variance: str | None) -> str:
+    return sampler + (f" eta={eta:g}" if sampler == "ddim" else "") + (f" {variance}" if variance else "")
 
 
 def variance_types(unet) -> list[str]:
@@ -74,47 +101,70 @@ def main() -> int:
         nll_images = to_model_range(pixels[chosen.sort().values])
 
     rows = []
-    print(f"{'variance':>13} {'steps':>6} {'FD':>10} {'KD':>16} {'bits/dim':>16} {'seconds':>8}")
-    for variance in variance_types(unet):
-        scheduler = DDPMPosteriorScheduler.from_config(base.scheduler.config, variance_type=variance)
-        pipe = DDPMImagePipeline(unet=unet, scheduler=scheduler).to(args.device)
-        pipe.set_progress_bar_config(disable=True)
-        for steps in args.steps:
-            started = time.perf_counter()
-            try:
-                quality = evaluate_sample_quality(
-                    pipe, reference, num_images=args.num_images, num_inference_steps=steps,
-                    batch_size=args.batch_size, seed=args.seed, feature=args.feature, fid_weights=args.fid_weights,
-                    cache_dir=args.cache_dir,
-                )
-                bpd = bpd_stderr = math.nan
-                if nll_images is not None:
-                    bound = variational_bound(unet, scheduler, nll_images.to(args.device),
-                                              generator=torch.Generator().manual_seed(args.seed),
-                                              batch_size=args.batch_size, timesteps=steps, show_progress=False)
-                    summary = bound.summary()
-                    bpd, bpd_stderr = summary["total_bpd"], summary["total_bpd_stderr"]
-            except (ValueError, OSError, RuntimeError) as error:
-                print(f"{variance:>13} {steps:>6} skipped: {one_line(error)}")
-                continue
-            seconds = time.perf_counter() - started
-            rows.append(dict(variance_type=variance, steps=steps, fd_name=quality.fd_name, fd=quality.fd,
-                             kd=quality.kd, kd_std=quality.kd_std, bpd=bpd, bpd_stderr=bpd_stderr, seconds=seconds))
-            print(f"{variance:>13} {steps:>6} {quality.fd:>10.3f} {quality.kd:>8.4f} ± {quality.kd_std:<6.4f} "
-                  f"{bpd:>8.4f} ± {bpd_stderr:<6.4f} {seconds:>8.1f}", flush=True)
+    print(f"{'sampler':>24} {'steps':>6} {'FD (mean ± sd over draws)':>26} {'KD':>16} {'bits/dim':>16} {'seconds':>8}")
+    for sampler, eta in args.samplers:
+        variances = (args.variances or variance_types(unet)) if sampler == "ddpm" else [None]
+        for variance in variances:
+            if variance is None:
+                scheduler = make_scheduler(sampler, base.scheduler.config)
+            else:
+                scheduler = DDPMPosteriorScheduler.from_config(base.scheduler.config, variance_type=variance)
+            pipe = DDPMImagePipeline(unet=unet, scheduler=scheduler).to(args.device)
+            pipe.set_progress_bar_config(disable=True)
+            name = row_name(sampler, eta, variance)
+            for steps in args.steps:
+                started = time.perf_counter()
+                try:
+                    draws = [evaluate_sample_quality(
+                        pipe, reference, num_images=args.num_images, num_inference_steps=steps, eta=eta,
+                        batch_size=args.batch_size, seed=args.seed + draw, feature=args.feature,
+                        fid_weights=args.fid_weights, cache_dir=args.cache_dir,
+                    ) for draw in range(args.draws)]
+                    bpd = bpd_stderr = math.nan
+                    if nll_images is not None and variance is not None:
+                        bound = variational_bound(unet, scheduler, nll_images.to(args.device),
+                                                  generator=torch.Generator().manual_seed(args.seed),
+                                                  batch_size=args.batch_size, timesteps=steps, show_progress=False)
+                        summary = bound.summary()
+                        bpd, bpd_stderr = summary["total_bpd"], summary["total_bpd_stderr"]
+                except (ValueError, OSError, RuntimeError) as error:
+                    print(f"{name:>24} {steps:>6} skipped: {one_line(error)}")
+                    continue
+                seconds = time.perf_counter() - started
+                fds = torch.tensor([quality.fd for quality in draws], dtype=torch.float64)
+                fd, fd_std = float(fds.mean()), float(fds.std()) if len(fds) > 1 else math.nan
+                kd, kd_std = draws[0].kd, draws[0].kd_std
+                rows.append(dict(sampler=sampler, eta=eta, variance_type=variance, name=name, steps=steps,
+                                 fd_name=draws[0].fd_name, fd=fd, fd_std=fd_std, fds=fds.tolist(), kd=kd,
+                                 kd_std=kd_std, bpd=bpd, bpd_stderr=bpd_stderr, seconds=seconds))
+                print(f"{name:>24} {steps:>6} {fd:>16.3f} ± {fd_std:<7.3f} {kd:>8.4f} ± {kd_std:<6.4f} "
+                      f"{bpd:>8.4f} ± {bpd_stderr:<6.4f} {seconds:>8.1f}", flush=True)
     if not rows:
         print("no row could be measured", file=sys.stderr)
         return 1
     fd_name = rows[0]["fd_name"]
-    print(f"FD column: {fd_name} of {args.num_images} samples against {reference.describe()}; bits/dim of "
-          f"{args.nll_images} real images")
+    print(f"FD column: {fd_name} of {args.num_images} samples against {reference.describe()}, mean ± sd over"
+          f" {args.draws} draw(s); bits/dim of {args.nll_images} real images (ddpm rows)")
+    print_table(rows, fd_name)
     with open(args.out_json, "w", encoding="utf-8") as f:
         json.dump({"pipeline": args.pipeline, "reference": reference.describe(), "num_images": args.num_images,
-                   "nll_images": args.nll_images, "seed": args.seed, "rows": rows}, f, indent=2)
+                   "draws": args.draws, "nll_images": args.nll_images, "seed": args.seed, "rows": rows}, f, indent=2)
         f.write("\n")
     plot(rows, fd_name, args.out_png, title=f"{args.pipeline} on {reference.describe()}")
     print(f"wrote {args.out_png} and {args.out_json}")
     return 0
+
+
+def print_table(rows: list[dict], fd_name: str) -> None:
+    """The rows as a Markdown table: one line per sampler, one column per step count."""
+    steps = sorted({row["steps"] for row in rows})
+    print(f"\n| sampler | {' | '.join(f'{k} steps' for k in steps)} |")
+    print(f"|---|{'---|' * len(steps)}")
+    for name in dict.fromkeys(row["name"] for row in rows):
+        cells = {row["steps"]: row for row in rows if row["name"] == name}
+        shown = [f"{cells[k]['fd']:.3f} ± {cells[k]['fd_std']:.3f}" if k in cells else "-" for k in steps]
+        print(f"| {name} | {' | '.join(shown)} |")
+    print(f"({fd_name}, mean ± standard deviation over the draws)")
 
 
 def plot(rows: list[dict], fd_name: str, path: str, title: str) -> None:
@@ -124,18 +174,20 @@ def plot(rows: list[dict], fd_name: str, path: str, title: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for variance in dict.fromkeys(row["variance_type"] for row in rows):
-        mine = [row for row in rows if row["variance_type"] == variance]
+    for name in dict.fromkeys(row["name"] for row in rows):
+        mine = [row for row in rows if row["name"] == name]
         steps = [row["steps"] for row in mine]
-        left.plot(steps, [row["fd"] for row in mine], marker="o", label=variance)
-        right.errorbar(steps, [row["bpd"] for row in mine], yerr=[row["bpd_stderr"] for row in mine], marker="o",
-                       capsize=3, label=variance)
+        left.errorbar(steps, [row["fd"] for row in mine], yerr=[row["fd_std"] for row in mine], marker="o",
+                      capsize=3, label=name)
+        if mine[0]["variance_type"] is not None:
+            right.errorbar(steps, [row["bpd"] for row in mine], yerr=[row["bpd_stderr"] for row in mine],
+                           marker="o", capsize=3, label=name)
     all_steps = sorted({row["steps"] for row in rows})
     for axis, label in ((left, f"{fd_name} (lower is better)"), (right, "bits/dim bound (lower is better)")):
         axis.set_xscale("log")
         axis.set_xticks(all_steps, [str(k) for k in all_steps])  # the measured K, not 10^0 ... 10^3
         axis.minorticks_off()
-        axis.set_xlabel("sampling steps (respaced chain)")
+        axis.set_xlabel("sampling steps")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         axis.legend()

@@ -153,12 +153,17 @@ ERROR_RUNS = {
     "no_command": ([], "required: command"),
     "unknown_command": (["draw", "pipe"], "invalid choice: 'draw'"),
     "missing_pipeline_argument": (["sample"], "required: pipeline"),
+    "unknown_sampler": (["sample", "pipe", "--scheduler", "dpm"], "--scheduler: invalid choice: 'dpm'"),
 }
 OTHER_SEED = SEED + 1
 FORWARD_SEED, FORWARD_RESOLUTION = 3, 32
 SUCCESS_RUNS = {
     "other_seed": ["sample", "pipe", "--num-images", str(N), "--steps", str(STEPS), "--seed", str(OTHER_SEED),
                    "--out", "grid-other-seed.png", "--device", "cpu"],
+    "dpm_solver": ["sample", "pipe", "--num-images", str(N), "--steps", "20", "--seed", str(SEED), "--scheduler",
+                   "dpm-solver++", "--out", "grid-dpm-solver.png", "--device", "cpu"],
+    "ddim_eta_1": ["sample", "pipe", "--num-images", str(N), "--steps", "20", "--seed", str(SEED), "--scheduler",
+                   "ddim", "--eta", "1", "--out", "grid-ddim-eta-1.png", "--device", "cpu"],
     "forward": ["forward", "digit.png", "--resolution", str(FORWARD_RESOLUTION), "--seed", str(FORWARD_SEED),
                 "--out", "forward.png"],
     "nll": ["nll", "pipe", "--data", "embedded:digits", "--num-images", "4", "--steps", "5", "--seed", "0",
@@ -209,6 +214,28 @@ def test_sample_grid_is_the_pipelines_images_for_the_seed(ws, sampled, batch):
     np.testing.assert_array_equal(np.stack([shrink(t) for t in cells(other).reshape(-1, CELL, CELL)[:N]]),
                                   reference_images(pipe, OTHER_SEED))
     assert np.abs(other.astype(int) - grid.astype(int)).mean() > 10, "another seed gives other images"
+
+
+@pytest.mark.parametrize("run, scheduler, eta", [("dpm_solver", "DPMSolverMultistepScheduler", 0.0),
+                                                 ("ddim_eta_1", "DDIMScheduler", 1.0)])
+def test_sample_with_a_fast_sampler_is_that_schedulers_images(ws, batch, run, scheduler, eta):
+    """`--scheduler dpm-solver++ --steps 20` is `pipe.scheduler = DPMSolverMultistepScheduler.from_config(...)` on
+    the loaded pipeline. (Loaded, not the in-memory one: diffusers' from_config lets the target's defaults win for
+    the keys a scheduler built in memory left at their defaults, such as timestep_spacing.)"""
+    import diffusers
+
+    root, pipe = ws
+    succeeded(batch, run)
+    loaded = DDPMImagePipeline.from_pretrained(root / "pipe")
+    swapped = DDPMImagePipeline(unet=loaded.unet, scheduler=getattr(diffusers, scheduler).from_config(
+        loaded.scheduler.config, **({"algorithm_type": "dpmsolver++", "solver_order": 2} if eta == 0.0 else {})))
+    swapped.set_progress_bar_config(disable=True)
+    images = swapped(batch_size=N, generator=torch.Generator().manual_seed(SEED), num_inference_steps=20, eta=eta,
+                     output_type="np").images
+    grid = cells(pixels(root / batch[run][1].split()[-1]))
+    for i, image in enumerate((images[..., 0] * 255).round().astype(np.uint8)):
+        np.testing.assert_array_equal(shrink(grid[i // 2, i % 2]), image)
+    assert not np.array_equal(images, reference_images(pipe, SEED, steps=20) / 255)  # not the default sampler
 
 
 def test_same_seed_same_pixels_through_the_console_script_and_a_hub_id(ws, sampled):

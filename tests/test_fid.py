@@ -308,6 +308,12 @@ def test_fid_command_writes_its_json_and_every_bad_argument_is_one_line(cache, t
     record = json.loads((tmp_path / "fid.json").read_text())
     assert record["fd_name"] == "digit-feature FD" and record["num_images"] == 6 and record["seed"] == 0
     assert record["reference"]["source"] == "embedded:digits" and record["num_inference_steps"] == 2
+    assert (record["scheduler"], record["eta"]) == ("DDPMPosteriorScheduler", 0.0)
+    code, out, err = run_main(capsys, "fid", pipe, *common, "--scheduler", "ddim", "--eta", "1",
+                              "--out", tmp_path / "fid-ddim.json")
+    assert code == 0, err
+    ddim = json.loads((tmp_path / "fid-ddim.json").read_text())
+    assert (ddim["scheduler"], ddim["eta"]) == ("DDIMScheduler", 1.0) and ddim["fd"] != record["fd"]
 
     bad = {
         ("--data", "embedded:cifar"): "unknown embedded set 'embedded:cifar'",

@@ -459,3 +459,32 @@ def test_loss_is_l_simple_on_the_schedulers_forward_process(prediction_type):
     assert torch.equal(seen["x_t"], scheduler.add_noise(x0, noise, timesteps))
     target = {"epsilon": noise, "sample": x0, "v_prediction": scheduler.get_velocity(x0, noise, timesteps)}
     torch.testing.assert_close(loss, target[prediction_type].pow(2).mean())
+
+
+def test_validation_grids_use_the_chosen_sampler_and_the_card_says_so(unet_factory):
+    """--validation_scheduler ddim --validation_eta 1: the grid is DDIM's images (the run's scheduler config), and
+    the samples caption names the chain; the default stays the DDPM posterior."""
+    from diffusers import DDIMScheduler
+
+    from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
+    from ddpm_hf.trainer.config import parse_args
+    from ddpm_hf.trainer.publishing import model_card_kwargs
+    from ddpm_hf.trainer.validation import sample_grid, sample_grids
+
+    unet, noise_scheduler = unet_factory(), DDPMPosteriorScheduler(num_train_timesteps=1000)
+    flags = ["--preset", "tiny", "--resolution", "8", "--validation_inference_steps", "5",
+             "--num_validation_images", "4", "--output_dir", "unused"]
+    args = parse_args([*flags, "--validation_scheduler", "ddim", "--validation_eta", "1"])
+    grid = sample_grids(unet, noise_scheduler, args, None)[""]
+    pipeline = DDPMImagePipeline(unet=unet, scheduler=DDIMScheduler.from_config(noise_scheduler.config))
+    pipeline.set_progress_bar_config(disable=True)
+    images = pipeline(batch_size=4, generator=torch.Generator("cpu").manual_seed(args.seed), num_inference_steps=5,
+                      eta=1.0).images
+    assert list(grid.getdata()) == list(sample_grid(images, rows=2).getdata())
+    assert list(grid.getdata()) != list(sample_grids(unet, noise_scheduler, parse_args(flags), None)[""].getdata())
+
+    class Accelerator:
+        num_processes, device = 1, torch.device("cpu")
+
+    caption = model_card_kwargs(args, Accelerator(), step=6)["sample_caption"]
+    assert caption.startswith("Uncurated samples after 6 training steps (5-step ddim chain, eta 1, seed 0)")

@@ -2,6 +2,7 @@
 """The `ddpm-hf` command: sample from a pipeline and draw the forward and reverse processes.
 
     ddpm-hf sample PIPELINE --num-images 16 --steps 100 --seed 0 --out grid.png [--trajectory traj.png]
+    ddpm-hf sample PIPELINE --scheduler dpm-solver++ --steps 20
     ddpm-hf forward IMAGE --out strip.png
     ddpm-hf nll PIPELINE --data embedded:digits --num-images 256 [--steps 100]
     ddpm-hf fid PIPELINE --data embedded:digits --num-images 1000 --steps 100 [--out fid.json]
@@ -13,6 +14,7 @@ import os
 import sys
 
 from ..errors import one_line
+from ..samplers import DEFAULT_SAMPLER, SAMPLERS
 
 FORWARD_TIMESTEPS = (0, 50, 100, 200, 400, 600, 800, 999)
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds in [0, 2**64 - 1] (it wraps negative ones silently)
@@ -32,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="sample a grid of images from a pipeline (folder or Hub id)")
     sample.add_argument("pipeline", help="a folder written by save_pretrained, or a Hub repo id")
     sample.add_argument("--num-images", type=positive_int, default=16)
-    sample.add_argument("--steps", type=positive_int, default=1000, help="ancestral steps (a respaced DDPM chain)")
+    sample.add_argument("--steps", type=positive_int, default=1000, help="steps of the sampler's chain")
+    add_sampler_arguments(sample)
     sample.add_argument("--seed", type=seed_int, default=0)
     sample.add_argument("--out", default="grid.png", help="where to write the grid (PNG)")
     sample.add_argument("--trajectory", help="also write the reverse-process strip (x_T ... x_0 and x_0 estimates)")
@@ -70,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--split", choices=("all", "train", "test"), default="all",
                      help="all the real images, or a fixed 80%% train / 20%% test part of them")
     fid.add_argument("--num-images", type=positive_int, default=1000, help="samples to draw (at least 2)")
-    fid.add_argument("--steps", type=positive_int, default=1000, help="ancestral steps (a respaced DDPM chain)")
+    fid.add_argument("--steps", type=positive_int, default=1000, help="steps of the sampler's chain")
+    add_sampler_arguments(fid)
     fid.add_argument("--batch-size", type=positive_int, default=64, help="images per pipeline call")
     fid.add_argument("--seed", type=seed_int, default=0, help="image i is drawn with a generator seeded by (seed, i)")
     fid.add_argument("--feature", choices=("auto", "digits", "inception"), default="auto",
@@ -82,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--out", default="fid.json", help="the numbers and how they were measured, as JSON")
     fid.add_argument("--device", type=device_name, default=None, help="default: cuda if available, else cpu")
     return parser
+
+
+def add_sampler_arguments(command) -> None:
+    command.add_argument("--scheduler", choices=tuple(SAMPLERS), default=DEFAULT_SAMPLER, metavar="NAME",
+                         help=f"the sampler, built from the pipeline's scheduler config: {', '.join(SAMPLERS)}"
+                         f" (default {DEFAULT_SAMPLER}: ancestral DDPM on the respaced posterior)")
+    command.add_argument("--eta", type=float, default=0.0, help="DDIM's eta, for the samplers that take it (0:"
+                         " deterministic DDIM, 1: DDPM-like noise)")
 
 
 def positive_int(text: str) -> int:

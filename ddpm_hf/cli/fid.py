@@ -13,6 +13,7 @@ from diffusers.utils import logging as diffusers_logging
 from ..io import write_text_atomically
 from ..metrics import ReferenceSet, evaluate_sample_quality
 from ..metrics.processes import rank_and_world
+from ..samplers import use_sampler
 from .loading import load_pipeline
 
 
@@ -29,9 +30,9 @@ def check_data(data: str) -> None:
 def run(args) -> dict[str, Any]:
     """`ddpm-hf fid PIPELINE --data ... --num-images N --steps K`.
 
-    Reads args.pipeline, .data, .split, .num_images, .steps, .batch_size, .seed, .feature, .fid_weights,
-    .cache_dir, .out (None/empty: no JSON), .device. Prints the FD and KD (± its standard deviation over subsets);
-    returns the JSON record.
+    Reads args.pipeline, .data, .split, .num_images, .steps, .scheduler, .eta, .batch_size, .seed, .feature,
+    .fid_weights, .cache_dir, .out (None/empty: no JSON), .device. Prints the FD and KD (± its standard deviation
+    over subsets); returns the JSON record.
     """
     if args.num_images < 2:
         raise ValueError(f"--num-images must be at least 2 (a covariance needs two samples), got {args.num_images}")
@@ -50,13 +51,14 @@ def run(args) -> dict[str, Any]:
     is_main = rank_and_world()[0] == 0
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."; sampling keeps its own bar
     pipeline = load_pipeline(args.pipeline, args.device or (str(state.device) if state.num_processes > 1 else None))
+    use_sampler(pipeline, args.scheduler)
     pipeline.set_progress_bar_config(disable=not is_main)
     config = pipeline.unet.config
     size = config.sample_size if isinstance(config.sample_size, int) else config.sample_size[0]
     reference = ReferenceSet(args.data, resolution=int(size), channels=config.in_channels, split=args.split)
     result = evaluate_sample_quality(
         pipeline, reference, num_images=args.num_images, num_inference_steps=args.steps, batch_size=args.batch_size,
-        seed=args.seed, feature=args.feature, fid_weights=args.fid_weights, cache_dir=args.cache_dir,
+        seed=args.seed, feature=args.feature, fid_weights=args.fid_weights, cache_dir=args.cache_dir, eta=args.eta,
     )
     record = {"pipeline": args.pipeline, "data": args.data, **result.to_dict()}
     if is_main:  # every process holds the same numbers; one prints them

@@ -4,6 +4,7 @@
 import torch
 from diffusers.utils import logging as diffusers_logging
 
+from ..samplers import use_sampler
 from ..visualization import image_grid, to_pil_images, trajectory_strip
 from .loading import load_pipeline, output_path
 
@@ -12,7 +13,7 @@ def run(args) -> None:
     out = output_path(args.out)
     trajectory_out = output_path(args.trajectory) if args.trajectory else None  # fail before sampling, not after
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."; the sampling bar stays
-    pipeline = load_pipeline(args.pipeline, args.device)
+    pipeline = use_sampler(load_pipeline(args.pipeline, args.device), args.scheduler)
     every = max(1, args.steps // args.trajectory_points) if args.trajectory else None
     conditioning = {}
     if args.class_labels:  # names stay strings; numbers become ints (the pipeline checks both against its classes)
@@ -24,6 +25,7 @@ def run(args) -> None:
         batch_size=args.num_images,
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
         num_inference_steps=args.steps,
+        eta=args.eta,
         output_type="pt",
         trajectory_every=every,
     )

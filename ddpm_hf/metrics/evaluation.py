@@ -43,10 +43,13 @@ class QualityResult:
     reference_from_cache: bool
     sampling_seconds: float
     image_seeds: list[int] = field(repr=False)  # image i was drawn with torch.Generator().manual_seed(image_seeds[i])
+    scheduler: str = "DDPMPosteriorScheduler"  # the sampler's class (see ddpm_hf.samplers)
+    eta: float = 0.0
 
     def summary(self) -> str:
         return (f"{self.fd_name}: {self.fd:.4f}   {self.kd_name}: {self.kd:.5f} ± {self.kd_std:.5f}   "
-                f"({self.num_images} samples, {self.num_inference_steps} steps, seed {self.seed}; reference "
+                f"({self.num_images} samples, {self.num_inference_steps} steps of {self.scheduler}, seed {self.seed};"
+                f" reference "
                 f"{ReferenceSet(**self.reference).describe()}, {self.num_reference_images} images)")
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +99,7 @@ def evaluate_sample_quality(
     device: torch.device | str | None = None,
     kd_subsets: int = KID_SUBSETS,
     kd_subset_size: int = KID_SUBSET_SIZE,
+    eta: float = 0.0,
 ) -> QualityResult:
     """FD and KD between `num_images` samples of `pipeline` (a `num_inference_steps` respaced chain) and `reference`.
 
@@ -104,6 +108,7 @@ def evaluate_sample_quality(
     feature: see `resolve_feature_network`; fid_weights: a local Inception weights file (see `inception`).
     cache_dir: for the fitted digit network and the reference features (default: see `cache.cache_root`).
     device: where the feature network runs (default: the pipeline's device, e.g. `accelerator.device`).
+    eta: DDIM's eta, for a pipeline whose scheduler takes it (the sampler is the pipeline's scheduler).
 
     Under torch.distributed, call it on every process with the same arguments; the pipeline need not be wrapped.
     """
@@ -127,7 +132,7 @@ def evaluate_sample_quality(
     seeds = image_seeds(seed, num_images)
     mine = share(num_images, rank, world)
     started = time.perf_counter()
-    pixels = sample_pixels(pipeline, seeds[mine.start:mine.stop], num_inference_steps, batch_size)
+    pixels = sample_pixels(pipeline, seeds[mine.start:mine.stop], num_inference_steps, batch_size, eta=eta)
     sampling_seconds = time.perf_counter() - started
     fake = extract_features(network, pixels, batch_size, device)
     real_share = share(len(real), rank, world)  # each reference feature counted once over all processes
@@ -141,5 +146,5 @@ def evaluate_sample_quality(
         feature_network=getattr(network, "name", type(network).__name__),
         feature_fingerprint=getattr(network, "fingerprint", "unknown"), kd_subsets=distances.kd_subsets,
         kd_subset_size=distances.kd_subset_size, num_processes=world, reference_from_cache=from_cache,
-        sampling_seconds=sampling_seconds, image_seeds=seeds,
+        sampling_seconds=sampling_seconds, image_seeds=seeds, scheduler=type(pipeline.scheduler).__name__, eta=eta,
     )

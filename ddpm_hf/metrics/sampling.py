@@ -13,14 +13,15 @@ def image_seeds(seed: int, num_images: int) -> list[int]:
 
 
 @torch.no_grad()
-def sample_pixels(pipeline, seeds: list[int], num_inference_steps: int, batch_size: int) -> torch.Tensor:
+def sample_pixels(pipeline, seeds: list[int], num_inference_steps: int, batch_size: int, eta: float = 0.0
+                  ) -> torch.Tensor:
     """The pipeline's samples for `seeds` (one image each), as uint8 (N, C, H, W), `batch_size` per call, each call
-    with the pipeline's own progress bar."""
+    with the pipeline's own progress bar; `eta` for a DDIM scheduler."""
     chunks = []
     for start in range(0, len(seeds), batch_size):
         generators = [torch.Generator().manual_seed(seed) for seed in seeds[start:start + batch_size]]
         images = pipeline(batch_size=len(generators), generator=generators, num_inference_steps=num_inference_steps,
-                          output_type="pt").images  # (B, C, H, W) in [0, 1]
+                          eta=eta, output_type="pt").images  # (B, C, H, W) in [0, 1]
         # Rounded as PIL's conversion of the "pil" output would be, so the features see the images a user saves.
         chunks.append(images.mul(255).round().clamp(0, 255).to(torch.uint8).cpu())
     if not chunks:

@@ -15,6 +15,7 @@ from ..data.storage import STORAGES
 from ..diffusion.losses import LOSSES, check_loss_config
 from ..diffusion.timestep_samplers import TIMESTEP_SAMPLERS
 from ..presets import DEFAULT_PRESET, PresetError, available_presets, load_preset
+from ..samplers import DEFAULT_SAMPLER, SAMPLERS
 from ..scheduling_ddpm_posterior import BETA_SCHEDULES
 from ..text.components import BUILTIN_TEXT_ENCODERS
 
@@ -128,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--validation_inference_steps", type=int, default=100, help="steps of the respaced sampling"
                         " chain for the validation grids and samples.png")
     report.add_argument("--num_validation_images", type=int, default=16)
+    report.add_argument("--validation_scheduler", choices=tuple(SAMPLERS), default=DEFAULT_SAMPLER, metavar="NAME",
+                        help="the sampler of the validation grids, samples.png and the Frechet distance, built from"
+                        f" the run's scheduler config: {', '.join(SAMPLERS)} (the saved pipeline keeps the DDPM"
+                        " posterior scheduler)")
+    report.add_argument("--validation_eta", type=float, default=0.0, help="DDIM's eta for --validation_scheduler ddim")
     report.add_argument("--eval_nll_images", type=int, default=0, help="at the end, the variational bound (bits/dim)"
                         " of this many training images; written to nll.json, nll_terms.png and the model card")
     report.add_argument("--eval_nll_steps", type=int, help="bound a respaced chain of this many steps (default: all"

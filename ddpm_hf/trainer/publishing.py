@@ -45,7 +45,9 @@ def model_card_kwargs(args, accelerator, step: int, metrics: dict | None = None)
     config.update(global_step=step, hardware=hardware_description(accelerator), num_processes=accelerator.num_processes)
     for flag in ("push_to_hub", "hub_model_id", "hub_private_repo", "hub_revision", "resume_from_checkpoint"):
         config.pop(flag, None)
-    caption = (f"Uncurated samples after {step} training steps ({args.validation_inference_steps}-step respaced chain,"
+    chain = ("respaced chain" if args.validation_scheduler == "ddpm" else
+             f"{args.validation_scheduler} chain" + (f", eta {args.validation_eta:g}" if args.validation_eta else ""))
+    caption = (f"Uncurated samples after {step} training steps ({args.validation_inference_steps}-step {chain},"
                f" seed {args.seed})")
     if args.class_column:
         caption += f", one row per class, guidance scale {args.validation_guidance_scale:g}"

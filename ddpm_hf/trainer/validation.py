@@ -14,6 +14,7 @@ from ..data.pixels import to_model_range
 from ..diffusion.likelihood import variational_bound
 from ..errors import one_line
 from ..io import save_image_atomically, write_atomically, write_text_atomically
+from ..samplers import use_sampler
 from ..visualization import enlarge, filled_grid_rows, image_grid, plot_terms
 from .classes import ClassConditioning
 from .setup import ema_weights, make_pipeline
@@ -38,8 +39,9 @@ def sample_grids(unet, noise_scheduler, args, text: TextConditioning | None,
     conditional: one row per class (the first ten); each drawn with guidance and, from the same noise, without it.
     """
     pipeline = make_pipeline(unet, noise_scheduler, text, classes.names if classes is not None else None)
+    use_sampler(pipeline, args.validation_scheduler)
     pipeline.set_progress_bar_config(disable=True)
-    common = dict(num_inference_steps=args.validation_inference_steps, output_type="pil")
+    common = dict(num_inference_steps=args.validation_inference_steps, eta=args.validation_eta, output_type="pil")
     def generator():
         return torch.Generator("cpu").manual_seed(args.seed)  # the same noise on every device
     modules = [unet] if text is None else [unet, text.text_encoder]
@@ -154,13 +156,14 @@ def evaluate_fid(training) -> dict:
     with ema_weights(training.ema, unet):
         pipeline = make_pipeline(unet, training.noise_scheduler, None,
                                  training.classes.names if training.classes is not None else None)
+        use_sampler(pipeline, args.validation_scheduler)
         pipeline.set_progress_bar_config(disable=not training.accelerator.is_local_main_process)
         was_training = unet.training
         unet.eval()
         try:
             result = evaluate_sample_quality(pipeline, fid_reference(args), num_images=args.eval_fid_images,
                                              num_inference_steps=steps, seed=args.seed, fid_weights=args.fid_weights,
-                                             device=training.accelerator.device)
+                                             device=training.accelerator.device, eta=args.validation_eta)
         except (ValueError, OSError) as error:  # e.g. no Inception weights offline: keep the pipeline
             logger.warning(f"No Fréchet distance: {one_line(error)}; the pipeline is saved without it")
             return {}
