@@ -5,40 +5,44 @@ The shipped pipeline file samples; it reaches this module through a guarded impo
 `trust_remote_code=True` where ddpm-hf is absent saves and loads with diffusers' own behaviour, and no user of remote
 code runs the machinery below.
 
-- `save_pipeline`: `DiffusionPipeline.save_pretrained` into a staging folder beside the target, the code shipped in
-  (so the folder loads three ways: see the README's "Loading"), then swapped into place.
+- `save_pipeline`: `DiffusionPipeline.save_pretrained` into a staging folder, the code shipped in (so the folder
+  loads three ways: see the README's "Loading"), then published whole (`publication`, which the trainer uses too
+  for the pipeline with its card and pictures).
 - `resolve_pretrained`: a Hub id to a local snapshot (so the installed classes load it without running its code), and
   the refusal of pickle-only weights with the way to convert them.
 - `map_shipped_names`: a saved `model_index.json` names code files; with the package installed they are its modules.
 """
 
-import ctypes
-import ctypes.util
+import glob
 import importlib
 import inspect
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 
-from .io import fsync_tree
+from .io import fsync_path, fsync_tree, write_text_atomically
 
 # Libraries diffusers resolves by itself; any other component library is our own code, shipped in the folder.
 STOCK_LIBRARIES = ("diffusers", "transformers")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# A publication's journal inside the target folder (hidden, so `checkpoint-*` patterns and uploads skip it)
+STAGING, READY, RETIRED = ".publishing", "READY", ".publishing-old"
+# The package's modules that define pipeline components (what ship_code names): the only ones a load imports
+COMPONENT_MODULES = ("scheduling_ddpm_posterior",)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Saving: a folder that loads three ways, written beside the old one and swapped in entry by entry
+# Saving: a folder that loads three ways, published whole
 # ----------------------------------------------------------------------------------------------------------------
 def save_pipeline(pipeline, save_directory, save_pretrained: Callable, safe_serialization: bool = True, **kwargs):
-    """`save_pretrained(staging, ...)` (diffusers' own), plus the shipped code, then swapped into `save_directory`.
+    """`save_pretrained(staging, ...)` (diffusers' own), plus the shipped code, published whole into
+    `save_directory` (see `publication`).
 
-    A crash while saving leaves the previous pipeline in `save_directory`. Weights are safetensors unless the caller
-    asks for pickles (`safe_serialization=False`, diffusers' behaviour): written, with a warning that ddpm-hf loads
-    them only with `use_safetensors=False`.
+    Weights are safetensors unless the caller asks for pickles (`safe_serialization=False`, diffusers' behaviour):
+    written, with a warning that ddpm-hf loads them only with `use_safetensors=False`.
     """
     if not safe_serialization:
         warnings.warn(
@@ -48,19 +52,76 @@ def save_pipeline(pipeline, save_directory, save_pretrained: Callable, safe_seri
         )
     if kwargs.get("push_to_hub"):
         raise ValueError("Use pipeline.push_to_hub(repo_id) to publish; save_pretrained writes a local folder.")
-    target = os.path.abspath(os.fspath(save_directory))
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise ValueError(f"Cannot save a pipeline to {target}: it is a file, not a folder.")
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.saving-", dir=parent)
-    try:
+    with publication(save_directory) as staging:
         save_pretrained(staging, safe_serialization=safe_serialization, **kwargs)
         ship_code(pipeline, staging)
-        publish_folder(staging, target)
+
+
+@contextmanager
+def publication(folder):
+    """`with publication(folder) as staging:` write complete new entries (a pipeline, its pictures, its card) into
+    `staging`; at the end of the block they replace their namesakes in `folder` as one set.
+
+    The set is journaled: `staging` is `folder/.publishing`, and the READY file in it says it is complete. The swap
+    then takes the old `model_index.json` out first and puts the new one in last, so at every instant `folder` holds
+    the previous complete pipeline, the new complete one, or (during the renames) no `model_index.json` at all,
+    which no loader takes for a pipeline, with READY saying how to finish: the next publication into `folder` (a
+    save, a resumed run) or `finish_interrupted_publication` completes the swap. Entries the set does not name
+    (checkpoints, logs) are left alone. An error inside the block leaves `folder` as it was.
+    """
+    target = os.path.abspath(os.fspath(folder))
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise ValueError(f"Cannot save a pipeline to {target}: it is a file, not a folder.")
+    os.makedirs(target, exist_ok=True)
+    finish_interrupted_publication(target)
+    staging = os.path.join(target, STAGING)
+    os.makedirs(staging)
+    try:
+        yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    fsync_tree(staging)
+    write_text_atomically(os.path.join(staging, READY), "complete: move every entry into the folder\n")
+    _swap_in(target)
+
+
+def finish_interrupted_publication(folder) -> bool:
+    """Complete a publication into `folder` that a crash interrupted (True), or discard one that never became
+    complete; also remove what interrupted saves of earlier versions left (`.ddpm-hf-old-*`, `.NAME.saving-*`)."""
+    target = os.path.abspath(os.fspath(folder))
+    for stale in glob.glob(os.path.join(target, ".ddpm-hf-old-*")) + glob.glob(
+            os.path.join(os.path.dirname(target), f".{glob.escape(os.path.basename(target))}.saving-*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = os.path.join(target, STAGING)
+    if os.path.isfile(os.path.join(staging, READY)):
+        _swap_in(target)
+        return True
+    shutil.rmtree(staging, ignore_errors=True)  # never complete: the folder still holds the previous set
+    shutil.rmtree(os.path.join(target, RETIRED), ignore_errors=True)
+    return False
+
+
+def _swap_in(target: str) -> None:
+    """Move the complete staged set into `target`: the old index out first, the new one in last. Each rename is
+    repeatable, so a crash at any point leaves a state that this function, run again, completes."""
+    staging, retired = os.path.join(target, STAGING), os.path.join(target, RETIRED)
+    os.makedirs(retired, exist_ok=True)
+    index = os.path.join(target, "model_index.json")
+    if os.path.exists(os.path.join(staging, "model_index.json")) and os.path.exists(index):
+        os.replace(index, os.path.join(retired, "model_index.json"))  # from here on the folder is no pipeline
+    for name in sorted(set(os.listdir(staging)) - {READY, "model_index.json"}):
+        new, old = os.path.join(staging, name), os.path.join(target, name)
+        if os.path.lexists(old) and (os.path.isdir(old) or os.path.isdir(new)):  # a rename cannot replace a folder
+            shutil.rmtree(os.path.join(retired, name), ignore_errors=True)
+            os.rename(old, os.path.join(retired, name))
+        os.replace(new, old)
+    if os.path.exists(os.path.join(staging, "model_index.json")):
+        os.replace(os.path.join(staging, "model_index.json"), index)  # the new set is complete and loadable
+    fsync_path(target)
+    os.remove(os.path.join(staging, READY))  # done: what is left of the journal is only to delete
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def ship_code(pipeline, folder: str) -> None:
@@ -93,63 +154,23 @@ def ship_code(pipeline, folder: str) -> None:
         f.write("\n")
 
 
-def publish_folder(staging: str, target: str) -> None:
-    """Move every entry of the complete folder `staging` into `target`, `model_index.json` last.
-
-    Each entry is replaced atomically, so at every moment each file and component folder in `target` is complete;
-    entries of `target` that the pipeline does not write (checkpoints, logs, pictures) are left alone.
-    """
-    fsync_tree(staging)
-    os.makedirs(target, exist_ok=True)
-    trash = tempfile.mkdtemp(prefix=".ddpm-hf-old-", dir=target)
-    entries = sorted(os.listdir(staging), key=lambda name: name == "model_index.json")
-    for name in entries:
-        _move_into_place(os.path.join(staging, name), os.path.join(target, name), trash)
-    shutil.rmtree(trash, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def _move_into_place(new: str, target: str, trash: str) -> None:
-    """Put `new` at `target`; whatever was at `target` ends up in `trash`. Never leaves `target` half-written."""
-    if not os.path.lexists(target):
-        os.rename(new, target)
-    elif os.path.isdir(new) or os.path.isdir(target):
-        if _exchange_paths(new, target):  # target now holds the new entry, `new` holds the old one
-            os.rename(new, os.path.join(trash, os.path.basename(target)))
-        else:  # no atomic exchange: the old entry goes first, so a crash leaves it recoverable in `trash`
-            os.rename(target, os.path.join(trash, os.path.basename(target)))
-            os.rename(new, target)
-    else:
-        os.replace(new, target)  # atomic for files
-
-
-def _exchange_paths(a: str, b: str) -> bool:
-    """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    if not hasattr(libc, "renameat2"):
-        return False
-    AT_FDCWD, RENAME_EXCHANGE = -100, 2
-    return libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Loading: a folder or a Hub id, safetensors only, the shipped names mapped to the installed modules
 # ----------------------------------------------------------------------------------------------------------------
 def resolve_pretrained(pipeline_class, name_or_path, kwargs: dict) -> str:
-    """The local folder `from_pretrained` should load (a Hub repo is downloaded whole first), checked for weights
-    that are pickles only. Pops the Hub download arguments from `kwargs`; expects `use_safetensors` set in it."""
+    """The local folder `from_pretrained` should load (a Hub repo is downloaded whole first), checked: a complete
+    pipeline (`check_pipeline_folder`) whose weights are not pickles only. Pops the Hub download arguments from
+    `kwargs`; expects `use_safetensors` set in it."""
     from .hub import HUB_DOWNLOAD_KWARGS, resolve_pipeline_folder
 
     name = os.fspath(name_or_path)
     if not os.path.isdir(name):
         hub_kwargs = {k: kwargs.pop(k) for k in HUB_DOWNLOAD_KWARGS if k in kwargs}
         name = resolve_pipeline_folder(name, **hub_kwargs)
-    if kwargs["use_safetensors"] and os.path.isdir(name):
+    index = check_pipeline_folder(name)
+    if kwargs["use_safetensors"]:
         # diffusers would say only "no file named diffusion_pytorch_model.safetensors": name the part and the fix.
-        component = pickle_only_component(name)
+        component = pickle_only_component(name, index)
         if component is not None:
             cls = pipeline_class.__name__
             raise OSError(
@@ -160,13 +181,34 @@ def resolve_pretrained(pipeline_class, name_or_path, kwargs: dict) -> str:
     return name
 
 
-def pickle_only_component(folder: str) -> str | None:
-    """The first component of the saved pipeline `folder` whose weights are pickles only (no .safetensors file)."""
+def check_pipeline_folder(folder: str) -> dict:
+    """`folder`'s model_index.json, or an OSError that says in one line why the folder holds no complete pipeline
+    and what to do: finish an interrupted save, resume the run that stopped before its save, or fix the JSON."""
     index_path = os.path.join(folder, "model_index.json")
+    resume = "resume the run with --resume_from_checkpoint latest"
+    if os.path.isfile(os.path.join(folder, STAGING, READY)):
+        raise OSError(
+            f"The pipeline in {folder} was being saved when its process stopped: {resume} (or call"
+            f" ddpm_hf.pipeline_utils.finish_interrupted_publication({folder!r})) to complete it."
+        )
     if not os.path.isfile(index_path):
-        return None  # not a pipeline folder: diffusers says so
-    with open(index_path, encoding="utf-8") as f:
-        index = json.load(f)
+        if os.path.isdir(os.path.join(folder, "checkpoints")):
+            raise OSError(f"{folder} has checkpoints but no saved pipeline (no model_index.json): the run stopped"
+                          f" before saving it; {resume}.")
+        raise OSError(f"{folder} has no model_index.json: it is not a saved pipeline.")
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise OSError(f"{index_path} is not valid JSON ({error}): save the pipeline again, or restore the file."
+                      ) from None
+    if not isinstance(index, dict):
+        raise OSError(f"{index_path} holds a {type(index).__name__}, not a JSON object: save the pipeline again.")
+    return index
+
+
+def pickle_only_component(folder: str, index: dict) -> str | None:
+    """The first component of the saved pipeline `folder` whose weights are pickles only (no .safetensors file)."""
     for name, entry in sorted(index.items()):
         component = os.path.join(folder, name)
         if name.startswith("_") or not isinstance(entry, list) or not os.path.isdir(component):
@@ -182,7 +224,8 @@ def map_shipped_names(pipeline_class, config: dict) -> None:
 
     The shipped layout names code files (["pipeline_ddpm_hf", ...], ["scheduling_ddpm_posterior", ...]); they become
     the package's own modules, imported now (diffusers loads a component of a non-stock library only from an
-    imported module, and `import ddpm_hf` imports nothing).
+    imported module, and `import ddpm_hf` imports nothing). Only the modules a saved pipeline can name are imported:
+    a folder naming any other (`ddpm_hf.cli.__main__` would run the command line) is refused.
     """
     package = pipeline_class.__module__.rpartition(".")[0]
     if isinstance(config.get("_class_name"), list) and config["_class_name"][1] == pipeline_class.__name__:
@@ -196,4 +239,11 @@ def map_shipped_names(pipeline_class, config: dict) -> None:
         if entry[0] is not None and "." not in entry[0] and package:
             config[name] = [f"{package}.{entry[0]}", entry[1]]
         if package and config[name][0].startswith(package + "."):
+            module = config[name][0][len(package) + 1:]
+            if module not in COMPONENT_MODULES:
+                raise ValueError(
+                    f"model_index.json names the module {config[name][0]!r} for its {name!r} component, but a saved"
+                    f" ddpm-hf pipeline names only {', '.join(COMPONENT_MODULES)}: this folder was not written by"
+                    f" ddpm-hf; load it only if you trust it, with DiffusionPipeline.from_pretrained."
+                )
             importlib.import_module(config[name][0])

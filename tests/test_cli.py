@@ -61,6 +61,11 @@ def ws(tmp_path_factory):
     shutil.copytree(root / "pipe", root / "pickle-pipe")  # UNet weights as a pickle only: never unpickled
     (root / "pickle-pipe" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     pipe.unet.save_pretrained(root / "pickle-pipe" / "unet", safe_serialization=False)
+    shutil.copytree(root / "pipe", root / "nan-pipe")  # a diverged run's weights
+    diverged = DDPMImagePipeline(unet=tiny_unet(), scheduler=DDPMPosteriorScheduler())
+    with torch.no_grad():
+        diverged.unet.conv_out.weight.fill_(float("nan"))
+    diverged.unet.save_pretrained(root / "nan-pipe" / "unet")
     return root, pipe
 
 
@@ -154,6 +159,10 @@ ERROR_RUNS = {
     "unknown_command": (["draw", "pipe"], "invalid choice: 'draw'"),
     "missing_pipeline_argument": (["sample"], "required: pipeline"),
     "unknown_sampler": (["sample", "pipe", "--scheduler", "dpm"], "--scheduler: invalid choice: 'dpm'"),
+    "out_is_a_folder": (["sample", "pipe", "--out", "empty-folder"], "Cannot write empty-folder: it is a folder"),
+    "out_unknown_extension": (["sample", "pipe", "--out", "grid.txt"], "the extension must name an image format"),
+    "nan_weights": (["sample", "nan-pipe", "--num-images", "1", "--steps", "2", "--device", "cpu"],
+                    "The UNet of nan-pipe has NaN or infinite weights (conv_out.weight)"),
 }
 OTHER_SEED = SEED + 1
 FORWARD_SEED, FORWARD_RESOLUTION = 3, 32

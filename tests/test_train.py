@@ -118,6 +118,7 @@ def test_run_writes_pipeline_pictures_and_args(finished_run):
                  "scheduler/scheduler_config.json", "samples.png", "loss_curve.png", "training_args.json",
                  "validation/step-3.png", "validation/step-6.png", "checkpoints/checkpoint-6/trainer_state.json"):
         assert (finished_run / name).is_file(), name
+    assert not [p.name for p in finished_run.iterdir() if p.name.startswith(".publishing")]  # published whole
     args = json.loads((finished_run / "training_args.json").read_text())
     assert args["preset"] == "tiny" and args["max_train_steps"] == 6 and args["embedded_dataset"] == "digits"
     assert not [key for key in args if "token" in key]

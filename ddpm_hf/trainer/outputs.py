@@ -4,6 +4,7 @@
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 from accelerate.logging import get_logger
 
@@ -16,12 +17,16 @@ from ..io import (
     write_atomically,
     write_text_atomically,
 )
+from ..pipeline_utils import publication
 from ..visualization import plot_loss_curve
 from .config import saveable_args
 from .publishing import model_card_kwargs, repo_name
 from .setup import ema_weights, make_pipeline
 from .state import Training
 from .validation import evaluate_nll, grid_guidance, grid_path, sample_grids
+
+if TYPE_CHECKING:
+    from ..metrics import QualityResult
 
 logger = get_logger(__name__)
 
@@ -41,12 +46,13 @@ def push_checkpoint_pipeline(training: Training) -> None:
         training.publisher.push_checkpoint(pipeline, step, grid=grid if os.path.isfile(grid) else None)
 
 
-def save_final_outputs(training: Training, data, quality: dict | None = None) -> None:
+def save_final_outputs(training: Training, data, quality: "QualityResult | None" = None) -> None:
     """Main process only: the pipeline (EMA weights with --use_ema), training_args.json, samples.png,
     loss_curve.png, the optional bound, and the model card (README.md): everything --push_to_hub then uploads.
 
-    training_args.json is written with the pipeline, never before: it describes a run that finished. A full disk
-    stops with an OutOfSpaceError (the previous pipeline, if any, is intact: saves swap in whole files and folders).
+    All of it is published as one set, training_args.json included (it describes a run that finished). A full disk
+    stops with an OutOfSpaceError (the previous pipeline, if any, is intact: nothing is swapped in before the whole
+    set is written).
     """
     try:
         _save_final_outputs(training, data, quality)
@@ -59,26 +65,32 @@ def save_final_outputs(training: Training, data, quality: dict | None = None) ->
         raise
 
 
-def _save_final_outputs(training: Training, data, quality: dict | None) -> None:
+def _save_final_outputs(training: Training, data, quality: "QualityResult | None") -> None:
     args, unet, accelerator = training.args, training.unet, training.accelerator
     if training.ema is not None:
         training.ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model now
     pipeline = make_pipeline(unet, training.noise_scheduler, training.text, class_names(training))
-    pipeline.save_pretrained(args.output_dir)
-    write_text_atomically(os.path.join(args.output_dir, "training_args.json"),
-                          json.dumps(saveable_args(args), indent=2) + "\n")
-    grids = sample_grids(unet, training.noise_scheduler, args, training.text, training.classes)
-    for index, (name, grid) in enumerate(grids.items()):  # samples.png; for text to image also samples-guidance-1.png
-        filename = "samples.png" if index == 0 else f"samples-{name}.png"
-        save_image_atomically(grid, os.path.join(args.output_dir, filename))
-    write_atomically(os.path.join(args.output_dir, "loss_curve.png"),
-                     lambda temporary: plot_loss_curve(training.state.loss_history, temporary))
-    metrics = evaluate_nll(pipeline, data, args, training.text, training.classes) if args.eval_nll_images else None
-    if quality:
-        metrics = {**(metrics or {}), **quality}
-    repo_id = training.publisher.repo_id if training.publisher is not None else repo_name(args)
-    card = render_model_card(pipeline, repo_id=repo_id, sample_grid_filename="samples.png",
-                             _secrets_to_hide=[args.hub_token],
-                             **model_card_kwargs(args, accelerator, training.state.global_step, metrics))
-    write_text_atomically(os.path.join(args.output_dir, "README.md"), str(card))
+    # One publication: the folder holds the previous pipeline with its card and pictures, or this run's, never a mix
+    # of the two (see ddpm_hf.pipeline_utils.publication); checkpoints and logs stay where they are.
+    with publication(args.output_dir) as staging:
+        pipeline.save_pretrained(staging)
+        write_text_atomically(os.path.join(staging, "training_args.json"),
+                              json.dumps(saveable_args(args), indent=2) + "\n")
+        grids = sample_grids(unet, training.noise_scheduler, args, training.text, training.classes)
+        for index, (name, grid) in enumerate(grids.items()):  # samples.png; text to image: samples-guidance-1.png
+            filename = "samples.png" if index == 0 else f"samples-{name}.png"
+            save_image_atomically(grid, os.path.join(staging, filename))
+        write_atomically(os.path.join(staging, "loss_curve.png"),
+                         lambda temporary: plot_loss_curve(training.state.loss_history, temporary))
+        metrics = {}
+        if args.eval_nll_images:
+            metrics.update(evaluate_nll(pipeline, data, args, training.text, training.classes, folder=staging))
+        if quality is not None:
+            write_text_atomically(os.path.join(staging, "fid.json"), json.dumps(quality.to_dict(), indent=2) + "\n")
+            metrics.update(quality.model_card_metrics())
+        repo_id = training.publisher.repo_id if training.publisher is not None else repo_name(args)
+        card = render_model_card(pipeline, repo_id=repo_id, sample_grid_filename="samples.png",
+                                 _secrets_to_hide=[args.hub_token],
+                                 **model_card_kwargs(args, accelerator, training.state.global_step, metrics or None))
+        write_text_atomically(os.path.join(staging, "README.md"), str(card))
     logger.info(f"Saved the pipeline, samples.png, loss_curve.png and README.md to {args.output_dir}")

@@ -1,10 +1,11 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Judging the model as it trains: sample grids from a fixed seed (validation/step-N.png, the trackers, samples.png),
 and at the end the variational bound on training images (nll.json, nll_terms.png) and the Fréchet distance of its
-samples to the training source (fid.json)."""
+samples to the training source (fid.json, written with the pipeline by outputs.save_final_outputs)."""
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from ..visualization import enlarge, filled_grid_rows, image_grid, plot_terms
 from .classes import ClassConditioning
 from .setup import ema_weights, make_pipeline
 from .text import TextConditioning
+
+if TYPE_CHECKING:
+    from ..metrics import QualityResult
 
 logger = get_logger(__name__)
 
@@ -101,9 +105,11 @@ def log_validation(training) -> None:
 
 
 @torch.no_grad()
-def evaluate_nll(pipeline, data, args, text: TextConditioning | None, classes: ClassConditioning | None = None) -> dict:
+def evaluate_nll(pipeline, data, args, text: TextConditioning | None, classes: ClassConditioning | None = None,
+                 folder: str | None = None) -> dict:
     """The variational bound of the trained model on --eval_nll_images training images (given their captions or
-    classes, when it is conditional): nll.json, nll_terms.png, and the metric for the model card."""
+    classes, when it is conditional): nll.json and nll_terms.png in `folder` (default --output_dir), and the metric
+    for the model card."""
     count = min(args.eval_nll_images, len(data))
     chosen = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:count]
     images = to_model_range(data.pixels[chosen]).to(pipeline.unet.device)
@@ -129,8 +135,9 @@ def evaluate_nll(pipeline, data, args, text: TextConditioning | None, classes: C
            f" images{given}, ± {summary['total_bpd_stderr']:.3f} standard error (ddpm_hf.variational_bound)")
     record = {"description": how, "steps": steps, **summary, "timesteps": bound.timesteps.tolist(),
               "mean_terms_bpd": bound.terms_bpd.mean(0).tolist()}
-    write_text_atomically(os.path.join(args.output_dir, "nll.json"), json.dumps(record, indent=2) + "\n")
-    write_atomically(os.path.join(args.output_dir, "nll_terms.png"),
+    folder = folder or args.output_dir
+    write_text_atomically(os.path.join(folder, "nll.json"), json.dumps(record, indent=2) + "\n")
+    write_atomically(os.path.join(folder, "nll_terms.png"),
                      lambda temporary: plot_terms(bound, temporary, title="variational bound of the trained model"))
     logger.info(f"Variational bound: {summary['total_bpd']:.4f} ± {summary['total_bpd_stderr']:.4f} bits/dim on"
                 f" {count} training images ({steps}-step chain)")
@@ -145,10 +152,10 @@ def fid_reference(args) -> str:
     return f"embedded:{args.embedded_dataset}" if args.embedded_dataset else args.train_data_dir
 
 
-def evaluate_fid(training) -> dict:
+def evaluate_fid(training) -> "QualityResult | None":
     """On every process (each samples its share; torchmetrics sums the states): the Fréchet and kernel distances of
-    --eval_fid_images samples of the EMA weights to the training source; the main process writes fid.json and the
-    trackers get the numbers. Returns the model card's metric rows."""
+    --eval_fid_images samples of the EMA weights to the training source, logged to the trackers; the final save
+    writes them to fid.json and the card. None (with a warning) where they cannot be measured."""
     from ..metrics import evaluate_sample_quality  # torchmetrics: imported only by runs that ask for it
 
     args, unet = training.args, training.unet
@@ -166,11 +173,10 @@ def evaluate_fid(training) -> dict:
                                              device=training.accelerator.device, eta=args.validation_eta)
         except (ValueError, OSError) as error:  # e.g. no Inception weights offline: keep the pipeline
             logger.warning(f"No Fréchet distance: {one_line(error)}; the pipeline is saved without it")
-            return {}
+            return None
         finally:
             unet.train(was_training)
     if training.accelerator.is_main_process:
-        write_text_atomically(os.path.join(args.output_dir, "fid.json"), json.dumps(result.to_dict(), indent=2) + "\n")
         logger.info(result.summary())
     training.accelerator.log({result.fd_name: result.fd, result.kd_name: result.kd}, step=training.state.global_step)
-    return result.model_card_metrics()
+    return result
