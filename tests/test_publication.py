@@ -127,14 +127,14 @@ def killed_publish(folder, point, plain_save: bool = False) -> bool:
 
 
 def test_a_kill_at_any_point_of_a_save_never_leaves_a_mix(tmp_path):
-    points = [("writing", 0), ("before_ready", 0)] + [("rename", k) for k in range(1, 40)] + [("after_swap", 0)]
+    publish(tmp_path / "probe", "old")
+    renames = count_renames(tmp_path / "probe")
+    points = [("writing", 0), ("before_ready", 0)] + [("rename", k) for k in range(1, renames + 1)]
     states = []
-    for point in points:
+    for point in [*points, ("after_swap", 0)]:
         folder = tmp_path / f"{point[0]}-{point[1]}"
         publish(folder, "old")
-        if not killed_publish(folder, point):
-            assert point[0] == "rename" and which_version(folder) == "new"
-            continue  # k beyond the renames of a save: it got through
+        assert killed_publish(folder, point)
         try:
             state = which_version(folder)
         except OSError as error:  # during the swap's renames: no model_index.json, and the message says why
@@ -152,12 +152,15 @@ def test_a_kill_at_any_point_of_a_save_never_leaves_a_mix(tmp_path):
     # inside the staging folder), no pipeline during the swap, then the new set.
     runs = [state for i, state in enumerate(states) if i == 0 or states[i - 1] != state]
     assert runs == ["old", "incomplete", "new"], states
+    publish(tmp_path / "through", "old")
+    assert not killed_publish(tmp_path / "through", ("rename", renames + 1))  # no rename left to die at
+    assert which_version(tmp_path / "through") == "new"
 
 
 def test_a_kill_at_any_rename_of_save_pretrained_never_leaves_a_loadable_mix(tmp_path):
     """The same for `save_pretrained(folder)` alone (before publications it swapped entry by entry: a kill between
     the scheduler and the UNet left a folder that loaded the new scheduler with the old UNet)."""
-    for k in range(1, 40):
+    for k in range(1, 40):  # until a save gets through (a dozen renames)
         folder = tmp_path / f"rename-{k}"
         version("old").save_pretrained(folder)
         if not killed_publish(folder, ("rename", k), plain_save=True):
