@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -152,6 +153,107 @@ def test_a_failed_build_leaves_no_entry_and_a_killed_builders_leftovers_are_remo
     (abandoned / "pixels.u8").write_bytes(b"\0" * 64)
     data = load("memmap", cache, train_data_dir=str(folder), resolution=8, max_bad_fraction=0.2)
     assert not abandoned.exists() and data.skipped == ["b/000.png", "b/002.png"] and len(data) == 8
+
+
+def _overwrite_4_kib(entry: Path) -> None:
+    with open(entry / "pixels.u8", "r+b") as file:
+        file.seek(8192)
+        file.write(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+
+
+def _random_bytes(entry: Path) -> None:
+    path = entry / "pixels.u8"
+    path.write_bytes(np.random.default_rng(2).integers(0, 256, path.stat().st_size, dtype=np.uint8).tobytes())
+
+
+def _truncate(entry: Path) -> None:
+    os.truncate(entry / "pixels.u8", 1000)
+
+
+DAMAGES = {
+    "4 KiB overwritten": (_overwrite_4_kib, "checksum of its pixels.u8 does not match"),
+    "whole file random bytes": (_random_bytes, "checksum of its pixels.u8 does not match"),
+    "truncated": (_truncate, "its pixels.u8 holds 1000 bytes, 24576 were written"),
+    "index deleted": (lambda entry: (entry / "index.json").unlink(), "its index.json is missing"),
+    "kept deleted": (lambda entry: (entry / "kept.npy").unlink(), "its kept.npy is missing"),
+    "index garbled": (lambda entry: (entry / "index.json").write_text("{not json"), "index.json does not parse"),
+    "older format": (lambda entry: (entry / "index.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((entry / "index.json").read_text()).items() if k not in ("format", "files")})),
+        "written by another version of ddpm-hf"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_or_partial_cache_entry_is_rebuilt_with_a_warning_naming_it(damage, tmp_path, caplog):
+    folder, cache = write_folder(tmp_path / "images"), tmp_path / "cache"
+    options = dict(train_data_dir=str(folder), resolution=32)  # 24 x 1 x 32 x 32: 24 KiB of pixels
+    reference = load("memory", cache, **options)
+    entry = Path(load("memmap", cache, **options).cache_entry)
+    damage_entry, defect = DAMAGES[damage]
+    damage_entry(entry)
+    with caplog.at_level("WARNING", logger="ddpm_hf.data.storage"):
+        again = load("memmap", cache, **options)
+    assert again.built_cache_entry and again.cache_entry == str(entry)  # rebuilt, not "found built"
+    assert_same_dataset(again, reference)  # what trains is the source's pixels, not the damaged ones
+    [warning] = [message for message in caplog.messages if "damaged" in message]
+    assert str(entry) in warning and defect in warning and "rebuilding it" in warning
+    assert list((cache / "decoded").iterdir()) == [entry]  # nothing set aside or half-built left behind
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ddpm_hf.data.storage"):
+        assert not load("memmap", cache, **options).built_cache_entry  # the rebuilt entry is whole
+    assert not caplog.messages
+
+
+def test_a_lazy_entry_is_checked_too(tmp_path, caplog):
+    folder, cache = write_folder(tmp_path / "images", count=10), tmp_path / "cache"
+    entry = Path(load("lazy", cache, train_data_dir=str(folder), resolution=8).cache_entry)
+    np.save(entry / "kept.npy", np.arange(3, dtype=np.int64))  # a different list of images, the same file name
+    with caplog.at_level("WARNING", logger="ddpm_hf.data.storage"):
+        again = load("lazy", cache, train_data_dir=str(folder), resolution=8)
+    assert again.built_cache_entry and len(again) == 10
+    assert any("kept.npy" in message and str(entry) in message for message in caplog.messages)
+
+
+def test_an_entry_another_builder_published_meanwhile_is_kept_and_a_damaged_one_replaced(tmp_path):
+    from ddpm_hf.data.cache_entry import publish_entry
+
+    folder, cache = write_folder(tmp_path / "images", count=6), tmp_path / "cache"
+    entry = Path(load("memmap", cache, train_data_dir=str(folder), resolution=8).cache_entry)
+    theirs = (entry / "pixels.u8").stat().st_ino
+    ours = cache / "decoded" / ".ours"
+    shutil.copytree(entry, ours)
+    publish_entry(ours, entry)  # a whole entry is there: it stays
+    assert (entry / "pixels.u8").stat().st_ino == theirs
+    (entry / "index.json").unlink()  # the stale entry of the issue: "OSError: Directory not empty" on the rename
+    shutil.copytree(ours, ours.with_name(".again"))
+    publish_entry(ours.with_name(".again"), entry)
+    assert (entry / "index.json").is_file() and sorted(os.listdir(cache / "decoded")) == [".ours", entry.name]
+
+
+def test_a_cache_folder_that_is_a_file_or_cannot_be_written_is_a_one_line_error(tmp_path, monkeypatch):
+    folder = write_folder(tmp_path / "images", count=6)
+    (tmp_path / "cache_file").write_text("")
+    for storage in STORED:
+        with pytest.raises(DataError, match=r"cache_file is a file; pass a folder with --data_cache_dir") as error:
+            load(storage, tmp_path / "cache_file", train_data_dir=str(folder), resolution=8)
+        assert "\n" not in str(error.value)
+
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.access(read_only, os.W_OK):  # root writes anywhere: make the folder refuse as a read-only mount does
+        real_mkdir = Path.mkdir
+
+        def refuse(path, *args, **kwargs):
+            if read_only in path.parents:
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(DataError, match=r"cannot write the decoded images into .*read_only/decoded \(.*\): pass a"
+                                        r" writable --data_cache_dir, or --data_storage memory") as error:
+        load("memmap", read_only, train_data_dir=str(folder), resolution=8)
+    assert "\n" not in str(error.value)
 
 
 def test_a_full_disk_while_decoding_is_a_one_line_error_and_leaves_nothing(tmp_path, monkeypatch):

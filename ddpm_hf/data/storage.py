@@ -6,7 +6,8 @@ switch between them, even on resume.
   decodes and holds its own copy.
 - "memmap": decoded once per machine into a raw uint8 file in the cache folder, keyed by a fingerprint of the source
   and the decoding; every process (and DataLoader worker) of the machine maps that one file, so the pages are the
-  machine's page cache, shared, and a second run reuses them.
+  machine's page cache, shared, and a second run reuses them. Each use checks the entry's sizes and checksums; a
+  damaged or partial entry is rebuilt, with a warning naming it (cache_entry.py).
 - "lazy": nothing decoded in advance: each image is decoded when training reads it, inside the DataLoader workers.
   A first pass reads only the headers: it fixes the set of valid images (so a bad file never shifts the order) and
   the number of channels. A file that fails to decode later is left out of its micro-batch and counted.
@@ -16,7 +17,6 @@ switch between them, even on resume.
 
 import dataclasses
 import errno
-import json
 import logging
 import os
 import shutil
@@ -28,7 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..caching import cache_root, fingerprint
-from ..io import TEMPORARY_MARK, format_bytes, fsync_path, write_text_atomically
+from ..io import TEMPORARY_MARK, format_bytes, fsync_path
+from .cache_entry import discard_entry, entry_defect, publish_entry, read_index, write_index
 from .dataset import DataError, ImageDataset, ImageListing
 from .decoding import Decoder, allowed_bad_images, check_bad_fraction, image_channels
 
@@ -60,10 +61,16 @@ def store_images(listing: ImageListing, decoder: Decoder, storage: str = "memory
                                                    listing.source)
         return _dataset(listing, pixels, kept, skipped, "memory")
     entry = cache / entry_name(listing, decoder, storage)
-    built = not (entry / "index.json").is_file()
+    _check_cache_folder(cache)
+    # The local main process checks the pixels' checksum too; a machine's other processes open the entry after it.
+    defect = entry_defect(entry, verify_pixels=os.environ.get("LOCAL_RANK", "0") == "0")
+    built = defect is not None
+    if built and entry.exists():
+        logger.warning(f"The decoded cache entry {entry} is damaged ({defect}): rebuilding it")
+        discard_entry(entry, defect)
     if built:
         _build_entry(entry, listing, decoder, storage)
-    index = json.loads((entry / "index.json").read_text())
+    index = read_index(entry)
     kept = np.load(entry / "kept.npy").tolist()
     shape = (len(kept), index["channels"], decoder.resolution, decoder.resolution)
     if storage == "memmap":
@@ -99,11 +106,12 @@ def entry_name(listing: ImageListing, decoder: Decoder, storage: str) -> str:
 
 def _build_entry(entry: Path, listing: ImageListing, decoder: Decoder, storage: str) -> None:
     """Decode (memmap) or check the headers of (lazy) every image into a new cache entry: written in a hidden
-    folder beside it and renamed into place whole, so a crash or a full disk never leaves a half entry behind."""
+    folder beside it, with the size and checksum of each file, and renamed into place whole (cache_entry.py), so a
+    crash or a full disk never leaves a half entry behind."""
     temporary = entry.parent / f".{entry.name}{TEMPORARY_MARK}{os.getpid()}"
     _remove_abandoned_entries(entry.parent)
-    temporary.mkdir(parents=True)
     try:
+        temporary.mkdir(parents=True)
         if decoder.channels is None or storage == "lazy":
             channels, valid, skipped = _check_headers(listing, decoder)
         else:
@@ -112,24 +120,33 @@ def _build_entry(entry: Path, listing: ImageListing, decoder: Decoder, storage: 
             valid, more_skipped = _decode_into_file(temporary / "pixels.u8", listing, valid, channels, decoder)
             skipped += more_skipped
         np.save(temporary / "kept.npy", np.asarray(valid, dtype=np.int64))
-        write_text_atomically(str(temporary / "index.json"), json.dumps(
-            {"source": listing.source, "storage": storage, "count": len(valid), "channels": channels,
-             "skipped": skipped}))
+        write_index(temporary, {"source": listing.source, "storage": storage, "count": len(valid),
+                                "channels": channels, "skipped": skipped})
         for name in os.listdir(temporary):
             fsync_path(str(temporary / name))
-        try:
-            temporary.rename(entry)
-        except OSError:  # built meanwhile by another machine sharing the folder: the same content, keep theirs
-            if not (entry / "index.json").is_file():
-                raise
+        publish_entry(temporary, entry)
     except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise
-        raise DataError(f"no space left in {entry.parent} for the decoded images: free some, choose another folder"
-                        " with --data_cache_dir, or pass --data_storage lazy (decodes while training, stores"
-                        " nothing)") from None
+        if err.errno == errno.ENOSPC:
+            raise DataError(f"no space left in {entry.parent} for the decoded images: free some, choose another"
+                            " folder with --data_cache_dir, or pass --data_storage lazy (decodes while training,"
+                            " stores nothing)") from None
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise DataError(f"cannot write the decoded images into {entry.parent} ({err.strerror}): pass a writable"
+                            " --data_cache_dir, or --data_storage memory (decodes into process memory, stores"
+                            " nothing)") from None
+        raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _check_cache_folder(cache: Path) -> None:
+    """A cache folder (or one above it) that is a file is a one-line error, not a traceback from mkdir."""
+    for path in [cache, *cache.parents]:
+        if path.exists():
+            if not path.is_dir():
+                raise DataError(f"the data cache folder {cache.parent} cannot be created: {path} is a file; pass a"
+                                " folder with --data_cache_dir (it is created if missing)")
+            return
 
 
 def _decode_into_file(path: Path, listing: ImageListing, positions: list[int], channels: int,
