@@ -262,6 +262,35 @@ def test_folder_caption_errors(tmp_path):
     (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.png"\n')
     with pytest.raises(DataError, match="line 1 is not valid JSON"):
         load(train_data_dir=str(tmp_path), with_captions=True)
+    for file_name in (7, None, ["a.png"], ""):  # json.loads gives them; posixpath.join raised a TypeError on these
+        write_jsonl(tmp_path / "metadata.jsonl", [{"file_name": "a.png", "text": "A"},
+                                                  {"file_name": file_name, "text": "B"}])
+        with pytest.raises(DataError) as error:
+            load(train_data_dir=str(tmp_path), with_captions=True)
+        message = str(error.value)
+        assert f"{tmp_path / 'metadata.jsonl'}, line 2" in message and "\n" not in message
+        assert '"file_name" must be a string naming the image' in message and json.dumps(file_name) in message
+
+
+def test_a_symlink_to_a_file_outside_the_folder_is_followed_with_a_warning_naming_it(tmp_path, caplog):
+    root, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
+    save(root, "a.png", uniform("L", 10))
+    save(root / "sub", "b.png", uniform("L", 20))
+    save(elsewhere, "c.png", uniform("L", 30))
+    save(elsewhere / "folder", "d.png", uniform("L", 40))
+    (root / "inside.png").symlink_to(root / "sub" / "b.png")  # stays in the folder: no warning
+    with caplog.at_level("WARNING", logger="ddpm_hf.data.sources"):
+        data = load(train_data_dir=str(root), resolution=8)
+    assert len(data) == 3 and not [message for message in caplog.messages if "symlink" in message]
+
+    (root / "outside.png").symlink_to(elsewhere / "c.png")
+    (root / "linked_folder").symlink_to(elsewhere / "folder")  # not searched, as rglob and os.walk do
+    with caplog.at_level("WARNING", logger="ddpm_hf.data.sources"):
+        data = load(train_data_dir=str(root), resolution=8)
+    assert sorted(int(value) for value in data.pixels[:, 0, 0, 0]) == [10, 20, 20, 30]  # followed: trained on
+    [warning] = [message for message in caplog.messages if "symlink" in message]
+    assert f"1 image file(s) of {str(root)!r} are symlinks to files outside it" in warning
+    assert f"outside.png -> {elsewhere / 'c.png'}" in warning and "delete the links to leave them out" in warning
 
 
 def write_bad_files(folder: Path, count: int) -> list[str]:

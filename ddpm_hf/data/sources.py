@@ -311,11 +311,24 @@ def _folder_classes(folder: str, names: list[str]) -> tuple[list[str], dict[str,
 
 
 def _find_image_files(root: Path) -> list[Path]:
-    # Sorted, because rglob's order depends on the filesystem and subsets must be reproducible.
-    return sorted(
-        path for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not _is_hidden(path.relative_to(root))
-    )
+    """The image files under `root`, sorted (rglob's order depends on the filesystem, and subsets must be
+    reproducible). A symlinked file is followed, as datasets' imagefolder and os.walk-based loaders do, with a
+    warning when it leads outside `root`; a symlinked folder is not searched (rglob's and os.walk's default)."""
+    files, outside = [], []
+    resolved_root = root.resolve()
+    for path in root.rglob("*"):
+        relative = path.relative_to(root)
+        if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file() or _is_hidden(relative):
+            continue
+        files.append(path)
+        if path.is_symlink() and not path.resolve().is_relative_to(resolved_root):
+            outside.append(relative)
+    if outside:
+        outside.sort()
+        logger.warning(f"{len(outside)} image file(s) of {str(root)!r} are symlinks to files outside it, e.g."
+                       f" {outside[0].as_posix()} -> {(root / outside[0]).resolve()}: they are trained on; delete"
+                       " the links to leave them out")
+    return sorted(files)
 
 
 def image_file_stats(root: Path, files: list[Path]) -> list[tuple[str, int, int]]:
@@ -367,6 +380,9 @@ def _read_metadata(root: Path, path: Path) -> Iterator[tuple[str, dict]]:
             raise DataError(f"{where} is not valid JSON ({err})") from err
         if not isinstance(record, dict) or "file_name" not in record:
             raise DataError(f'{where} needs a "file_name" key naming the image, got {line.strip()[:200]}')
+        if not isinstance(record["file_name"], str) or not record["file_name"]:
+            raise DataError(f'{where}: "file_name" must be a string naming the image (relative to the folder of'
+                            f' {path.name}), got {json.dumps(record["file_name"])[:200]}')
         yield posixpath.normpath(posixpath.join(folder, record["file_name"])), record
 
 
