@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ddpm_hf.data.dataset import DataError
-from ddpm_hf.data.streaming import check_resumable, loader_state, open_streaming_dataset, streaming_loader
+from ddpm_hf.data.streaming import _block_order, check_resumable, loader_state, open_streaming_dataset, streaming_loader
 
 SHARDS, ROWS_PER_SHARD, BATCH = 4, 12, 4
 ROWS = SHARDS * ROWS_PER_SHARD
@@ -39,14 +39,15 @@ def png(row_id: int) -> bytes:
     return buffer.getvalue()
 
 
-def write_shards(folder, damaged=(), extra_column=False):
-    """SHARDS parquet files in `folder`; rows whose id is in `damaged` hold garbage instead of a PNG."""
+def write_shards(folder, damaged=(), extra_column=False, shards=SHARDS):
+    """`shards` parquet files in `folder` (ROWS rows in all); rows whose id is in `damaged` hold garbage instead of
+    a PNG."""
     features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASS_NAMES)}
     if extra_column:
         features["kind"] = datasets.Value("string")
     folder.mkdir()
-    for shard in range(SHARDS):
-        ids = range(shard * ROWS_PER_SHARD, (shard + 1) * ROWS_PER_SHARD)
+    for shard in range(shards):
+        ids = range(shard * ROWS // shards, (shard + 1) * ROWS // shards)
         columns = {
             "image": [{"bytes": b"not an image" if i in damaged else png(i), "path": None} for i in ids],
             "label": [i % 3 for i in ids],
@@ -54,7 +55,7 @@ def write_shards(folder, damaged=(), extra_column=False):
         if extra_column:
             columns["kind"] = ["digit"] * len(ids)
         dataset = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
-        dataset.to_parquet(str(folder / f"train-{shard:05d}-of-{SHARDS:05d}.parquet"))
+        dataset.to_parquet(str(folder / f"train-{shard:05d}-of-{shards:05d}.parquet"))
     return folder
 
 
@@ -186,6 +187,19 @@ def test_a_damaged_image_is_left_out_of_its_batch_and_named(tmp_path):
     assert len(ids) == BATCH - 1 and len(skipped) == 1
     assert skipped[0].startswith("row ") and skipped[0].endswith("in epoch 0")
     assert all(len(ids) == BATCH for _, ids, skipped in taken if not skipped)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_damaged_row_is_named_by_its_row_in_the_file_not_its_shuffled_position(tmp_path, num_workers):
+    folder = write_shards(tmp_path / "data", damaged={13}, shards=1)  # one file: its rows are the stream's
+    stream = open_stream(folder, num_processes=1, shuffle_buffer_size=8)
+    loader = streaming_loader(stream, batch_size=BATCH, num_workers=num_workers)
+    taken = take(loader, iter(loader), ROWS // BATCH)
+    [skipped] = [skipped for _, _, skipped in taken if skipped]
+    # Row 13 is row 5 of the second block of 8: where the seeded block shuffle moved it (what the old name said).
+    shuffled_position = 8 + _block_order(8, seed=3, epoch=0, worker=0, block=1).index(5)
+    assert shuffled_position != 13
+    assert skipped == (f"row 13 in epoch 0{' of worker 0' if num_workers else ''}",)
 
 
 def test_bad_input_is_one_line_data_error(tmp_path, shards):

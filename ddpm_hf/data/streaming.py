@@ -228,7 +228,8 @@ class _DecodedRows(torch.utils.data.IterableDataset):
         epoch = rows.epoch
         worker = torch.utils.data.get_worker_info()
         worker_id = worker.id if worker is not None else 0
-        where = f" in epoch {epoch}" + (f" of worker {worker_id}" if worker is not None else "")
+        where = (f" in epoch {epoch}" + (f" of worker {worker_id}" if worker is not None else "")
+                 + (f" of process {stream.process_index}" if stream.num_processes > 1 else ""))
         state = self._resume or {"block_start": None, "block": 0, "offset": 0, "position": 0}
         self._state, self._resume = dict(state), None
         if state["block_start"] is not None:
@@ -245,7 +246,9 @@ class _DecodedRows(torch.utils.data.IterableDataset):
             for index in range(self._state["offset"], len(block)):
                 row = block[order[index]]
                 value = row[stream.image_column]
-                name = _row_name(value, self._state["position"]) + where
+                # Named by its row in the stream as datasets reads it (every block but an epoch's last is full), not
+                # by its shuffled position: with one data file, one process and no workers, its row in the file.
+                name = _row_name(value, self._state["block"] * block_size + order[index]) + where
                 self._state["offset"], self._state["position"] = index + 1, self._state["position"] + 1
                 # PIL's decoders raise OSError, SyntaxError, ValueError, ...: for one image, all mean "bad image".
                 try:
