@@ -142,3 +142,36 @@ def test_lazy_files_damaged_while_training_are_skipped_then_too_many_stop_the_ru
     code, stderr = finish(start_script(*flags, "--max_train_steps", str(int(checkpoints[-1].name.split("-")[1]) + 1),
                                        "--output_dir", output_dir, "--resume_from_checkpoint", "latest"))
     assert code == 0, stderr[-3000:]
+
+
+def test_a_damaged_cache_entry_is_rebuilt_not_trained_on_and_a_cache_path_that_is_a_file_is_one_line(storage_runs,
+                                                                                                      images, tmp_path):
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(storage_runs["root"] / "cache", cache)
+    [entry] = [path for path in (cache / "decoded").iterdir() if "-memmap-" in path.name]
+    with open(entry / "pixels.u8", "r+b") as file:  # 4 KiB of the pixels overwritten, sizes unchanged
+        file.seek(1024)
+        file.write(b"\xff" * 4096)
+    (tmp_path / "not_a_folder").write_text("")
+    common = [*FOLDER_FLAGS, "--train_data_dir", str(images), "--data_storage", "memmap", "--dataloader_num_workers",
+              "0"]
+    runs = {"damaged": [*common, "--data_cache_dir", str(cache), "--output_dir", str(tmp_path / "damaged")],
+            "file": [*common, "--data_cache_dir", str(tmp_path / "not_a_folder"), "--output_dir", str(tmp_path / "f")]}
+    result = subprocess.run([sys.executable, "-c", TRAINER_BATCH, json.dumps(runs), str(tmp_path)], cwd=REPO,
+                            env=run_env(DDPM_HF_DEBUG_RANKS="1"), capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    log = (tmp_path / "damaged.stderr").read_text()
+    assert codes["damaged"] == 0, log[-3000:]
+    assert f"The decoded cache entry {entry} is damaged (the xxh3_128 checksum of its pixels.u8" in log
+    assert "built now" in log and "found built" not in log
+    # What trained is the source's pixels: every micro-batch and the weights are the memory run's.
+    record, reference = debug_record(tmp_path / "damaged"), debug_record(storage_runs["memory"])
+    assert record["micro_batches"] == reference["micro_batches"] and record["parameters"] == reference["parameters"]
+
+    stderr = (tmp_path / "file.stderr").read_text()
+    assert codes["file"] == 2 and "Traceback" not in stderr, stderr[-3000:]
+    [line] = error_lines(stderr)
+    assert "not_a_folder is a file; pass a folder with --data_cache_dir" in line
