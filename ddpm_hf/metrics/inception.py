@@ -52,9 +52,12 @@ def inception_feature_network(fid_weights: str | os.PathLike | None = None,
     from importlib.util import find_spec
 
     path = resolve_inception_weights(fid_weights)  # first: offline, the weights are the harder thing to get
-    if find_spec("torch_fidelity") is None or find_spec("torchmetrics") is None:
-        raise ModuleNotFoundError("FID needs torchmetrics and torch-fidelity: pip install 'ddpm-hf[eval]' (and a "
-                                  "torchvision built for your torch)")
+    if find_spec("torch_fidelity") is None:
+        raise ModuleNotFoundError(
+            f"FID needs torch-fidelity, which needs a torchvision built for your torch ({torch.__version__}): install"
+            " that torchvision first, from where your torch came from (a CPU torch: pip install torchvision"
+            " --index-url https://download.pytorch.org/whl/cpu), then pip install torch-fidelity"
+        )
     try:
         network = InceptionFeatureNetwork(path)
     except OSError as error:  # the download failed (no network, a proxy, a firewall)
