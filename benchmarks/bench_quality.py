@@ -173,17 +173,20 @@ def plot(rows: list[dict], fd_name: str, path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    with_bound = any(math.isfinite(row["bpd"]) for row in rows)  # --nll-images 0: the FD panel alone
+    figure, axes = plt.subplots(1, 2 if with_bound else 1, figsize=(10 if with_bound else 5.5, 4), squeeze=False)
+    left, right = axes[0][0], axes[0][1] if with_bound else None
     for name in dict.fromkeys(row["name"] for row in rows):
         mine = [row for row in rows if row["name"] == name]
         steps = [row["steps"] for row in mine]
         left.errorbar(steps, [row["fd"] for row in mine], yerr=[row["fd_std"] for row in mine], marker="o",
                       capsize=3, label=name)
-        if mine[0]["variance_type"] is not None:
+        if right is not None and mine[0]["variance_type"] is not None:
             right.errorbar(steps, [row["bpd"] for row in mine], yerr=[row["bpd_stderr"] for row in mine],
                            marker="o", capsize=3, label=name)
     all_steps = sorted({row["steps"] for row in rows})
-    for axis, label in ((left, f"{fd_name} (lower is better)"), (right, "bits/dim bound (lower is better)")):
+    panels = [(left, f"{fd_name} (lower is better)")] + ([(right, "bits/dim bound (lower is better)")] if right else [])
+    for axis, label in panels:
         axis.set_xscale("log")
         axis.set_xticks(all_steps, [str(k) for k in all_steps])  # the measured K, not 10^0 ... 10^3
         axis.minorticks_off()
