@@ -5,7 +5,7 @@ Every write goes to a hidden temporary beside its target (`.<name>.<purpose>.tmp
 renamed into place in one step. A temporary that a crash leaves behind is hidden, so it never matches a pattern such
 as `checkpoint-*`, and `remove_stale_temporaries` deletes it on the next run.
 
-`pipeline_utils.publish_folder` swaps a whole pipeline folder in, entry by entry, on top of these.
+`pipeline_utils.publication` publishes a whole pipeline folder as one set, on top of these.
 """
 
 import errno
