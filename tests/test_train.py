@@ -8,6 +8,7 @@ a traceback of the launcher.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,6 +87,13 @@ def kill_when(process: subprocess.Popen, condition, timeout: float = 180) -> Non
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def latest_names(output_dir: Path, step: int):
+    """The condition a kill-and-resume test needs: `latest` names checkpoint-<step> (a checkpoint's trainer_state.json
+    is on disk a moment before `latest` is replaced: killed then, `latest` would still name the previous one)."""
+    pointer = output_dir / "checkpoints" / "latest"
+    return lambda: pointer.is_file() and pointer.read_text().strip() == f"checkpoint-{step}"
 
 
 def unet_weights(folder: Path) -> dict:
@@ -186,9 +194,8 @@ def assert_same_result(run: Path, reference: Path) -> None:
 
 def test_resume_after_sigkill_is_bitwise_exact(reference_run, tmp_path):
     output_dir = tmp_path / "out"
-    checkpoint_4 = output_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json"
     process = start_killable(*RESUMABLE, "--output_dir", output_dir, env={"DDPM_HF_TEST_STEP_DELAY": "0.4"})
-    kill_when(process, checkpoint_4.is_file)
+    kill_when(process, latest_names(output_dir, 4))
     assert not (output_dir / "model_index.json").exists(), "the run finished before the kill"
 
     launch(*RESUMABLE, "--output_dir", output_dir, "--resume_from_checkpoint", "latest")
@@ -234,6 +241,70 @@ def test_checkpoints_total_limit_keeps_the_newest(reference_run):
     checkpoints = reference_run / "checkpoints"
     assert sorted(os.listdir(checkpoints)) == ["checkpoint-6", "checkpoint-8", "latest"]
     assert (checkpoints / "latest").read_text().strip() == "checkpoint-8"
+
+
+@pytest.fixture(scope="module")
+def resumed_from_an_older_checkpoint(reference_run, tmp_path_factory) -> tuple[Path, str]:
+    """The reference run's checkpoints 6 and 8, resumed from 6 to step 7 with a checkpoint every step, a limit of
+    one, and the seed changed on purpose: (the output folder, the run's stderr)."""
+    output_dir = tmp_path_factory.mktemp("older") / "out"
+    shutil.copytree(reference_run / "checkpoints", output_dir / "checkpoints")
+    result = launch(*RESUMABLE, "--output_dir", output_dir, "--max_train_steps", "7", "--checkpointing_steps", "1",
+                    "--checkpoints_total_limit", "1", "--resume_from_checkpoint", "checkpoint-6",
+                    "--seed", "5", "--allow_changed_flags", "seed")
+    return output_dir, result.stderr
+
+
+def test_a_resume_from_an_older_checkpoint_sets_the_later_ones_aside_and_keeps_what_it_writes(
+        resumed_from_an_older_checkpoint):
+    from ddpm_hf.trainer.checkpointing import resolve_checkpoint
+
+    output_dir, _ = resumed_from_an_older_checkpoint
+    checkpoints = output_dir / "checkpoints"
+    # Once, pruning kept the newest by step (the abandoned checkpoint-8) and deleted the checkpoint-7 just written,
+    # while `latest` named it; `latest` then resumed checkpoint-8.
+    [abandoned] = checkpoints.glob("abandoned-*-after-6")
+    assert sorted(path.name for path in abandoned.iterdir()) == ["checkpoint-8"]
+    assert sorted(path.name for path in checkpoints.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-7"]
+    assert (checkpoints / "latest").read_text().strip() == "checkpoint-7"
+    assert resolve_checkpoint(str(checkpoints), "latest") == str(checkpoints / "checkpoint-7")
+
+
+def test_an_allowed_change_of_a_run_defining_flag_is_warned_and_recorded_per_segment(
+        resumed_from_an_older_checkpoint):
+    output_dir, stderr = resumed_from_an_older_checkpoint
+    assert ("Resuming with changed run-defining flags, as --allow_changed_flags allows: --seed 0 -> 5;"
+            " training_args.json records them from step 6 on") in stderr
+    recorded = json.loads((output_dir / "training_args.json").read_text())
+    assert recorded["seed"] == 5 and recorded["max_train_steps"] == 7  # the last segment's flags, as before
+    [first, second] = recorded["segments"]
+    assert (first["first_step"], first["args"]["seed"], first["args"]["max_train_steps"]) == (0, 0, 8)
+    assert "changed_flags" not in first
+    assert (second["first_step"], second["args"]["seed"], second["changed_flags"]) == (6, 5, {"seed": [0, 5]})
+    state = json.loads((output_dir / "checkpoints" / "checkpoint-7" / "trainer_state.json").read_text())
+    assert state["segments"] == recorded["segments"]  # the history travels with the checkpoints
+
+
+def test_pruning_never_removes_the_checkpoint_it_has_just_written_nor_the_one_latest_names(tmp_path):
+    from ddpm_hf.trainer.checkpointing import (
+        LATEST_FILE,
+        STATE_FILE,
+        list_checkpoints,
+        prune_checkpoints,
+        save_checkpoint,
+    )
+
+    def write(folder):
+        Path(folder, STATE_FILE).write_text("{}")
+
+    for step in (10, 20):  # checkpoint-20 of another line (copied in by hand, say)
+        save_checkpoint(str(tmp_path), step, write)
+    save_checkpoint(str(tmp_path), 15, write, total_limit=1)
+    assert [step for step, _ in list_checkpoints(str(tmp_path))] == [10, 15]  # 10: the one before, verified
+    assert (tmp_path / LATEST_FILE).read_text().strip() == "checkpoint-15"
+    (tmp_path / LATEST_FILE).write_text("checkpoint-10\n")
+    prune_checkpoints(str(tmp_path), 1)
+    assert [step for step, _ in list_checkpoints(str(tmp_path))] == [10]
 
 
 def test_pruning_removes_only_complete_checkpoints(tmp_path):

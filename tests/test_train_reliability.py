@@ -299,6 +299,84 @@ def test_a_flag_out_of_range_fails_at_once_with_one_line_and_writes_nothing(tmp_
         assert not (tmp_path / name / "checkpoints").exists(), name
 
 
+# A resume that changes what the checkpoint's arithmetic depends on: each case resumes a copy of the uninterrupted
+# run's checkpoint-8 with the RESUMABLE flags plus these, and is refused naming the flag and both values.
+CHANGED_RUNS = {
+    "seed": (["--seed", "5"], "--seed 0 there, 5 now"),
+    "global_batch": (["--train_batch_size", "16"], "--train_batch_size 8 there, 16 now"),
+    "objective": (["--prediction_type", "v_prediction", "--ddpm_beta_schedule", "squaredcos_cap_v2"],
+                  "--ddpm_beta_schedule linear there, squaredcos_cap_v2 now, --prediction_type epsilon there,"
+                  " v_prediction now"),
+    "steps": (["--ddpm_num_steps", "500"], "--ddpm_num_steps 1000 there, 500 now"),
+    # Allowed, the flag still cannot make another UNet fit: found from the checkpoint's config, before the data.
+    "unet": (["--resolution", "16", "--allow_changed_flags", "resolution"],
+             "holds a different UNet (sample_size: 8 there, 16 now)"),
+}
+
+
+def test_a_resume_that_changes_the_run_is_refused_in_one_line_before_the_data(uninterrupted, tmp_path):
+    runs, checkpoint = {}, uninterrupted / "checkpoints" / "checkpoint-8"
+    for name, (flags, _) in CHANGED_RUNS.items():
+        shutil.copytree(checkpoint, tmp_path / name / "checkpoints" / "checkpoint-8")
+        runs[name] = [*map(str, RESUMABLE), "--max_train_steps", "10", "--output_dir", str(tmp_path / name),
+                      "--resume_from_checkpoint", "latest", *flags]
+    result = subprocess.run([sys.executable, "-c", TRAINER_BATCH, json.dumps(runs), str(tmp_path)], cwd=REPO,
+                            env=run_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, (flags, expected) in CHANGED_RUNS.items():
+        stderr = (tmp_path / f"{name}.stderr").read_text()
+        assert codes[name] == 2, (name, stderr[-2000:])
+        assert "Traceback" not in stderr and "Data:" not in stderr, name  # refused before any data was loaded
+        [line] = error_lines(stderr)
+        assert expected in line, (name, line)
+        if name != "unet":
+            changed = ",".join(sorted(flag.lstrip("-") for flag in flags[::2]))
+            assert f"pass --allow_changed_flags {changed} if the change is meant (from step 8 on)" in line, line
+        assert sorted(os.listdir(tmp_path / name / "checkpoints")) == ["checkpoint-8"], name  # nothing moved
+
+
+def test_an_output_folder_that_cannot_hold_the_run_is_refused_in_one_line(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.new("L", (8, 8), color=40 * i).save(images / f"{i}.png")
+    (tmp_path / "a_file").write_text("not a folder")
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:  # not root: a folder without write permission fails the same way
+        read_only.chmod(0o555)
+    cases = {
+        "inside_the_data": (["--train_data_dir", images, "--output_dir", images / "out"],
+                            f"--output_dir {images / 'out'} is inside --train_data_dir {images}: the next run would"
+                            " train on its samples.png"),
+        "the_data_itself": (["--train_data_dir", images, "--output_dir", images], "is inside --train_data_dir"),
+        "a_file": (["--output_dir", tmp_path / "a_file"], "is a file, not a folder: pass the path of a folder"),
+        "under_a_file": (["--output_dir", tmp_path / "a_file" / "out"], "a file stands in its path"),
+        "read_only": (["--output_dir", read_only / "out"], "cannot be written (Read-only file system)"
+                      if mounted.returncode == 0 else "cannot be written (Permission denied)"),
+    }
+    runs = {name: [*map(str, FAST), "--max_train_steps", "1", *map(str, flags)] for name, (flags, _) in cases.items()}
+    try:
+        result = subprocess.run([sys.executable, "-c", TRAINER_BATCH, json.dumps(runs), str(tmp_path)], cwd=REPO,
+                                env=run_env(), capture_output=True, text=True, timeout=300)
+    finally:
+        if mounted.returncode == 0:
+            subprocess.run(["umount", "-l", str(read_only)], check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, (_, expected) in cases.items():
+        stderr = (tmp_path / f"{name}.stderr").read_text()
+        assert codes[name] == 2 and "Traceback" not in stderr, (name, stderr[-2000:])
+        [line] = [line for line in stderr.splitlines() if "error:" in line]
+        assert expected in line, (name, line)
+    assert sorted(path.name for path in images.iterdir()) == ["0.png", "1.png"]  # nothing written into the data
+
+
 def test_the_bad_image_flag_reaches_the_loader(tmp_path):
     from PIL import Image
 

@@ -92,14 +92,16 @@ def train(args) -> None:
 
 
 def train_holding_the_folder(args, accelerator) -> None:
-    resume_from = find_checkpoint_to_resume(args)  # a wrong name fails now, before any work
-    publisher = make_publisher(args, accelerator)  # a bad token or repo name fails in seconds
-
-    # Data. The UNet's depth decides which resolutions work: check that before spending time on the data.
+    # The UNet's depth decides which resolutions work; a checkpoint to resume must have been trained with the same
+    # run-defining flags and UNet. All checked before any time is spent on the data.
     architecture = model_architecture(args)
     if args.resolution is None:
         args.resolution = default_resolution(architecture)
     check_resolution(args.resolution, architecture)
+    resume_from = find_checkpoint_to_resume(args, accelerator.num_processes, architecture)
+    publisher = make_publisher(args, accelerator)  # a bad token or repo name fails in seconds
+
+    # Data.
     data = load_training_data(args, accelerator)
     text = load_text_conditioning(args, data, accelerator) if args.text_to_image else None
     classes = load_class_conditioning(args, data) if args.class_column else None

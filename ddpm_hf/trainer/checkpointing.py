@@ -11,6 +11,8 @@ Layout of `<output_dir>/checkpoints/`:
         timestep_sampler.safetensors  the importance sampler's loss history (--timestep_sampler loss-second-moment)
         trainer_state.json          step, data position, loss history; written last
     latest                          a text file naming the newest complete checkpoint
+    abandoned-<time>-after-<step>/  checkpoints of a line given up when a run resumed from an older step (kept)
+    diverged-checkpoint-<step>/     a checkpoint written from weights whose loss came out non-finite (kept)
 
 A checkpoint is written into a hidden temporary folder beside its final place, flushed to disk, and renamed into
 place in one step; `latest` is then replaced atomically. A temporary left by a crash is hidden (its name starts with
@@ -135,15 +137,16 @@ def save_checkpoint(
     write_text_atomically(os.path.join(root, LATEST_FILE), name + "\n")
     if total_limit is not None:
         verified = [path for saved_step, path in previous if saved_step < step][-1:]
-        prune_checkpoints(root, total_limit, keep=verified)
+        prune_checkpoints(root, total_limit, keep=[final, *verified])
     return final
 
 
 def prune_checkpoints(root: str, total_limit: int, keep: Sequence[str] = ()) -> list[str]:
-    """Delete the oldest complete checkpoints so that at most `total_limit` remain (never the newest), besides those
-    in `keep`."""
-    checkpoints = list_checkpoints(root)
-    doomed = [path for _, path in checkpoints[: max(0, len(checkpoints) - max(1, total_limit))] if path not in keep]
+    """Delete the oldest complete checkpoints so that at most `total_limit` remain besides those in `keep`; never
+    the one `latest` names (the one a resume would pick), whatever its step."""
+    protected = {*keep, *([latest] if (latest := latest_checkpoint(root)) else [])}
+    checkpoints = [path for _, path in list_checkpoints(root) if path not in protected]
+    doomed = checkpoints[: max(0, len(checkpoints) + len(protected) - max(1, total_limit))]
     for path in doomed:
         _remove_checkpoint(path)
     return doomed
@@ -154,6 +157,37 @@ def _remove_checkpoint(path: str) -> None:
     doomed = temporary_path(path, purpose="old")
     os.rename(path, doomed)
     shutil.rmtree(doomed)
+
+
+ABANDONED_PREFIX = "abandoned-"
+
+
+def set_aside_abandoned(root: str, resumed_step: int, resumed_from: str | None) -> str | None:
+    """A run that starts at `resumed_step` (0: afresh) gives up the checkpoints of later steps: they are another
+    line's (the run that once went further), and left in place pruning would keep them as "the newest" and
+    `latest` could pick them. They move, whole, into `abandoned-<UTC time>-after-<step>/` (not deleted: they are work,
+    and the older resume may have been a mistake; any of them still resumes by its path). Returns that folder, or
+    None when there was nothing to set aside."""
+    later = [path for step, path in list_checkpoints(root) if step > resumed_step and path != resumed_from]
+    if not later:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = os.path.join(root, f"{ABANDONED_PREFIX}{stamp}-after-{resumed_step}")
+    folder, count = base, 1
+    while os.path.exists(folder):  # two resumes within one second
+        count += 1
+        folder = f"{base}-{count}"
+    # `latest` first: a crash half-way through the moves leaves it naming the line that goes on.
+    pointer = os.path.join(root, LATEST_FILE)
+    if resumed_from is not None and os.path.dirname(os.path.abspath(resumed_from)) == os.path.abspath(root):
+        write_text_atomically(pointer, os.path.basename(resumed_from) + "\n")
+    elif os.path.isfile(pointer) and latest_checkpoint(root) in later:
+        os.remove(pointer)
+    os.makedirs(folder)
+    for path in later:
+        os.rename(path, os.path.join(folder, os.path.basename(path)))
+    fsync_path(root)
+    return folder
 
 
 DIVERGED_PREFIX = "diverged-"
@@ -210,6 +244,8 @@ class TrainerState:
     args: dict[str, Any] = field(default_factory=dict)  # the flags of the run that wrote the checkpoint
     # --streaming: each process's stream loader state (shard, offset, epoch), in process order; the stream's position
     stream_state: list[dict] | None = None
+    # What each segment of the run (a start, then each resume) used: {"first_step", "args", "changed_flags"}, in order
+    segments: list[dict] = field(default_factory=list)
 
 
 def capture_random_states() -> dict[str, Any]:
@@ -270,6 +306,23 @@ def _architecture(config) -> dict[str, Any]:
     return {key: value for key, value in dict(config).items() if not key.startswith("_")}
 
 
+def read_unet_config(folder: str) -> dict[str, Any]:
+    return _read(os.path.join(folder, "unet", "config.json"), _load_json)
+
+
+def check_same_unet(folder: str, config) -> None:
+    """Refuse a checkpoint whose UNet is not the one `config` describes, naming every key that differs."""
+    saved, current = _architecture(read_unet_config(folder)), _architecture(config)
+    differences = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
+    if differences:
+        shown = ", ".join(f"{key}: {saved.get(key)!r} there, {current.get(key)!r} now" for key in differences)
+        raise CheckpointError(f"{folder} holds a different UNet ({shown}); resume with the flags that trained it")
+
+
+def read_trainer_state(folder: str) -> TrainerState:
+    return TrainerState(**_read(os.path.join(folder, STATE_FILE), _load_json))
+
+
 def read_training_state(
     folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, restore_rng: bool, timestep_sampler=None,
     text_encoder=None,
@@ -277,12 +330,7 @@ def read_training_state(
     """Load a checkpoint written by `write_training_state` into the live objects; returns its TrainerState.
     `text_encoder`: the trained encoder to restore (None when it is frozen: its weights come from where it was
     loaded)."""
-    saved = _architecture(_read(os.path.join(folder, "unet", "config.json"), _load_json))
-    current = _architecture(unet.config)
-    differences = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
-    if differences:
-        shown = ", ".join(f"{key}: {saved.get(key)!r} there, {current.get(key)!r} now" for key in differences)
-        raise CheckpointError(f"{folder} holds a different UNet ({shown}); resume with the flags that trained it")
+    check_same_unet(folder, unet.config)
     unet.load_state_dict(_read(os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors"), load_file))
 
     ema_folder = os.path.join(folder, "unet_ema")
@@ -319,7 +367,7 @@ def read_training_state(
         timestep_sampler.load_state_dict(_read(sampler_file, load_file))
     if restore_rng:
         restore_random_states(_read(os.path.join(folder, "random_states.pt"), _load_tensors))
-    return TrainerState(**_read(os.path.join(folder, STATE_FILE), _load_json))
+    return read_trainer_state(folder)
 
 
 def _read(path: str, load: Callable[[str], Any]) -> Any:

@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--checkpoints_total_limit", type=int, help="keep only the newest N checkpoints")
     report.add_argument("--resume_from_checkpoint", help="'latest' (starts afresh when there is none yet), a"
                         " checkpoint folder, or a checkpoint name under output_dir/checkpoints")
+    report.add_argument("--allow_changed_flags", type=flag_names, default=(), metavar="FLAG[,FLAG...]",
+                        help="resume although these run-defining flags (seed, batch layout, objective, schedule,"
+                        " resolution, ...) differ from the checkpoint's; each change is warned and recorded in"
+                        " training_args.json's segments (default: such a resume is refused, naming the flag)")
 
     text = parser.add_argument_group("text to image (trains a DDPMTextToImagePipeline)")
     builtin = " / ".join(BUILTIN_TEXT_ENCODERS)
@@ -175,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
                      " only)")
     hub.add_argument("--hub_revision", help="push to this branch (created when missing) instead of main")
     return parser
+
+
+def flag_names(text: str) -> tuple[str, ...]:
+    """--allow_changed_flags seed,train_batch_size (dashes optional): the flags' names as argparse stores them."""
+    return tuple(name.strip().lstrip("-").replace("-", "_") for name in text.split(",") if name.strip())
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
@@ -282,8 +291,30 @@ def check_args(args, parser: argparse.ArgumentParser) -> None:
                      f" {args.eval_fid_steps}")
     if args.train_text_encoder and not args.text_to_image:
         parser.error("--train_text_encoder needs captions: give --caption_column (and --text_encoder_name_or_path)")
+    unknown = sorted(set(args.allow_changed_flags) - {action.dest for action in parser._actions} - {"num_processes"})
+    if unknown:
+        parser.error(f"--allow_changed_flags names no flag of the trainer: {', '.join(unknown)}")
+    check_output_dir(args, parser)
     if args.streaming:
         check_streaming_args(args, parser)
+
+
+def check_output_dir(args, parser: argparse.ArgumentParser) -> None:
+    """An output folder inside the training images would feed the run's own samples, grids and checkpoints' pictures
+    to the next run; one that is a file cannot hold anything. Said before any work (nothing is created here: a
+    read-only folder is found when the run lock is taken, see run_lock.py)."""
+    output_dir = os.path.realpath(args.output_dir)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        parser.error(f"--output_dir {args.output_dir} is a file, not a folder: pass the path of a folder (it is"
+                     " created if missing)")
+    for flag in ("train_data_dir", "dataset_name"):
+        data = getattr(args, flag)
+        if data and os.path.isdir(data):
+            data = os.path.realpath(data)
+            if os.path.commonpath([output_dir, data]) == data:
+                parser.error(f"--output_dir {args.output_dir} is inside --{flag} {getattr(args, flag)}: the next run"
+                             " would train on its samples.png, loss_curve.png and validation grids; pass an"
+                             " --output_dir outside the data folder")
 
 
 def check_streaming_args(args, parser: argparse.ArgumentParser) -> None:
@@ -324,6 +355,26 @@ def model_architecture(args) -> dict:
 def default_resolution(architecture: dict) -> int:
     sample_size = architecture.get("sample_size")
     return sample_size if isinstance(sample_size, int) else 32
+
+
+# The flags a checkpoint's arithmetic depends on: a resume that changes one is refused unless --allow_changed_flags
+# names it (state.py, `check_resumable`). Not here: the length of the run (extending it is what resuming is for), the
+# learning-rate flags (a new rate after a divergence is the documented remedy), augmentation, and everything that
+# only says where and how often to write, log or evaluate.
+RUN_DEFINING_FLAGS = (
+    # The objective: the forward process (beta_t over T steps), what the UNet predicts, its reverse variance, the loss
+    # and how t is drawn (Ho et al. 2020, sec. 3-4; Nichol & Dhariwal 2021, sec. 3) and the network's input size.
+    "ddpm_num_steps", "ddpm_beta_schedule", "prediction_type", "variance_type", "loss_type", "snr_gamma",
+    "timestep_sampler", "resolution",
+    # Every random draw (data order, noise, t, flips, dropout) derives from (seed, step): ddpm_hf/randomness.py.
+    "seed",
+    # Restored from the checkpoint by load_state_dict: a new value would be recorded but silently not used.
+    "adam_beta1", "adam_beta2", "adam_weight_decay", "adam_epsilon",
+    "use_ema", "ema_max_decay", "ema_min_decay", "ema_inv_gamma", "ema_power",
+)
+# The batch layout: the data position is a count of samples, and a step is a global batch of them. Another split of
+# the same global batch over processes and micro-batches continues the run; another global batch does not.
+BATCH_LAYOUT_FLAGS = ("train_batch_size", "gradient_accumulation_steps", "num_processes")
 
 
 def saveable_args(args) -> dict:

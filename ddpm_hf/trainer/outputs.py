@@ -74,8 +74,9 @@ def _save_final_outputs(training: Training, data, quality: "QualityResult | None
     # of the two (see ddpm_hf.pipeline_utils.publication); checkpoints and logs stay where they are.
     with publication(args.output_dir) as staging:
         pipeline.save_pretrained(staging)
-        write_text_atomically(os.path.join(staging, "training_args.json"),
-                              json.dumps(saveable_args(args), indent=2) + "\n")
+        # The flags of the last segment, and the segments: what each start and resume of the run used, from which step.
+        run_args = {**saveable_args(args), "segments": training.state.segments}
+        write_text_atomically(os.path.join(staging, "training_args.json"), json.dumps(run_args, indent=2) + "\n")
         grids = sample_grids(unet, training.noise_scheduler, args, training.text, training.classes)
         for index, (name, grid) in enumerate(grids.items()):  # samples.png; text to image: samples-guidance-1.png
             filename = "samples.png" if index == 0 else f"samples-{name}.png"

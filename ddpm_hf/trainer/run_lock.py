@@ -17,6 +17,8 @@ import time
 from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list
 
+from .config import FlagError
+
 LOCK_FILE = ".ddpm-hf-run.lock"
 
 logger = get_logger(__name__)
@@ -32,8 +34,15 @@ class RunLock:
     def __init__(self, output_dir: str):
         self.path = os.path.join(output_dir, LOCK_FILE)
         self.previous_holder = None  # what a run that died holding the folder wrote into the file
-        os.makedirs(output_dir, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(output_dir, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except (FileExistsError, NotADirectoryError):
+            raise FlagError(f"--output_dir {output_dir}: a file stands in its path: pass the path of a"
+                            " folder") from None
+        except OSError as error:  # read-only file system, no permission
+            raise FlagError(f"--output_dir {output_dir} cannot be written ({error.strerror}): pass an --output_dir on a"
+                            " writable file system") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -70,18 +79,20 @@ def _describe(holder: dict | None) -> str:
 
 
 def lock_output_dir(output_dir: str, accelerator) -> RunLock | None:
-    """The main process's RunLock (None on the others); every process raises RunLockedError alike when it is held."""
+    """The main process's RunLock (None on the others); every process raises alike when the folder is held by another
+    run (RunLockedError) or cannot be written (FlagError)."""
     lock, failure = None, None
     if accelerator.is_main_process:
         try:
             lock = RunLock(output_dir)
-        except RunLockedError as err:
-            failure = str(err)
+        except (RunLockedError, FlagError) as err:
+            failure = (type(err).__name__, str(err))
     if accelerator.num_processes > 1:
         # A collective on every process, so that the others stop too instead of waiting for the main one forever.
         failure = broadcast_object_list([failure])[0]
     if failure is not None:
-        raise RunLockedError(failure)
+        kind, message = failure
+        raise (FlagError if kind == FlagError.__name__ else RunLockedError)(message)
     if lock is not None and lock.previous_holder:
         logger.warning(f"Took over {lock.path} from a run that ended without releasing it"
                        f" ({_describe(lock.previous_holder)})")

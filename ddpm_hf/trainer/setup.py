@@ -77,21 +77,25 @@ def build_unet(args, architecture: dict, channels: int, cross_attention_dim: int
                num_class_embeds: int | None = None):
     """A UNet2DModel (with `num_class_embeds`, one that adds a class embedding to the timestep's), or with
     `cross_attention_dim` a UNet2DConditionModel of the same shape that attends to text."""
-    learned_variance = args.variance_type == "learned_range"
-    if learned_variance and args.loss_type == "simple":
+    if args.variance_type == "learned_range" and args.loss_type == "simple":
         logger.warning("--variance_type learned_range with --loss_type simple: L_simple does not train the variance"
                        " channels, so sampling uses an untrained variance.")
     set_seed(args.seed)  # the same initial weights on every process
-    config = unet_config_for_data(architecture, channels=channels, resolution=args.resolution,
-                                  learned_variance=learned_variance)
-    if cross_attention_dim is None:
-        unet = UNet2DModel.from_config({**config, "num_class_embeds": num_class_embeds})
-    else:
-        unet = UNet2DConditionModel.from_config(conditional_unet_config(config, cross_attention_dim))
+    unet_class, config = unet_class_and_config(args, architecture, channels, cross_attention_dim, num_class_embeds)
+    unet = unet_class.from_config(config)
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     return unet
 
+
+def unet_class_and_config(args, architecture: dict, channels: int, cross_attention_dim: int | None = None,
+                          num_class_embeds: int | None = None) -> tuple[type, dict]:
+    """What `build_unet` builds, without building it (a resume compares it with the checkpoint's first)."""
+    config = unet_config_for_data(architecture, channels=channels, resolution=args.resolution,
+                                  learned_variance=args.variance_type == "learned_range")
+    if cross_attention_dim is None:
+        return UNet2DModel, {**config, "num_class_embeds": num_class_embeds}
+    return UNet2DConditionModel, conditional_unet_config(config, cross_attention_dim)
 
 
 def make_noise_scheduler(args) -> DDPMPosteriorScheduler:

@@ -20,17 +20,21 @@ from .checkpointing import (
     CheckpointError,
     DamagedCheckpointError,
     TrainerState,
+    check_same_unet,
     list_checkpoints,
+    read_trainer_state,
     read_training_state,
+    read_unet_config,
     resolve_checkpoint,
     save_checkpoint,
+    set_aside_abandoned,
     write_training_state,
 )
 from .classes import ClassConditioning
-from .config import saveable_args
+from .config import BATCH_LAYOUT_FLAGS, RUN_DEFINING_FLAGS, saveable_args
 from .data import MicroBatchFeed
 from .publishing import HubPublisher
-from .setup import make_lr_scheduler
+from .setup import make_lr_scheduler, unet_class_and_config
 from .text import TextConditioning
 
 logger = get_logger(__name__)
@@ -84,12 +88,48 @@ def checkpoint_folder(output_dir: str) -> str:
     return os.path.join(output_dir, "checkpoints")
 
 
-def find_checkpoint_to_resume(args) -> str | None:
-    """The checkpoint --resume_from_checkpoint names (None: start afresh), found before any work, so that a wrong
-    name fails in a second and leaves nothing behind."""
+def find_checkpoint_to_resume(args, num_processes: int, architecture: dict) -> str | None:
+    """The checkpoint --resume_from_checkpoint names (None: start afresh), found and checked against this run's flags
+    and UNet before any work, so that a wrong name or a changed run fails in seconds and leaves nothing behind."""
     if not args.resume_from_checkpoint:
         return None
-    return resolve_checkpoint(checkpoint_folder(args.output_dir), args.resume_from_checkpoint)
+    folder = resolve_checkpoint(checkpoint_folder(args.output_dir), args.resume_from_checkpoint)
+    if folder is not None:
+        try:
+            saved_state, saved_unet = read_trainer_state(folder), read_unet_config(folder)
+        except DamagedCheckpointError:
+            return folder  # the load names the damaged file (or, for `latest`, falls back to an older checkpoint)
+        changed_run_flags(saved_state, args, num_processes, folder)
+        # The UNet the flags describe, with what only the data decides taken from the checkpoint (its channels, its
+        # number of classes, its text encoder's width): the check after the data is loaded then finds only those.
+        unet_class, config = unet_class_and_config(
+            args, architecture, channels=saved_unet.get("in_channels", 3),
+            cross_attention_dim=saved_unet.get("cross_attention_dim") if args.text_to_image else None,
+            num_class_embeds=saved_unet.get("num_class_embeds") if args.class_column else None)
+        with torch.device("meta"):  # the config only: no weights are allocated
+            check_same_unet(folder, unet_class.from_config(config).config)
+    return folder
+
+
+def changed_run_flags(saved: TrainerState, args, num_processes: int, folder: str) -> dict[str, tuple]:
+    """The run-defining flags (config.py, RUN_DEFINING_FLAGS) whose values differ from the checkpoint's, as
+    {flag: (there, now)}; the batch layout's only when the global batch changes. A change that --allow_changed_flags
+    does not name is refused, in one line naming each flag and both values."""
+    there = {**saved.args, "num_processes": saved.num_processes}
+    now = {**saveable_args(args), "num_processes": num_processes}
+    changed = {flag: (there[flag], now.get(flag)) for flag in RUN_DEFINING_FLAGS
+               if flag in there and there[flag] != now.get(flag)}
+    global_batch = args.train_batch_size * num_processes * args.gradient_accumulation_steps
+    if saved.global_batch_size and saved.global_batch_size != global_batch:
+        changed.update({flag: (there[flag], now[flag]) for flag in BATCH_LAYOUT_FLAGS
+                        if flag in there and there[flag] != now[flag]})
+    refused = [flag for flag in changed if flag not in args.allow_changed_flags]
+    if refused:
+        shown = ", ".join(f"--{flag} {changed[flag][0]} there, {changed[flag][1]} now" for flag in refused)
+        raise CheckpointError(f"{folder} was trained with other run-defining flags ({shown}): resume with the"
+                              f" checkpoint's values, or pass --allow_changed_flags {','.join(refused)} if the change"
+                              f" is meant (from step {saved.global_step} on)")
+    return changed
 
 
 # The flags that shape the learning rate: given explicitly on a resumed run, they override the checkpoint's.
@@ -100,10 +140,12 @@ def start_or_resume(training: Training, num_images: int, resume_from: str | None
     """Clear what interrupted saves left behind, then load the checkpoint `resume_from`, if any.
 
     With --resume_from_checkpoint latest, a damaged newest checkpoint (a file truncated or corrupted) is skipped for
-    the newest one that loads, saying so; a checkpoint named explicitly must load.
+    the newest one that loads, saying so; a checkpoint named explicitly must load. The checkpoints of steps beyond
+    the one the run starts from are another line's: they are set aside (`set_aside_abandoned`), so that pruning and
+    `latest` see only this line's. The state records the segment this run adds to the run's history.
     """
     accelerator, args = training.accelerator, training.args
-    checkpoints = checkpoint_folder(args.output_dir)
+    checkpoints, changed = checkpoint_folder(args.output_dir), {}
     if accelerator.is_main_process:  # the run lock is held: no other run is writing here
         for stale in remove_stale_temporaries(checkpoints) + remove_stale_temporaries(args.output_dir):
             logger.info(f"Removed {stale}, left by an interrupted save")
@@ -145,13 +187,48 @@ def start_or_resume(training: Training, num_images: int, resume_from: str | None
         if num_images and training.state.num_images != num_images:  # a stream (0) has no size
             logger.warning(f"The checkpoint was trained on {training.state.num_images} images, this run has"
                            f" {num_images}: the data order after resuming differs from the original run's.")
+        changed = changed_run_flags(training.state, args, accelerator.num_processes, resume_from)
+        if changed:
+            shown = ", ".join(f"--{flag} {there} -> {now}" for flag, (there, now) in changed.items())
+            logger.warning(f"Resuming with changed run-defining flags, as --allow_changed_flags allows: {shown};"
+                           f" training_args.json records them from step {training.state.global_step} on")
+            apply_changed_hyperparameters(training, changed)
         override_learning_rate(training)
     elif args.resume_from_checkpoint:
         logger.info(f"No checkpoint in {checkpoints} yet: starting a new run")
-    training.state.num_images = num_images
-    training.state.num_processes = accelerator.num_processes
-    training.state.global_batch_size = training.layout.global_batch_size
-    training.state.args = saveable_args(args)
+    accelerator.wait_for_everyone()  # every process has read its checkpoint: the later ones may move
+    if accelerator.is_main_process:
+        abandoned = set_aside_abandoned(checkpoints, training.state.global_step, resume_from)
+        if abandoned is not None:
+            logger.warning(f"This run starts at step {training.state.global_step}: the checkpoints of later steps"
+                           f" ({', '.join(sorted(os.listdir(abandoned)))}) belong to a line it abandons; moved to"
+                           f" {abandoned} (they still resume by path; delete the folder when they are not needed)")
+
+    # The history of the run: a segment per start or resume, with the flags it used.
+    state = training.state
+    if resume_from is not None and not state.segments:  # a checkpoint written before segments were recorded
+        state.segments = [{"first_step": 0, "args": state.args}]
+    state.num_images = num_images
+    state.num_processes = accelerator.num_processes
+    state.global_batch_size = training.layout.global_batch_size
+    state.args = saveable_args(args)
+    segment = {"first_step": state.global_step, "args": state.args}
+    if resume_from is not None and changed:
+        segment["changed_flags"] = {flag: list(values) for flag, values in changed.items()}
+    state.segments = [*state.segments, segment]
+
+
+def apply_changed_hyperparameters(training: Training, changed: dict) -> None:
+    """The optimizer's and the EMA's hyperparameters come back from the checkpoint with their states: an allowed
+    change of their flags is put into the live objects, so that what training_args.json records is what is used."""
+    args = training.args
+    if {"adam_beta1", "adam_beta2", "adam_weight_decay", "adam_epsilon"} & set(changed):
+        for group in training.optimizer.param_groups:
+            group.update(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay,
+                         eps=args.adam_epsilon)
+    if training.ema is not None and {"ema_max_decay", "ema_min_decay", "ema_inv_gamma", "ema_power"} & set(changed):
+        training.ema.decay, training.ema.min_decay = args.ema_max_decay, args.ema_min_decay
+        training.ema.inv_gamma, training.ema.power = args.ema_inv_gamma, args.ema_power
 
 
 def override_learning_rate(training: Training) -> None:
