@@ -119,8 +119,8 @@ def changed_run_flags(saved: TrainerState, args, num_processes: int, folder: str
     now = {**saveable_args(args), "num_processes": num_processes}
     changed = {flag: (there[flag], now.get(flag)) for flag in RUN_DEFINING_FLAGS
                if flag in there and there[flag] != now.get(flag)}
-    global_batch = args.train_batch_size * num_processes * args.gradient_accumulation_steps
-    if saved.global_batch_size and saved.global_batch_size != global_batch:
+    if saved.global_batch_size and saved.global_batch_size != (
+            args.train_batch_size * num_processes * args.gradient_accumulation_steps):
         changed.update({flag: (there[flag], now[flag]) for flag in BATCH_LAYOUT_FLAGS
                         if flag in there and there[flag] != now[flag]})
     refused = [flag for flag in changed if flag not in args.allow_changed_flags]
