@@ -20,9 +20,11 @@ This file is that story; its pieces are in ddpm_hf/trainer/ (the flags in config
 in setup.py, the checkpoints in state.py, the grids and the bound in validation.py, the output folder in outputs.py).
 
 Every random draw is a function of (seed, step, process, micro-batch) and checkpoints store the data position, so a
-resumed run continues exactly as the uninterrupted one would have (see ddpm_hf/randomness.py). Checkpoints are
-written atomically (see ddpm_hf/trainer/checkpointing.py). With --push_to_hub the pipeline is also published on the Hub:
-in the background at every checkpoint, and awaited at the end (see ddpm_hf/hub/push.py).
+resumed run continues exactly as the uninterrupted one would have (see ddpm_hf/randomness.py); a resume that would
+change a run-defining flag (the seed, the global batch, the objective, ...) is refused unless --allow_changed_flags
+names it, and checkpoints beyond the step resumed from are set aside as another line's (ddpm_hf/trainer/state.py).
+Checkpoints are written atomically (see ddpm_hf/trainer/checkpointing.py). With --push_to_hub the pipeline is also
+published on the Hub: in the background at every checkpoint, and awaited at the end (see ddpm_hf/hub/push.py).
 One run at a time holds --output_dir (a lock file, released on exit). SIGTERM or Ctrl-C finishes the current step,
 writes a checkpoint and exits 75; a second signal stops at once. Exit codes (README.md, "Exit codes", says what to do
 after each; `accelerate launch` reports any failure as 1): 0 done, 2 bad flags, data or checkpoint, or the folder is
