@@ -26,11 +26,12 @@ names it, and checkpoints beyond the step resumed from are set aside as another 
 Checkpoints are written atomically (see ddpm_hf/trainer/checkpointing.py). With --push_to_hub the pipeline is also
 published on the Hub: in the background at every checkpoint, and awaited at the end (see ddpm_hf/hub/push.py).
 One run at a time holds --output_dir (a lock file, released on exit). SIGTERM or Ctrl-C finishes the current step,
-writes a checkpoint and exits 75; a second signal stops at once. Exit codes (README.md, "Exit codes", says what to do
+writes a checkpoint and exits 75, whatever copies of the signal the launchers forward within 3 s; a signal after
+that stops at once. Exit codes (README.md, "Exit codes", says what to do
 after each; `accelerate launch` reports any failure as 1): 0 done, 2 bad flags, data or checkpoint, or the folder is
 in use, 3 the loss diverged, 4 the final upload to the Hub failed (the output folder is complete), 5 the Hub repo
 could not be created before training, 6 no space left to write, 75 interrupted (resume with
---resume_from_checkpoint latest), 130 stopped at once by a second signal.
+--resume_from_checkpoint latest), 130 stopped at once by a second signal (3 s or more after the first).
 """
 
 import math
