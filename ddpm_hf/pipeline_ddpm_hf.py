@@ -288,9 +288,12 @@ class DDPMHFPipelineMixin:
         """
         kwargs.setdefault("use_safetensors", True)
         name = pretrained_model_name_or_path
-        if pipeline_utils is not None:
-            name = pipeline_utils.resolve_pretrained(cls, name, kwargs)
-        return super().from_pretrained(name, **kwargs)
+        if pipeline_utils is None:
+            return super().from_pretrained(name, **kwargs)
+        name = pipeline_utils.resolve_pretrained(cls, name, kwargs)
+        pipeline = super().from_pretrained(name, **kwargs)
+        pipeline_utils.check_loaded_weights(pipeline, name)
+        return pipeline
 
     @classmethod
     def load_config(cls, *args, **kwargs):

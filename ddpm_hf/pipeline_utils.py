@@ -207,6 +207,23 @@ def check_pipeline_folder(folder: str) -> dict:
     return index
 
 
+def check_loaded_weights(pipeline, folder: str) -> None:
+    """Refuse a loaded pipeline with weights its files lacked: diffusers only warns ("newly initialized") and leaves
+    them on the meta device, where sampling fails later or, worse, silently."""
+    import torch
+
+    for name, component in pipeline.components.items():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        missing = [key for key, tensor in (*component.named_parameters(), *component.named_buffers())
+                   if tensor.is_meta]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+            raise OSError(f"The {name!r} component of {folder} lacks weights its config needs ({shown}): the weights"
+                          " file is incomplete or from another model; save the pipeline again, or resume its run with"
+                          " --resume_from_checkpoint latest.")
+
+
 def pickle_only_component(folder: str, index: dict) -> str | None:
     """The first component of the saved pipeline `folder` whose weights are pickles only (no .safetensors file)."""
     for name, entry in sorted(index.items()):

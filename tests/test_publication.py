@@ -222,6 +222,19 @@ def test_a_malformed_model_index_is_named(tmp_path):
         DDPMImagePipeline.from_pretrained(tmp_path / "p")
 
 
+def test_a_weight_missing_from_the_safetensors_file_is_named(tmp_path):
+    """diffusers only warns ("newly initialized") and leaves the weight on the meta device."""
+    from safetensors.torch import load_file, save_file
+
+    publish(tmp_path / "p", "old")
+    weights_file = tmp_path / "p" / "unet" / "diffusion_pytorch_model.safetensors"
+    weights = load_file(weights_file)
+    del weights["conv_out.weight"]
+    save_file(weights, weights_file)
+    with pytest.raises(OSError, match=r"The 'unet' component of .* lacks weights its config needs \(conv_out.weight\)"):
+        DDPMImagePipeline.from_pretrained(tmp_path / "p")
+
+
 def test_loading_imports_only_the_modules_a_saved_pipeline_can_name(tmp_path):
     """An untrusted folder naming ddpm_hf.cli.__main__ would run the command line (and its sys.exit) on import."""
     import sys
