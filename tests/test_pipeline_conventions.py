@@ -5,35 +5,14 @@ properties, `latents`, class labels that set the batch, and the text pipeline's 
 
 import pytest
 import torch
-from conftest import tiny_text_to_image_pipeline, tiny_unet
 from diffusers import PNDMScheduler
 from diffusers.callbacks import SDCFGCutoffCallback
 from diffusers.utils.torch_utils import randn_tensor
 
-from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
+from ddpm_hf import DDPMPosteriorScheduler
 from ddpm_hf.visualization import trajectory_strip
 
 STEPS = 4
-NUM_CLASSES = 3
-
-
-@pytest.fixture(scope="module")
-def unconditional():
-    pipe = DDPMImagePipeline(unet=tiny_unet(), scheduler=DDPMPosteriorScheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def class_conditional():
-    pipe = DDPMImagePipeline(unet=tiny_unet(num_class_embeds=NUM_CLASSES + 1), scheduler=DDPMPosteriorScheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def text_to_image(tmp_path_factory):
-    return tiny_text_to_image_pipeline(tmp_path_factory.mktemp("clip-tokenizer"))
 
 
 def unet_batches(pipe):
@@ -49,9 +28,9 @@ def call(pipe, **kwargs):
 
 
 PIPELINES = {  # fixture name -> the inputs that make it sample two images with guidance
-    "unconditional": dict(batch_size=2),
-    "class_conditional": dict(class_labels=[0, 2], guidance_scale=3.0),
-    "text_to_image": dict(prompt=["a digit one", "the digit 7"], guidance_scale=3.0),
+    "unconditional_pipeline": dict(batch_size=2),
+    "class_pipeline": dict(class_labels=[0, 2], guidance_scale=3.0),
+    "text_pipeline": dict(prompt=["a digit one", "the digit 7"], guidance_scale=3.0),
 }
 
 
@@ -84,7 +63,7 @@ def test_callback_sees_every_tensor_input_and_can_replace_the_latents(request, n
         call(pipe, callback_on_step_end=zero_at_last_step, callback_on_step_end_tensor_inputs=["noise"], **inputs)
 
 
-@pytest.mark.parametrize("name", ["class_conditional", "text_to_image"])
+@pytest.mark.parametrize("name", ["class_pipeline", "text_pipeline"])
 def test_a_callback_reads_and_changes_the_guidance_scale_mid_run(request, name):
     """diffusers' `callback_cfg` pattern: the scale a step uses is `pipe._guidance_scale` at that step."""
     pipe, inputs = request.getfixturevalue(name), {**PIPELINES[name], "guidance_scale": 2.0}
@@ -101,17 +80,17 @@ def test_a_callback_reads_and_changes_the_guidance_scale_mid_run(request, name):
     assert (changed - call(pipe, **inputs).images).abs().max() > 1e-4  # the later steps were guided harder
 
 
-def test_diffusers_cfg_cutoff_callback_ends_guidance_on_the_text_pipeline(text_to_image):
+def test_diffusers_cfg_cutoff_callback_ends_guidance_on_the_text_pipeline(text_pipeline):
     """SDCFGCutoffCallback keeps the conditional half of `prompt_embeds` and sets the scale to 0: from then on one
     UNet call of the plain batch per step, as in StableDiffusionPipeline."""
-    batches, hook = unet_batches(text_to_image)
+    batches, hook = unet_batches(text_pipeline)
     try:
-        call(text_to_image, prompt="a digit one", guidance_scale=3.0,
+        call(text_pipeline, prompt="a digit one", guidance_scale=3.0,
              callback_on_step_end=SDCFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=1),
              callback_on_step_end_tensor_inputs=["prompt_embeds"])
     finally:
         hook.remove()
-    assert batches == [2, 2, 1, 1] and not text_to_image.do_classifier_free_guidance
+    assert batches == [2, 2, 1, 1] and not text_pipeline.do_classifier_free_guidance
 
 
 @pytest.mark.parametrize("name", PIPELINES)
@@ -131,39 +110,40 @@ def test_interrupt_skips_the_remaining_steps(request, name):
     assert len(batches) == 2 and pipe.interrupt
 
 
-def test_given_latents_replace_the_draw(unconditional):
+def test_given_latents_replace_the_draw(unconditional_pipeline):
     noise = randn_tensor((2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
-    drawn = call(unconditional, batch_size=2).images
-    given = unconditional(batch_size=2, latents=noise, num_inference_steps=STEPS, output_type="pt",
+    drawn = call(unconditional_pipeline, batch_size=2).images
+    given = unconditional_pipeline(batch_size=2, latents=noise, num_inference_steps=STEPS, output_type="pt",
                           generator=torch.Generator().manual_seed(0)).images
     assert not torch.equal(drawn, given)  # the generator's first draw was x_T; with latents given it noises steps
-    replayed = call(unconditional, batch_size=2, latents=noise.clone(), generator=torch.Generator().manual_seed(0))
+    replayed = call(unconditional_pipeline, batch_size=2, latents=noise.clone(),
+                    generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(replayed.images, given, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"latents must have shape \(2, 1, 8, 8\)"):
-        call(unconditional, batch_size=2, latents=noise[:1])
+        call(unconditional_pipeline, batch_size=2, latents=noise[:1])
 
 
-def test_a_list_of_class_labels_sets_the_batch_as_in_dit(class_conditional):
+def test_a_list_of_class_labels_sets_the_batch_as_in_dit(class_pipeline):
     generators = [torch.Generator().manual_seed(s) for s in range(3)]
-    images = class_conditional(class_labels=[2, 0, 1], generator=generators, num_inference_steps=STEPS,
+    images = class_pipeline(class_labels=[2, 0, 1], generator=generators, num_inference_steps=STEPS,
                                output_type="pt").images
     assert images.shape[0] == 3
-    assert call(class_conditional, class_labels=torch.tensor([1, 1, 0, 2])).images.shape[0] == 4
-    assert call(class_conditional, class_labels=1, batch_size=5).images.shape[0] == 5  # one label, repeated
+    assert call(class_pipeline, class_labels=torch.tensor([1, 1, 0, 2])).images.shape[0] == 4
+    assert call(class_pipeline, class_labels=1, batch_size=5).images.shape[0] == 5  # one label, repeated
 
 
-def test_encode_prompt_follows_diffusers(text_to_image):
-    embeds, negative = text_to_image.encode_prompt(["a", "b"], "cpu", 3, True, negative_prompt="c")
+def test_encode_prompt_follows_diffusers(text_pipeline):
+    embeds, negative = text_pipeline.encode_prompt(["a", "b"], "cpu", 3, True, negative_prompt="c")
     assert embeds.shape == negative.shape == (6, 77, 32)
-    alone, none = text_to_image.encode_prompt(["a", "b"], "cpu", 3, False)
+    alone, none = text_pipeline.encode_prompt(["a", "b"], "cpu", 3, False)
     assert none is None and torch.equal(alone, embeds)
-    torch.testing.assert_close(negative[0], text_to_image.encode_prompt("c", "cpu", 1, False)[0][0])
+    torch.testing.assert_close(negative[0], text_pipeline.encode_prompt("c", "cpu", 1, False)[0][0])
     assert torch.equal(embeds[0], embeds[2]) and not torch.equal(embeds[0], embeds[3])  # per prompt, then repeated
-    again, _ = text_to_image.encode_prompt(None, "cpu", 2, False, prompt_embeds=alone[:1])
+    again, _ = text_pipeline.encode_prompt(None, "cpu", 2, False, prompt_embeds=alone[:1])
     assert again.shape == (2, 77, 32)
 
 
-def test_cross_attention_kwargs_reach_the_attention_processors(text_to_image):
+def test_cross_attention_kwargs_reach_the_attention_processors(text_pipeline):
     from diffusers.models.attention_processor import AttnProcessor
 
     seen = []
@@ -174,21 +154,22 @@ def test_cross_attention_kwargs_reach_the_attention_processors(text_to_image):
             seen.append(marker)
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
-    original = text_to_image.unet.attn_processors
-    text_to_image.unet.set_attn_processor(Recording())
+    original = text_pipeline.unet.attn_processors
+    text_pipeline.unet.set_attn_processor(Recording())
     try:
-        call(text_to_image, prompt="a digit one", cross_attention_kwargs={"marker": "here"})
+        call(text_pipeline, prompt="a digit one", cross_attention_kwargs={"marker": "here"})
     finally:
-        text_to_image.unet.set_attn_processor(original)
+        text_pipeline.unet.set_attn_processor(original)
     assert seen and set(seen) == {"here"}
 
 
-def test_a_scheduler_without_x0_estimates_gives_a_trajectory_of_samples(unconditional):
-    unconditional.scheduler = PNDMScheduler.from_config(unconditional.scheduler.config, skip_prk_steps=True)
+def test_a_scheduler_without_x0_estimates_gives_a_trajectory_of_samples(unconditional_pipeline):
+    pipe = unconditional_pipeline
+    pipe.scheduler = PNDMScheduler.from_config(pipe.scheduler.config, skip_prk_steps=True)
     try:
-        trajectory = call(unconditional, batch_size=2, trajectory_every=1).trajectory
+        trajectory = call(unconditional_pipeline, batch_size=2, trajectory_every=1).trajectory
     finally:
-        unconditional.scheduler = DDPMPosteriorScheduler.from_config(unconditional.scheduler.config)
+        unconditional_pipeline.scheduler = DDPMPosteriorScheduler.from_config(unconditional_pipeline.scheduler.config)
     assert trajectory.pred_original_samples is None and trajectory.samples.shape[:2] == (STEPS + 2, 2)
     strip = trajectory_strip(trajectory)  # one row per image: the samples alone
     assert strip.size[1] == 2 * strip.size[0] // (STEPS + 2)

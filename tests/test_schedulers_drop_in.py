@@ -14,14 +14,13 @@ import inspect
 
 import pytest
 import torch
-from conftest import tiny_text_to_image_pipeline, tiny_unet
+from conftest import TINY_NUM_CLASSES
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
+from ddpm_hf import DDPMPosteriorScheduler
 
-STEPS = 10
-NUM_CLASSES = 3
+STEPS = 6  # Heun and KDPM2 visit 2 x 6 - 1 timesteps; the multistep solvers reach their higher orders
 # (row id, scheduler class name, eta): ours, then every class diffusers lists as compatible with DDPMScheduler
 ROWS = [("DDPMPosteriorScheduler", "DDPMPosteriorScheduler", None)] + [
     (name, name, None) for name in sorted(c.__name__ for c in DDPMScheduler().compatibles)
@@ -65,39 +64,23 @@ def textbook_images(model, scheduler, batch_size: int, shape, guidance_scale: fl
     return (latents / 2 + 0.5).clamp(0, 1)
 
 
+BASE_CONFIG = DDPMPosteriorScheduler().config  # every row's scheduler is built from this one, as a user's would be
+
+
 def pipeline_images(pipe, name, eta, **kwargs):
-    pipe.scheduler = scheduler_of(name, pipe.scheduler.config)
+    pipe.scheduler = scheduler_of(name, BASE_CONFIG)
     extra = {"eta": eta} if eta is not None else {}
     return pipe(generator=torch.Generator().manual_seed(0), num_inference_steps=STEPS, output_type="pt", **extra,
                 **kwargs).images
 
 
-@pytest.fixture(scope="module")
-def unconditional():
-    pipe = DDPMImagePipeline(unet=tiny_unet(), scheduler=DDPMPosteriorScheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def class_conditional():
-    pipe = DDPMImagePipeline(unet=tiny_unet(num_class_embeds=NUM_CLASSES + 1), scheduler=DDPMPosteriorScheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def text_to_image(tmp_path_factory):
-    return tiny_text_to_image_pipeline(tmp_path_factory.mktemp("clip-tokenizer"))
-
-
 @torch.no_grad()
 @pytest.mark.parametrize("row", ROWS, ids=[row[0] for row in ROWS])
-def test_unconditional(unconditional, row):
+def test_unconditional(unconditional_pipeline, row):
     _, name, eta = row
-    images = pipeline_images(unconditional, name, eta, batch_size=2)
-    unet = unconditional.unet
-    expected = textbook_images(lambda x, t, _: unet(x, t).sample, scheduler_of(name, unconditional.scheduler.config),
+    pipe = unconditional_pipeline
+    images = pipeline_images(pipe, name, eta, batch_size=2)
+    expected = textbook_images(lambda x, t, _: pipe.unet(x, t).sample, scheduler_of(name, BASE_CONFIG),
                                2, (1, 8, 8), 1.0, eta)
     torch.testing.assert_close(images, expected, rtol=0, atol=1e-5)
 
@@ -105,17 +88,17 @@ def test_unconditional(unconditional, row):
 @torch.no_grad()
 @pytest.mark.parametrize("guidance_scale", [1.0, 3.0], ids=["unguided", "guided"])
 @pytest.mark.parametrize("row", ROWS, ids=[row[0] for row in ROWS])
-def test_class_conditional(class_conditional, row, guidance_scale):
+def test_class_conditional(class_pipeline, row, guidance_scale):
     _, name, eta = row
     labels = torch.tensor([1, 2])
-    images = pipeline_images(class_conditional, name, eta, class_labels=labels, guidance_scale=guidance_scale)
-    unet = class_conditional.unet
+    images = pipeline_images(class_pipeline, name, eta, class_labels=labels, guidance_scale=guidance_scale)
+    unet = class_pipeline.unet
 
     def model(x, t, guided):
-        null = torch.full_like(labels, NUM_CLASSES)
+        null = torch.full_like(labels, TINY_NUM_CLASSES)
         return unet(x, t, class_labels=torch.cat([null, labels]) if guided else labels).sample
 
-    expected = textbook_images(model, scheduler_of(name, class_conditional.scheduler.config), 2, (1, 8, 8),
+    expected = textbook_images(model, scheduler_of(name, BASE_CONFIG), 2, (1, 8, 8),
                                guidance_scale, eta)
     torch.testing.assert_close(images, expected, rtol=0, atol=1e-5)
 
@@ -123,11 +106,11 @@ def test_class_conditional(class_conditional, row, guidance_scale):
 @torch.no_grad()
 @pytest.mark.parametrize("guidance_scale", [1.0, 3.0], ids=["unguided", "guided"])
 @pytest.mark.parametrize("row", ROWS, ids=[row[0] for row in ROWS])
-def test_text_to_image(text_to_image, row, guidance_scale):
+def test_text_to_image(text_pipeline, row, guidance_scale):
     _, name, eta = row
     prompts = ["a digit one", "the digit 7"]
-    images = pipeline_images(text_to_image, name, eta, prompt=prompts, guidance_scale=guidance_scale)
-    pipe = text_to_image
+    images = pipeline_images(text_pipeline, name, eta, prompt=prompts, guidance_scale=guidance_scale)
+    pipe = text_pipeline
 
     def encode(texts):
         tokens = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
@@ -140,24 +123,25 @@ def test_text_to_image(text_to_image, row, guidance_scale):
         states = torch.cat([unconditional, conditional]) if guided else conditional
         return pipe.unet(x, t, encoder_hidden_states=states).sample
 
-    expected = textbook_images(model, scheduler_of(name, pipe.scheduler.config), 2, (1, 8, 8), guidance_scale, eta)
+    expected = textbook_images(model, scheduler_of(name, BASE_CONFIG), 2, (1, 8, 8), guidance_scale, eta)
     torch.testing.assert_close(images, expected, rtol=0, atol=1e-5)
 
 
 @torch.no_grad()
-def test_eta_reaches_ddim_and_changes_its_images(unconditional):
-    deterministic = pipeline_images(unconditional, "DDIMScheduler", 0.0, batch_size=2)
-    stochastic = pipeline_images(unconditional, "DDIMScheduler", 1.0, batch_size=2)
+def test_eta_reaches_ddim_and_changes_its_images(unconditional_pipeline):
+    deterministic = pipeline_images(unconditional_pipeline, "DDIMScheduler", 0.0, batch_size=2)
+    stochastic = pipeline_images(unconditional_pipeline, "DDIMScheduler", 1.0, batch_size=2)
     assert (deterministic - stochastic).abs().max() > 1e-3
 
 
 @torch.no_grad()
-def test_the_posterior_scheduler_is_unchanged_by_the_generic_loop(unconditional):
+def test_the_posterior_scheduler_is_unchanged_by_the_generic_loop(unconditional_pipeline):
     """Ours as before: the same images as diffusers' DDPMPipeline with DDPMScheduler (float64 tables vs float32)."""
     from diffusers import DDPMPipeline
 
-    ours = pipeline_images(unconditional, "DDPMPosteriorScheduler", None, batch_size=2)
-    theirs = DDPMPipeline(unet=unconditional.unet, scheduler=DDPMScheduler.from_config(unconditional.scheduler.config))
+    pipe = unconditional_pipeline
+    ours = pipeline_images(pipe, "DDPMPosteriorScheduler", None, batch_size=2)
+    theirs = DDPMPipeline(unet=pipe.unet, scheduler=DDPMScheduler.from_config(BASE_CONFIG))
     theirs.set_progress_bar_config(disable=True)
     reference = theirs(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=STEPS,
                        output_type="np").images
