@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import run_python, tiny_unet
+from conftest import fork_runner, run_python, tiny_unet
 from diffusers import UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from hub_server import HubServer
@@ -322,17 +322,23 @@ def test_pushed_to_the_hub_loads_with_remote_code_from_the_repo_id_without_ddpm_
 
 
 def test_the_sample_command_takes_classes_by_name_or_number(saved, tmp_path):
-    """`ddpm-hf sample --class`: names and numbers both reach the pipeline; a bad class is one line, exit 2."""
+    """`ddpm-hf sample --class`: names and numbers both reach the pipeline; a bad class is one line, exit 2. The three
+    command lines run in one interpreter, each in a forked child (conftest.fork_runner)."""
     import subprocess
     import sys
 
-    def sample_command(*labels, out="grid.png"):
-        return subprocess.run([sys.executable, "-m", "ddpm_hf.cli", "sample", str(saved), "--num-images", "2",
-                               "--steps", "2", "--device", "cpu", "--out", str(tmp_path / out), "--class", *labels,
-                               "--guidance-scale", "2"], capture_output=True, text=True, timeout=120)
+    def argv(*labels, out="grid.png"):
+        return ["sample", str(saved), "--num-images", "2", "--steps", "2", "--device", "cpu", "--out",
+                str(tmp_path / out), "--class", *labels, "--guidance-scale", "2"]
 
-    by_name, by_number = sample_command(NAMES[1], out="a.png"), sample_command("1", out="b.png")
-    assert by_name.returncode == 0 and by_number.returncode == 0, by_name.stderr[-2000:] + by_number.stderr[-2000:]
+    runs = {"by_name": argv(NAMES[1], out="a.png"), "by_number": argv("1", out="b.png"), "bad": argv("cow")}
+    runner = fork_runner(setup="import ddpm_hf.cli.sample, ddpm_hf.pipeline_ddpm_hf\nfrom ddpm_hf.cli import main",
+                         main="main", prog="ddpm-hf")
+    result = subprocess.run([sys.executable, "-c", runner, json.dumps(runs), str(tmp_path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    stderr = {name: (tmp_path / f"{name}.stderr").read_text() for name in runs}
+    assert codes["by_name"] == 0 and codes["by_number"] == 0, stderr["by_name"][-2000:] + stderr["by_number"][-2000:]
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
-    bad = sample_command("cow")
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "cow" in bad.stderr
+    assert codes["bad"] == 2 and len(stderr["bad"].strip().splitlines()) == 1 and "cow" in stderr["bad"]

@@ -122,9 +122,11 @@ def reference_images(pipe, seed, steps=STEPS, n=N) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 # Many command lines in one process: fork a child per command line after importing the package once
 # ----------------------------------------------------------------------------------------------------------------
-BATCH_RUNNER = fork_runner(
-    setup="import diffusers.utils.logging, ddpm_hf.data, ddpm_hf.hub, ddpm_hf.diffusion.likelihood, "
-          "ddpm_hf.visualization\nfrom ddpm_hf.cli import main",
+BATCH_RUNNER = fork_runner(  # what the commands import, imported once: each fork then pays only for its work
+    setup="import diffusers, diffusers.utils.logging, ddpm_hf.data, ddpm_hf.hub, ddpm_hf.diffusion.likelihood, "
+          "ddpm_hf.visualization, ddpm_hf.cli.sample, ddpm_hf.cli.forward, ddpm_hf.cli.nll, ddpm_hf.pipeline_ddpm_hf, "
+          "ddpm_hf.pipeline_utils\nfrom diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UNet2DModel\n"
+          "from ddpm_hf.cli import main",
     main="main", prog="ddpm-hf")
 
 ERROR_RUNS = {
