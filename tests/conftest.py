@@ -140,6 +140,18 @@ def fork_runner(setup: str, main: str, prog: str) -> str:
     """).format(setup=setup, main=main, prog=prog)
 
 
+def run_forked(runner: str, runs: dict, folder, cwd=None, env=None, timeout: int = 300) -> dict:
+    """Run a `fork_runner` program over `runs` ({name: argv}); their output lands in FOLDER/<name>.stdout and
+    .stderr. Returns {name: exit code}; fails the test if the runner itself fails."""
+    import json
+
+    result = subprocess.run([sys.executable, "-c", runner, json.dumps(runs), str(folder)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        pytest.fail(f"the fork runner failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def tiny_text_to_image_pipeline(tokenizer_dir, in_channels: int = 1, out_channels=None, seed: int = 0):
     """DDPMTextToImagePipeline with the real CLIP tokenizer, a tiny CLIP text encoder and a tiny conditional UNet."""
     from diffusers import UNet2DConditionModel

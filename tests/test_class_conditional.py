@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import fork_runner, run_python, tiny_unet
+from conftest import fork_runner, run_forked, run_python, tiny_unet
 from diffusers import UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from hub_server import HubServer
@@ -324,9 +324,6 @@ def test_pushed_to_the_hub_loads_with_remote_code_from_the_repo_id_without_ddpm_
 def test_the_sample_command_takes_classes_by_name_or_number(saved, tmp_path):
     """`ddpm-hf sample --class`: names and numbers both reach the pipeline; a bad class is one line, exit 2. The three
     command lines run in one interpreter, each in a forked child (conftest.fork_runner)."""
-    import subprocess
-    import sys
-
     def argv(*labels, out="grid.png"):
         return ["sample", str(saved), "--num-images", "2", "--steps", "2", "--device", "cpu", "--out",
                 str(tmp_path / out), "--class", *labels, "--guidance-scale", "2"]
@@ -334,10 +331,7 @@ def test_the_sample_command_takes_classes_by_name_or_number(saved, tmp_path):
     runs = {"by_name": argv(NAMES[1], out="a.png"), "by_number": argv("1", out="b.png"), "bad": argv("cow")}
     runner = fork_runner(setup="import ddpm_hf.cli.sample, ddpm_hf.pipeline_ddpm_hf\nfrom ddpm_hf.cli import main",
                          main="main", prog="ddpm-hf")
-    result = subprocess.run([sys.executable, "-c", runner, json.dumps(runs), str(tmp_path)], capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    codes = run_forked(runner, runs, tmp_path)
     stderr = {name: (tmp_path / f"{name}.stderr").read_text() for name in runs}
     assert codes["by_name"] == 0 and codes["by_number"] == 0, stderr["by_name"][-2000:] + stderr["by_number"][-2000:]
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()

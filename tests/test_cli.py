@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import fork_runner, tiny_unet
+from conftest import fork_runner, run_forked, tiny_unet
 from PIL import Image
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
@@ -189,10 +189,7 @@ def batch(ws):
     folder.mkdir()
     runs = {name: argv for name, (argv, _) in ERROR_RUNS.items()}
     runs.update(SUCCESS_RUNS)
-    result = subprocess.run([sys.executable, "-c", BATCH_RUNNER, json.dumps(runs), str(folder)], cwd=root,
-                            env=cli_env(root), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    codes = run_forked(BATCH_RUNNER, runs, folder, cwd=root, env=cli_env(root), timeout=600)
     read = lambda name, suffix: (folder / f"{name}.{suffix}").read_text()  # noqa: E731
     return {name: (codes[name], read(name, "stdout"), read(name, "stderr")) for name in runs}
 

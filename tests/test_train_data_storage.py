@@ -4,11 +4,10 @@ the same weights bit for bit, exact resume after SIGKILL, one decoded copy for t
 damaged while training skipped, counted, and past the tolerated fraction a stop that keeps the last checkpoint."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_forked
 from test_data_storage import write_folder
 from test_train import (
     REPO,
@@ -45,10 +44,7 @@ def storage_runs(images, tmp_path_factory) -> dict:
                       "--data_cache_dir", str(root / "cache"), "--output_dir", str(root / storage),
                       "--dataloader_num_workers", "2" if storage == "lazy" else "0"]
             for storage in ("memory", "memmap", "lazy")}
-    result = subprocess.run([sys.executable, "-c", TRAINER_BATCH, json.dumps(runs), str(root)], cwd=REPO,
-                            env=run_env(DDPM_HF_DEBUG_RANKS="1"), capture_output=True, text=True, timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
-    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    codes = run_forked(TRAINER_BATCH, runs, root, cwd=REPO, env=run_env(DDPM_HF_DEBUG_RANKS="1"), timeout=400)
     assert codes == {"memory": 0, "memmap": 0, "lazy": 0}, {name: (root / f"{name}.stderr").read_text()[-2000:]
                                                              for name, code in codes.items() if code}
     return {"root": root, **{storage: root / storage for storage in runs}}
@@ -160,10 +156,7 @@ def test_a_damaged_cache_entry_is_rebuilt_not_trained_on_and_a_cache_path_that_i
               "0"]
     runs = {"damaged": [*common, "--data_cache_dir", str(cache), "--output_dir", str(tmp_path / "damaged")],
             "file": [*common, "--data_cache_dir", str(tmp_path / "not_a_folder"), "--output_dir", str(tmp_path / "f")]}
-    result = subprocess.run([sys.executable, "-c", TRAINER_BATCH, json.dumps(runs), str(tmp_path)], cwd=REPO,
-                            env=run_env(DDPM_HF_DEBUG_RANKS="1"), capture_output=True, text=True, timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
-    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    codes = run_forked(TRAINER_BATCH, runs, tmp_path, cwd=REPO, env=run_env(DDPM_HF_DEBUG_RANKS="1"), timeout=400)
     log = (tmp_path / "damaged.stderr").read_text()
     assert codes["damaged"] == 0, log[-3000:]
     assert f"The decoded cache entry {entry} is damaged (the xxh3_128 checksum of its pixels.u8" in log

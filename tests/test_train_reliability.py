@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import fork_runner
+from conftest import fork_runner, run_forked
 from safetensors.torch import load_file
 from test_train import REPO, RESUMABLE, TINY, TRAIN_SCRIPT, assert_same_result, error_lines, launch, run_env, run_script
 
@@ -270,10 +270,7 @@ TRAINER_BATCH = fork_runner(setup="sys.path.insert(0, os.path.join(os.getcwd(), 
 def test_a_flag_out_of_range_fails_at_once_with_one_line_and_writes_nothing(tmp_path):
     runs = {name: [*flags, "--max_train_steps", "1", "--report_to", "none", "--output_dir", str(tmp_path / name)]
             for name, (flags, _) in BAD_FLAGS.items()}
-    result = subprocess.run([sys.executable, "-c", TRAINER_BATCH, json.dumps(runs), str(tmp_path)], cwd=REPO,
-                            env=run_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    codes = run_forked(TRAINER_BATCH, runs, tmp_path, cwd=REPO, env=run_env(), timeout=300)
     for name, (_, expected) in BAD_FLAGS.items():
         stderr = (tmp_path / f"{name}.stderr").read_text()
         assert codes[name] == 2, (name, stderr[-2000:])
@@ -304,10 +301,7 @@ def test_a_resume_that_changes_the_run_is_refused_in_one_line_before_the_data(un
         shutil.copytree(checkpoint, tmp_path / name / "checkpoints" / "checkpoint-8")
         runs[name] = [*map(str, RESUMABLE), "--max_train_steps", "10", "--output_dir", str(tmp_path / name),
                       "--resume_from_checkpoint", "latest", *flags]
-    result = subprocess.run([sys.executable, "-c", TRAINER_BATCH, json.dumps(runs), str(tmp_path)], cwd=REPO,
-                            env=run_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    codes = json.loads(result.stdout.strip().splitlines()[-1])
+    codes = run_forked(TRAINER_BATCH, runs, tmp_path, cwd=REPO, env=run_env(), timeout=300)
     for name, (flags, expected) in CHANGED_RUNS.items():
         stderr = (tmp_path / f"{name}.stderr").read_text()
         assert codes[name] == 2, (name, stderr[-2000:])
@@ -346,13 +340,10 @@ def test_an_output_folder_that_cannot_hold_the_run_is_refused_in_one_line(tmp_pa
     }
     runs = {name: [*map(str, FAST), "--max_train_steps", "1", *map(str, flags)] for name, (flags, _) in cases.items()}
     try:
-        result = subprocess.run([sys.executable, "-c", TRAINER_BATCH, json.dumps(runs), str(tmp_path)], cwd=REPO,
-                                env=run_env(), capture_output=True, text=True, timeout=300)
+        codes = run_forked(TRAINER_BATCH, runs, tmp_path, cwd=REPO, env=run_env(), timeout=300)
     finally:
         if mounted.returncode == 0:
             subprocess.run(["umount", "-l", str(read_only)], check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    codes = json.loads(result.stdout.strip().splitlines()[-1])
     for name, (_, expected) in cases.items():
         stderr = (tmp_path / f"{name}.stderr").read_text()
         assert codes[name] == 2 and "Traceback" not in stderr, (name, stderr[-2000:])
