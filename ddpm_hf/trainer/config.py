@@ -8,16 +8,23 @@ import math
 import os
 import sys
 
-from diffusers.optimization import SchedulerType
-
-from ..data.sources import EMBEDDED_DATASETS, MIN_RESOLUTION
-from ..data.storage import STORAGES
-from ..diffusion.losses import LOSSES, check_loss_config
-from ..diffusion.timestep_samplers import TIMESTEP_SAMPLERS
+# Plain data only (no torch, diffusers or transformers): `--help` and a refused flag answer in a fraction of a second,
+# and training/train.py parses its flags before importing anything heavy. tests/test_train_flags.py holds it to that.
+from ..choices import (
+    BETA_SCHEDULES,
+    BUILTIN_TEXT_ENCODERS,
+    EMBEDDED_DATASETS,
+    LOSS_TYPES,
+    LR_SCHEDULERS,
+    MIN_RESOLUTION,
+    PREDICTION_TYPES,
+    STORAGES,
+    TIMESTEP_SAMPLER_NAMES,
+    TRAINED_VARIANCE_TYPES,
+    check_loss_config,
+)
 from ..presets import DEFAULT_PRESET, PresetError, available_presets, load_preset
 from ..samplers import DEFAULT_SAMPLER, SAMPLERS
-from ..scheduling_ddpm_posterior import BETA_SCHEDULES
-from ..text.components import BUILTIN_TEXT_ENCODERS
 
 # Flags that go together: when the command line gives any flag of a group, the preset's values for the whole group
 # are dropped (a preset's Hub dataset and image column make no sense for your --train_data_dir, nor its step count
@@ -49,16 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
                        " file; in/out channels and sample_size follow the data")
     model.add_argument("--ddpm_num_steps", type=int, default=1000, help="T, the length of the forward process")
     model.add_argument("--ddpm_beta_schedule", default="linear", choices=BETA_SCHEDULES, help="linear: the paper's")
-    model.add_argument("--prediction_type", default="epsilon", choices=["epsilon", "sample", "v_prediction"])
+    model.add_argument("--prediction_type", default="epsilon", choices=PREDICTION_TYPES)
     model.add_argument("--variance_type", default="fixed_small",
-                       choices=["fixed_small", "fixed_large", "learned_range"],
+                       choices=TRAINED_VARIANCE_TYPES,
                        help="the sampler's reverse variance; learned_range doubles the UNet's output channels")
-    model.add_argument("--loss_type", default="simple", choices=list(LOSSES), help="simple: the paper's L_simple;"
+    model.add_argument("--loss_type", default="simple", choices=LOSS_TYPES, help="simple: the paper's L_simple;"
                        " hybrid: L_simple + 0.001 L_vlb, which trains a learned_range variance (Improved DDPM);"
                        " vlb: the variational bound alone")
     model.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR-gamma weighting of L_simple's"
                        " timesteps (Hang et al. 2023; 5.0 is the paper's choice); default: unweighted")
-    model.add_argument("--timestep_sampler", default="uniform", choices=list(TIMESTEP_SAMPLERS), help="how t is drawn"
+    model.add_argument("--timestep_sampler", default="uniform", choices=TIMESTEP_SAMPLER_NAMES, help="how t is drawn"
                        " in training; loss-second-moment: importance sampling by sqrt(E[L_t^2]) (Improved DDPM)")
 
     data = parser.add_argument_group("data (one source; with none, an embedded digit set)")
@@ -104,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--max_train_steps", type=int, help="optimizer steps")
     loop.add_argument("--gradient_accumulation_steps", type=int, default=1)
     loop.add_argument("--learning_rate", type=float, default=1e-4)
-    loop.add_argument("--lr_scheduler", default="constant_with_warmup", choices=[t.value for t in SchedulerType])
+    loop.add_argument("--lr_scheduler", default="constant_with_warmup", choices=LR_SCHEDULERS)
     loop.add_argument("--lr_warmup_steps", type=int, default=500)
     loop.add_argument("--adam_beta1", type=float, default=0.9)
     loop.add_argument("--adam_beta2", type=float, default=0.999)
