@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..caching import fingerprint
+from ..choices import EMBEDDED_DATASETS, MIN_RESOLUTION
 from .dataset import DataError, ImageDataset, ImageListing
 from .decoding import IMAGE_EXTENSIONS, Decoder
 from .storage import store_images
@@ -35,12 +36,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-EMBEDDED_DATASETS = ("digits", "mnist")
-
 # Single files that `datasets` reads with a packaged builder, by extension.
 DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
-
-MIN_RESOLUTION = 8
 
 
 

@@ -28,14 +28,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..caching import cache_root, fingerprint
+from ..choices import STORAGES
 from ..io import TEMPORARY_MARK, format_bytes, fsync_path
 from .cache_entry import discard_entry, entry_defect, publish_entry, read_index, write_index
 from .dataset import DataError, ImageDataset, ImageListing
 from .decoding import Decoder, allowed_bad_images, check_bad_fraction, image_channels
 
 logger = logging.getLogger(__name__)
-
-STORAGES = ("auto", "memory", "memmap", "lazy")
 
 # Bumped whenever decoding changes what pixels an image gives (resampling, colour conversion): old cache entries
 # then no longer match any fingerprint.

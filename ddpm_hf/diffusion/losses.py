@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..choices import LOSS_TYPES, check_loss_config
 from .timestep_samplers import UniformSampler
 
 LN2 = math.log(2.0)
@@ -245,27 +246,7 @@ LOSSES: dict[str, Callable[[torch.Tensor, NoisedBatch, object], torch.Tensor]] =
     "hybrid": hybrid_losses,
     "vlb": vlb_losses,
 }
-
-
-def check_loss_config(loss_type: str, variance_type: str, snr_gamma: float | None = None) -> None:
-    """Raise a ValueError for a loss that cannot train with this `variance_type` or Min-SNR-gamma weighting (call it
-    when setting up)."""
-    if loss_type not in LOSSES:
-        raise ValueError(f"Unknown loss_type {loss_type!r}: choose one of {', '.join(LOSSES)}.")
-    if snr_gamma is not None and not snr_gamma > 0:
-        raise ValueError(f"snr_gamma must be positive (Hang et al. 2023 recommend 5), got {snr_gamma}.")
-    if snr_gamma is not None and loss_type != "simple":
-        raise ValueError(
-            f"snr_gamma weights the timesteps of L_simple, but loss_type is {loss_type!r}, whose L_vlb terms are the"
-            " bound's own weighting: use loss_type 'simple' with snr_gamma, or drop snr_gamma."
-        )
-    if loss_type == "hybrid" and variance_type != "learned_range":
-        raise ValueError(
-            f"loss_type 'hybrid' trains the learned variance with L_vlb (the mean is trained by L_simple alone), but"
-            f" variance_type={variance_type!r} has no variance to learn, so L_vlb would add no gradient: use"
-            " variance_type 'learned_range' (a model with 2 x channels outputs), or loss_type 'simple' (the same"
-            " training here) or 'vlb' (the bound trains the mean)."
-        )
+assert tuple(LOSSES) == LOSS_TYPES  # what --loss_type offers and check_loss_config knows (ddpm_hf/choices.py)
 
 
 @dataclass

@@ -5,6 +5,8 @@ history (Nichol & Dhariwal 2021, eq. 18). One registry, `TIMESTEP_SAMPLERS`, and
 
 import torch
 
+from ..choices import TIMESTEP_SAMPLER_NAMES
+
 
 class UniformSampler:
     """t ~ U{0..T-1} with every importance weight 1: Ho et al.'s sampling, and the default.
@@ -121,6 +123,7 @@ class LossSecondMomentSampler:
 
 
 TIMESTEP_SAMPLERS = {"uniform": UniformSampler, "loss-second-moment": LossSecondMomentSampler}
+assert tuple(TIMESTEP_SAMPLERS) == TIMESTEP_SAMPLER_NAMES  # what --timestep_sampler offers (ddpm_hf/choices.py)
 
 
 def make_timestep_sampler(name: str, num_timesteps: int, device=None):

@@ -8,12 +8,12 @@ import os
 
 import torch
 
+from ..choices import BUILTIN_PREFIX, BUILTIN_TEXT_ENCODERS
 from ..errors import one_line
 from .encoders import TEXT_ENCODER_PRESETS, build_clip_text_encoder, build_clip_tokenizer
 
-BUILTIN_PREFIX = "builtin:"
-# Offline text encoders: the real CLIP tokenizer with a small, randomly initialised CLIPTextModel.
-BUILTIN_TEXT_ENCODERS = tuple(BUILTIN_PREFIX + name for name in TEXT_ENCODER_PRESETS)
+# The trainer offers ddpm_hf/choices.py's names without importing this module: one per encoder preset.
+assert BUILTIN_TEXT_ENCODERS == tuple(BUILTIN_PREFIX + name for name in TEXT_ENCODER_PRESETS)
 
 # Files a folder needs for each part (the tokenizer needs either set).
 _TOKENIZER_FILE_SETS = (("vocab.json", "merges.txt"), ("tokenizer.json",))

