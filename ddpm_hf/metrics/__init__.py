@@ -9,8 +9,7 @@
 - `inception`: the standard FID network (torch-fidelity's Inception-v3 port, 2048-d pool features) and its weights;
 - `digit_features`: a small CNN fitted once on the embedded digits, for offline digit sets ("digit-feature FD");
 - `reference`: a reference set (source, split, resolution) and its features, cached on disk under a fingerprint;
-- `sampling`: drawing a process's share of the samples, one seeded generator per image;
-- `cache`: where the caches live.
+- `sampling`: drawing a process's share of the samples, one seeded generator per image.
 """
 
 from .distances import FeatureDistances, feature_distances

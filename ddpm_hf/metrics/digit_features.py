@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import cache_root, fingerprint, save_tensors_atomically
+from ..caching import cache_root, fingerprint, save_tensors_atomically
 from .features import FeatureNetwork
 
 logger = logging.getLogger(__name__)

@@ -106,7 +106,7 @@ def evaluate_sample_quality(
     reference: a ReferenceSet, or a source ("embedded:digits", "embedded:mnist", an image folder) whose whole set is
         taken at the pipeline's resolution and channels.
     feature: see `resolve_feature_network`; fid_weights: a local Inception weights file (see `inception`).
-    cache_dir: for the fitted digit network and the reference features (default: see `cache.cache_root`).
+    cache_dir: for the fitted digit network and the reference features (default: see `ddpm_hf.caching.cache_root`).
     device: where the feature network runs (default: the pipeline's device, e.g. `accelerator.device`).
     eta: DDIM's eta, for a pipeline whose scheduler takes it (the sampler is the pipeline's scheduler).
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cache import cache_root, fingerprint, save_tensors_atomically
+from ..caching import cache_root, fingerprint, save_tensors_atomically
 from .features import extract_features
 
 logger = logging.getLogger(__name__)
