@@ -2,14 +2,15 @@
 """Drawing a process's share of the samples: one seeded generator per image, so image i is the same whatever the
 batch size and however many processes share the work."""
 
-import numpy as np
 import torch
+
+from ..randomness import derive_seed
 
 
 def image_seeds(seed: int, num_images: int) -> list[int]:
-    """The generator seed of each image: a SeedSequence of (seed, image index), so runs with seeds 0 and 1 share no
+    """The generator seed of each image: (seed, image index) mixed into 64 bits, so runs with seeds 0 and 1 share no
     image (seed + i would make image 1 of seed 0 image 0 of seed 1)."""
-    return [int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]) for index in range(num_images)]
+    return [derive_seed(seed, index, bits=64) for index in range(num_images)]
 
 
 @torch.no_grad()
