@@ -10,9 +10,9 @@ from typing import Any
 
 from diffusers.utils import logging as diffusers_logging
 
+from ..evaluation import ReferenceSet, evaluate_sample_quality
+from ..evaluation.sampling import rank_and_world
 from ..io import write_text_atomically
-from ..metrics import ReferenceSet, evaluate_sample_quality
-from ..metrics.processes import rank_and_world
 from ..samplers import use_sampler
 from .loading import load_pipeline
 

@@ -22,7 +22,7 @@ from .setup import ema_weights, make_pipeline
 from .text import TextConditioning
 
 if TYPE_CHECKING:
-    from ..metrics import QualityResult
+    from ..evaluation import QualityResult
 
 logger = get_logger(__name__)
 
@@ -148,7 +148,7 @@ def evaluate_nll(pipeline, data, args, text: TextConditioning | None, classes: C
 
 
 def fid_reference(args) -> str:
-    """The source `ddpm_hf.metrics` measures the run's samples against: the training data's own."""
+    """The source `ddpm_hf.evaluation` measures the run's samples against: the training data's own."""
     return f"embedded:{args.embedded_dataset}" if args.embedded_dataset else args.train_data_dir
 
 
@@ -156,7 +156,7 @@ def evaluate_fid(training) -> "QualityResult | None":
     """On every process (each samples its share; torchmetrics sums the states): the Fréchet and kernel distances of
     --eval_fid_images samples of the EMA weights to the training source, logged to the trackers; the final save
     writes them to fid.json and the card. None (with a warning) where they cannot be measured."""
-    from ..metrics import evaluate_sample_quality  # torchmetrics: imported only by runs that ask for it
+    from ..evaluation import evaluate_sample_quality  # torchmetrics: imported only by runs that ask for it
 
     args, unet = training.args, training.unet
     steps = args.eval_fid_steps or args.validation_inference_steps

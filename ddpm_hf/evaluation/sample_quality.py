@@ -15,9 +15,8 @@ import torch
 
 from .distances import KID_SUBSET_SIZE, KID_SUBSETS, feature_distances
 from .features import FeatureNetwork, extract_features
-from .processes import main_process_first, rank_and_world, share
 from .reference import ReferenceSet, reference_features
-from .sampling import image_seeds, sample_pixels
+from .sampling import image_seeds, main_process_first, rank_and_world, sample_pixels, share
 
 FEATURES = ("auto", "digits", "inception")
 

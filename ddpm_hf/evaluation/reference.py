@@ -82,7 +82,7 @@ class ReferenceSet:
 
     def load_pixels(self) -> torch.Tensor:
         """The split's images as uint8 (N, channels, resolution, resolution)."""
-        from ..data.sources import load_image_dataset
+        from ..data import load_image_dataset
 
         options = dict(resolution=self.resolution, channels=self.channels, show_progress=False, seed=0)
         if self.is_embedded_digits:

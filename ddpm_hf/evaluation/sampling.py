@@ -1,6 +1,11 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""Drawing a process's share of the samples: one seeded generator per image, so image i is the same whatever the
-batch size and however many processes share the work."""
+"""Drawing the samples an evaluation scores, on one process or on every process of `accelerate launch`.
+
+One seeded generator per image, so image i is the same whatever the batch size and however many processes share the
+work; each process draws a contiguous share, so the shares concatenated in rank order are the images of one process.
+"""
+
+import contextlib
 
 import torch
 
@@ -29,3 +34,27 @@ def sample_pixels(pipeline, seeds: list[int], num_inference_steps: int, batch_si
         config = pipeline.unet.config
         return torch.zeros(0, config.in_channels, config.sample_size, config.sample_size, dtype=torch.uint8)
     return torch.cat(chunks)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes, when torch.distributed is initialised; (0, 1) otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def share(count: int, rank: int, world: int) -> range:
+    """Process `rank`'s contiguous share of `count` items: concatenated in rank order, the shares are 0..count-1,
+    which is what makes torchmetrics' gathered features come out in the order of a single process."""
+    return range(rank * count // world, (rank + 1) * count // world)
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """Process 0 runs the block first (fitting or filling a cache), the others after it, reading what it wrote."""
+    rank, world = rank_and_world()
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()
+    yield
+    if world > 1 and rank == 0:
+        torch.distributed.barrier()

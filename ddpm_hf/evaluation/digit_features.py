@@ -111,7 +111,7 @@ def fit_digit_features(network: DigitFeatureNetwork) -> float:
 
 
 def _embedded_digits() -> tuple[torch.Tensor, torch.Tensor]:
-    from ..data.sources import load_image_dataset
+    from ..data import load_image_dataset
 
     sets = [load_image_dataset(embedded=name, resolution=INPUT_SIZE, channels=1, show_progress=False)
             for name in ("mnist", "digits")]
