@@ -316,7 +316,7 @@ def test_fid_command_writes_its_json_and_every_bad_argument_is_one_line(cache, t
     assert (ddim["scheduler"], ddim["eta"]) == ("DDIMScheduler", 1.0) and ddim["fd"] != record["fd"]
 
     bad = {
-        ("--data", "embedded:cifar"): "unknown embedded set 'embedded:cifar'",
+        ("--data", "embedded:cifar"): "unknown embedded dataset 'cifar': use embedded:digits or embedded:mnist",
         ("--data", tmp_path / "nowhere"): "neither embedded:digits, embedded:mnist nor an image folder",
         ("--num-images", "1"): "at least 2",
         ("--steps", "0"): "--steps: must be a positive integer",

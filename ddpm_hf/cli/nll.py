@@ -3,30 +3,16 @@
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers.utils import logging as diffusers_logging
 
-from ..data.pixels import to_model_range
-from ..data.sources import is_saved_dataset, load_image_dataset
 from ..diffusion.likelihood import as_posterior_scheduler, variational_bound
+from ..evaluation.data_spec import load_evaluation_images, source_arguments
 from ..io import write_text_atomically
 from ..visualization import plot_terms
 from .loading import load_pipeline
-
-
-def load_evaluation_images(data: str, num_images: int, resolution: int, channels: int, seed: int) -> torch.Tensor:
-    """`num_images` images of `data` (embedded:NAME, an image folder, or a datasets name/path) in [-1, 1]."""
-    options = dict(resolution=resolution, channels=channels, max_train_samples=num_images, seed=seed)
-    if data.startswith("embedded:"):
-        dataset = load_image_dataset(embedded=data.split(":", 1)[1], **options)
-    elif os.path.isdir(data) and not is_saved_dataset(Path(data)):
-        dataset = load_image_dataset(train_data_dir=data, **options)
-    else:
-        dataset = load_image_dataset(dataset_name=data, **options)
-    return to_model_range(dataset.pixels)
 
 
 def run(args) -> dict[str, Any]:
@@ -39,6 +25,7 @@ def run(args) -> dict[str, Any]:
     for out in (args.out_png, args.out_json):
         if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
             raise FileNotFoundError(f"Cannot write {out}: its folder does not exist.")
+    source_arguments(args.data, flag="--data", datasets=True)  # an unknown embedded set, before the pipeline loads
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components..."; the bound's bar stays
     pipeline = load_pipeline(args.pipeline, args.device)
     unet, scheduler = pipeline.unet, pipeline.scheduler

@@ -149,7 +149,9 @@ def evaluate_nll(pipeline, data, args, text: TextConditioning | None, classes: C
 
 def fid_reference(args) -> str:
     """The source `ddpm_hf.evaluation` measures the run's samples against: the training data's own."""
-    return f"embedded:{args.embedded_dataset}" if args.embedded_dataset else args.train_data_dir
+    from ..evaluation.data_spec import embedded_spec
+
+    return embedded_spec(args.embedded_dataset) if args.embedded_dataset else args.train_data_dir
 
 
 def evaluate_fid(training) -> "QualityResult | None":
