@@ -1,7 +1,6 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """`ddpm-hf nll`: the variational bound (bits/dim) of a saved pipeline on a data set, with a plot of its terms."""
 
-import json
 import os
 from typing import Any
 
@@ -10,8 +9,7 @@ from diffusers.utils import logging as diffusers_logging
 
 from ..diffusion.likelihood import as_posterior_scheduler, variational_bound
 from ..evaluation.data_spec import load_evaluation_images, source_arguments
-from ..io import write_text_atomically
-from ..visualization import plot_terms
+from ..evaluation.nll_report import chain_name, describe_bound, write_nll_report
 from .loading import load_pipeline
 
 
@@ -45,27 +43,16 @@ def run(args) -> dict[str, Any]:
         unet, scheduler, images, generator=torch.Generator().manual_seed(args.seed), batch_size=args.batch_size,
         timesteps=steps,
     )
-    summary = bound.summary()
+    how = describe_bound(bound, chain=chain_name(args.steps), images=f"{len(images)} images of {args.data}")
+    record = write_nll_report(bound, description=how, pipeline=args.pipeline, data=args.data, seed=args.seed,
+                              json_path=args.out_json, png_path=args.out_png, title=f"{args.pipeline} on {args.data}")
     print(
-        f"NLL bound on {summary['num_images']} images ({len(bound.timesteps)}-step chain): "
-        f"{summary['total_bpd']:.4f} ± {summary['total_bpd_stderr']:.4f} bits/dim "
-        f"(prior {summary['prior_bpd']:.3g}, decoder {summary['decoder_bpd']:.4f}, "
-        f"denoising {summary['denoising_bpd']:.4f})"
+        f"NLL bound on {record['num_images']} images ({record['steps']}-step chain): "
+        f"{record['total_bpd']:.4f} ± {record['total_bpd_stderr']:.4f} bits/dim "
+        f"(prior {record['prior_bpd']:.3g}, decoder {record['decoder_bpd']:.4f}, "
+        f"denoising {record['denoising_bpd']:.4f})"
     )
-    record = {
-        "pipeline": args.pipeline,
-        "data": args.data,
-        "seed": args.seed,
-        "steps": len(bound.timesteps),
-        **summary,
-        "timesteps": bound.timesteps.tolist(),
-        "mean_terms_bpd": bound.terms_bpd.mean(0).tolist(),
-        "per_image_total_bpd": bound.total_bpd.tolist(),
-    }
-    if args.out_png:
-        plot_terms(bound, args.out_png, title=f"{args.pipeline} on {args.data}")
-        print(f"wrote {args.out_png}")
-    if args.out_json:
-        write_text_atomically(args.out_json, json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.out_json}")
+    for out in (args.out_png, args.out_json):
+        if out:
+            print(f"wrote {out}")
     return record
