@@ -1,5 +1,6 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""Where the randomness of training comes from: every draw is a pure function of its coordinates.
+"""Where the randomness of training (and of evaluation's samples) comes from: every draw is a pure function of its
+coordinates, mixed into a seed by `derive_seed`, the package's one seed mixer.
 
 Every random draw of training is a pure function of (seed, optimizer step, process index, micro-batch):
 
@@ -11,6 +12,8 @@ Every random draw of training is a pure function of (seed, optimizer step, proce
 So a run resumed from a checkpoint needs only the step counter and the data position to continue with exactly the
 draws the uninterrupted run would have made, whatever happened to the global RNGs in between (and, with importance-
 sampled timesteps, the sampler's loss history, which is a `state_dict` of device tensors).
+
+Evaluation seeds image i of a run seeded `seed` with `derive_seed(seed, i, bits=64)` (`evaluation.sampling`).
 """
 
 from dataclasses import dataclass
@@ -22,9 +25,14 @@ import torch
 EPOCH, FLIP, NOISE, DROPOUT, CONDITIONING_DROPOUT = 0, 1, 2, 3, 4
 
 
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed that is a well-mixed function of the integer `keys` (numpy's SeedSequence)."""
-    return int(np.random.SeedSequence([int(key) for key in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+def derive_seed(*keys: int, bits: int = 63) -> int:
+    """A `bits`-bit seed (1..64) that is a well-mixed function of the integer `keys`: the top bits of the first 64-bit
+    word of numpy's SeedSequence of them. Training's draws take 63 bits, evaluation's image seeds all 64: a width is
+    part of what a seed is, so changing one would change the images drawn (and the Fréchet distances measured)."""
+    if not 1 <= bits <= 64:
+        raise ValueError(f"derive_seed: bits must be between 1 and 64, got {bits}")
+    word = int(np.random.SeedSequence([int(key) for key in keys]).generate_state(1, dtype=np.uint64)[0])
+    return word >> (64 - bits)
 
 
 @dataclass(frozen=True)

@@ -351,8 +351,8 @@ def test_nll_prints_and_writes_the_bound_of_the_images(ws, batch):
     assert float(printed.group(1)) == round(total, 4) and float(printed.group(2)) == round(stderr, 4)
     assert "wrote nll.png" in stdout and "wrote nll.json" in stdout
 
-    from ddpm_hf.cli.nll import load_evaluation_images
     from ddpm_hf.diffusion.likelihood import variational_bound
+    from ddpm_hf.evaluation.data_spec import load_evaluation_images
 
     images = load_evaluation_images("embedded:digits", 4, 8, 1, 0)
     bound = variational_bound(pipe.unet, pipe.scheduler, images, generator=torch.Generator().manual_seed(0),

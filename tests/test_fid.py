@@ -1,5 +1,5 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""Sample quality (`ddpm_hf.metrics`, `ddpm-hf fid`): the distances against a float64 numpy/scipy computation, their
+"""Sample quality (`ddpm_hf.evaluation`, `ddpm-hf fid`): the distances against a float64 numpy/scipy computation, their
 behaviour on known shifts, two processes against one, the reference cache, the digit-feature FD's ranking, and the
 one-line errors. Offline: the digit feature network is fitted once per module (a few seconds) into a temporary
 cache, and no Inception weights are ever downloaded."""
@@ -20,7 +20,7 @@ from PIL import Image
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
 from ddpm_hf.cli import main
 from ddpm_hf.data import to_model_range
-from ddpm_hf.metrics import (
+from ddpm_hf.evaluation import (
     FeatureNetwork,
     ReferenceSet,
     evaluate_sample_quality,
@@ -28,9 +28,9 @@ from ddpm_hf.metrics import (
     feature_distances,
     reference_features,
 )
-from ddpm_hf.metrics.digit_features import digit_feature_network
-from ddpm_hf.metrics.inception import InceptionWeightsError, inception_feature_network
-from ddpm_hf.metrics.sampling import image_seeds, sample_pixels
+from ddpm_hf.evaluation.digit_features import digit_feature_network
+from ddpm_hf.evaluation.inception import InceptionWeightsError, inception_feature_network
+from ddpm_hf.evaluation.sampling import image_seeds, sample_pixels
 
 DIGITS_8 = ReferenceSet("embedded:digits", resolution=8)
 
@@ -316,7 +316,7 @@ def test_fid_command_writes_its_json_and_every_bad_argument_is_one_line(cache, t
     assert (ddim["scheduler"], ddim["eta"]) == ("DDIMScheduler", 1.0) and ddim["fd"] != record["fd"]
 
     bad = {
-        ("--data", "embedded:cifar"): "unknown embedded set 'embedded:cifar'",
+        ("--data", "embedded:cifar"): "unknown embedded dataset 'cifar': use embedded:digits or embedded:mnist",
         ("--data", tmp_path / "nowhere"): "neither embedded:digits, embedded:mnist nor an image folder",
         ("--num-images", "1"): "at least 2",
         ("--steps", "0"): "--steps: must be a positive integer",

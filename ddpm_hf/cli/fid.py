@@ -10,21 +10,12 @@ from typing import Any
 
 from diffusers.utils import logging as diffusers_logging
 
+from ..evaluation import ReferenceSet, evaluate_sample_quality
+from ..evaluation.data_spec import source_arguments
+from ..evaluation.sampling import rank_and_world
 from ..io import write_text_atomically
-from ..metrics import ReferenceSet, evaluate_sample_quality
-from ..metrics.processes import rank_and_world
 from ..samplers import use_sampler
 from .loading import load_pipeline
-
-
-def check_data(data: str) -> None:
-    """Refuse a bad --data before the pipeline is loaded (seconds), not after."""
-    if data.startswith("embedded:"):
-        if data not in ("embedded:digits", "embedded:mnist"):
-            raise ValueError(f"unknown embedded set {data!r}: use --data embedded:digits or embedded:mnist")
-    elif not os.path.isdir(data):
-        raise FileNotFoundError(f"--data {data!r} is neither embedded:digits, embedded:mnist nor an image folder "
-                                f"(no such folder)")
 
 
 def run(args) -> dict[str, Any]:
@@ -36,7 +27,7 @@ def run(args) -> dict[str, Any]:
     """
     if args.num_images < 2:
         raise ValueError(f"--num-images must be at least 2 (a covariance needs two samples), got {args.num_images}")
-    check_data(args.data)
+    source_arguments(args.data, flag="--data")  # a bad --data is refused before the pipeline loads (seconds)
     if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise FileNotFoundError(f"Cannot write {args.out}: its folder does not exist.")
     if args.fid_weights and not os.path.isfile(args.fid_weights):

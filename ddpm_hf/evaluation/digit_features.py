@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import cache_root, fingerprint, save_tensors_atomically
+from ..caching import cache_root, fingerprint, save_tensors_atomically
 from .features import FeatureNetwork
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def fit_digit_features(network: DigitFeatureNetwork) -> float:
 
 
 def _embedded_digits() -> tuple[torch.Tensor, torch.Tensor]:
-    from ..data.sources import load_image_dataset
+    from ..data import load_image_dataset
 
     sets = [load_image_dataset(embedded=name, resolution=INPUT_SIZE, channels=1, show_progress=False)
             for name in ("mnist", "digits")]
