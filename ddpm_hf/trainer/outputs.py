@@ -26,7 +26,7 @@ from .state import Training
 from .validation import evaluate_nll, grid_guidance, grid_path, sample_grids
 
 if TYPE_CHECKING:
-    from ..metrics import QualityResult
+    from ..evaluation import QualityResult
 
 logger = get_logger(__name__)
 
