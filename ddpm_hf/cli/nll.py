@@ -9,8 +9,9 @@ from typing import Any
 import torch
 from diffusers.utils import logging as diffusers_logging
 
+from ..data.hf_datasets import is_saved_dataset
 from ..data.pixels import to_model_range
-from ..data.sources import is_saved_dataset, load_image_dataset
+from ..data.sources import load_image_dataset
 from ..diffusion.likelihood import as_posterior_scheduler, variational_bound
 from ..io import write_text_atomically
 from ..visualization import plot_terms

