@@ -52,7 +52,8 @@ from .order import MicroBatch
 STATE_FORMAT = 1
 
 # How non-JSON values of the loader's state are written (see `_to_json`): StatefulDataLoader keys its workers' states
-# by int worker id, which JSON would turn into strings.
+# by int worker id, which JSON would turn into strings. The codec is the stream's own: `loader_state` promises plain
+# JSON whatever torchdata's state holds, and the checkpoint (trainer/checkpointing.py) stores that JSON unread.
 _ITEMS_TAG, _TUPLE_TAG = "__ddpm_hf_items__", "__ddpm_hf_tuple__"
 
 
@@ -235,7 +236,7 @@ class _DecodedRows(torch.utils.data.IterableDataset):
             block = list(itertools.islice(source, block_size))
             if not block:
                 return
-            order = _block_order(len(block), stream.seed, epoch, worker_id, self._state["block"])
+            order = block_order(len(block), stream.seed, epoch, worker_id, self._state["block"])
             for index in range(self._state["offset"], len(block)):
                 row = block[order[index]]
                 value = row[stream.image_column]
@@ -261,7 +262,8 @@ class _DecodedRows(torch.utils.data.IterableDataset):
         self._resume = dict(state)
 
 
-def _block_order(length: int, seed: int, epoch: int, worker: int, block: int) -> list[int]:
+def block_order(length: int, seed: int, epoch: int, worker: int, block: int) -> list[int]:
+    """The order in which the rows of one shuffle block are yielded: a permutation of range(length)."""
     if length == 1:
         return [0]
     key = [seed & (2**63 - 1), epoch, worker, block]  # SeedSequence takes non-negative integers
