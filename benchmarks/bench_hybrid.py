@@ -40,7 +40,8 @@ from common import mean_stderr, trainer_command
 
 from ddpm_hf import DDPMImagePipeline, variational_bound
 from ddpm_hf.data import to_model_range
-from ddpm_hf.data.sources import _subset_indices, load_image_dataset
+from ddpm_hf.data.options import subset_indices
+from ddpm_hf.data.sources import load_image_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "digits"
@@ -116,10 +117,10 @@ def train(name: str, args, num_train: int) -> float:
 
 
 def heldout_images(args, num_train: int) -> torch.Tensor:
-    """The digits the trainer's subset (`_subset_indices(count, num_train, seed)`) left out, preprocessed alike."""
+    """The digits the trainer's subset (`subset_indices(count, num_train, seed)`) left out, preprocessed alike."""
     options = dict(embedded=DATASET, resolution=args.resolution, show_progress=False)
     everything = load_image_dataset(**options)
-    train_indices = _subset_indices(len(everything), num_train, args.seed)
+    train_indices = subset_indices(len(everything), num_train, args.seed)
     # The trainer's data is the subset in source order: check that the indices are the ones it trained on.
     trained = load_image_dataset(**options, max_train_samples=num_train, seed=args.seed)
     if not torch.equal(everything.pixels[train_indices], trained.pixels):

@@ -16,12 +16,12 @@ from PIL import Image
 from ddpm_hf.data import (
     IMAGE_EXTENSIONS,
     DataError,
-    digit_caption,
     from_model_range,
     load_image_dataset,
     random_flip,
     to_model_range,
 )
+from ddpm_hf.text.captions import digit_caption
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -279,13 +279,13 @@ def test_a_symlink_to_a_file_outside_the_folder_is_followed_with_a_warning_namin
     save(elsewhere, "c.png", uniform("L", 30))
     save(elsewhere / "folder", "d.png", uniform("L", 40))
     (root / "inside.png").symlink_to(root / "sub" / "b.png")  # stays in the folder: no warning
-    with caplog.at_level("WARNING", logger="ddpm_hf.data.sources"):
+    with caplog.at_level("WARNING", logger="ddpm_hf.data.folders"):
         data = load(train_data_dir=str(root), resolution=8)
     assert len(data) == 3 and not [message for message in caplog.messages if "symlink" in message]
 
     (root / "outside.png").symlink_to(elsewhere / "c.png")
     (root / "linked_folder").symlink_to(elsewhere / "folder")  # not searched, as rglob and os.walk do
-    with caplog.at_level("WARNING", logger="ddpm_hf.data.sources"):
+    with caplog.at_level("WARNING", logger="ddpm_hf.data.folders"):
         data = load(train_data_dir=str(root), resolution=8)
     assert sorted(int(value) for value in data.pixels[:, 0, 0, 0]) == [10, 20, 20, 30]  # followed: trained on
     [warning] = [message for message in caplog.messages if "symlink" in message]

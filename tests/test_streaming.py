@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ddpm_hf.data.dataset import DataError
-from ddpm_hf.data.streaming import _block_order, check_resumable, loader_state, open_streaming_dataset, streaming_loader
+from ddpm_hf.data.streaming import block_order, check_resumable, loader_state, open_streaming_dataset, streaming_loader
 
 SHARDS, ROWS_PER_SHARD, BATCH = 4, 12, 4
 ROWS = SHARDS * ROWS_PER_SHARD
@@ -197,7 +197,7 @@ def test_a_damaged_row_is_named_by_its_row_in_the_file_not_its_shuffled_position
     taken = take(loader, iter(loader), ROWS // BATCH)
     [skipped] = [skipped for _, _, skipped in taken if skipped]
     # Row 13 is row 5 of the second block of 8: where the seeded block shuffle moved it (what the old name said).
-    shuffled_position = 8 + _block_order(8, seed=3, epoch=0, worker=0, block=1).index(5)
+    shuffled_position = 8 + block_order(8, seed=3, epoch=0, worker=0, block=1).index(5)
     assert shuffled_position != 13
     assert skipped == (f"row 13 in epoch 0{' of worker 0' if num_workers else ''}",)
 

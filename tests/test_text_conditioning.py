@@ -15,9 +15,10 @@ from diffusers.models.resnet import ResnetBlock2D
 from huggingface_hub import constants as hub_constants
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-from ddpm_hf.data import ImageDataset, digit_caption
+from ddpm_hf.data import ImageDataset
 from ddpm_hf.diffusion.guidance import drop_conditions
 from ddpm_hf.presets import PresetError, available_presets, load_preset, unet_config_for_data
+from ddpm_hf.text.captions import digit_caption
 from ddpm_hf.text.components import BUILTIN_TEXT_ENCODERS, TextEncoderError, load_text_components
 from ddpm_hf.text.conditioning import (
     CaptionBank,

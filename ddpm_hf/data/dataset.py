@@ -13,7 +13,7 @@ class DataError(ValueError):
 
 
 class ImageList(Protocol):
-    """A source's images, listed (sources.py: image files, rows of a `datasets` table, the embedded digits)."""
+    """A source's images, listed (image files, rows of a `datasets` table, the embedded digits: see sources.py)."""
 
     def __len__(self) -> int: ...
     def name(self, position: int) -> str: ...  # how the image is named in messages and in ImageDataset.skipped

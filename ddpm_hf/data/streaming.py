@@ -37,22 +37,23 @@ from PIL import Image
 
 from .dataset import DataError
 from .decoding import Decoder, image_channels
-from .order import MicroBatch
-from .sources import (
-    _call_datasets,
-    _check_options,
-    _open_hf_dataset,
-    _require_column,
-    _row_name,
-    _row_source,
-    _undecoded_images,
+from .hf_datasets import (
+    call_datasets,
+    image_cell_name,
+    image_cell_source,
+    open_hf_dataset,
+    require_column,
+    undecoded_images,
 )
+from .options import check_options
+from .order import MicroBatch
 
 # Bumped whenever the layout of `loader_state`'s dict changes, so an old checkpoint is refused, not misread.
 STATE_FORMAT = 1
 
 # How non-JSON values of the loader's state are written (see `_to_json`): StatefulDataLoader keys its workers' states
-# by int worker id, which JSON would turn into strings.
+# by int worker id, which JSON would turn into strings. The codec is the stream's own: `loader_state` promises plain
+# JSON whatever torchdata's state holds, and the checkpoint (trainer/checkpointing.py) stores that JSON unread.
 _ITEMS_TAG, _TUPLE_TAG = "__ddpm_hf_items__", "__ddpm_hf_tuple__"
 
 
@@ -106,7 +107,7 @@ def open_streaming_dataset(
     import datasets  # imported here: slow to import
     from datasets.distributed import split_dataset_by_node
 
-    _check_options(resolution, channels, None, max_bad_fraction)
+    check_options(resolution, channels, None, max_bad_fraction)
     _check_datasets_version(datasets.__version__)
     if not isinstance(num_processes, int) or num_processes < 1 or not 0 <= process_index < num_processes:
         raise DataError(f"process {process_index!r} of {num_processes!r}: need 0 <= process_index < num_processes")
@@ -114,12 +115,12 @@ def open_streaming_dataset(
         raise DataError(f"shuffle_buffer_size must be an integer >= 0, got {shuffle_buffer_size!r};"
                         " pass e.g. --shuffle_buffer_size 1000 (0 keeps each shard's order)")
 
-    rows, base_dir = _open_hf_dataset(dataset_name, dataset_config_name, streaming=True)
+    rows, base_dir = open_hf_dataset(dataset_name, dataset_config_name, streaming=True)
     columns = _column_names(rows, dataset_name)
-    _require_column(_Columns(columns), image_column, "image")
+    require_column(columns, image_column, "image")
     class_names = None
     if class_column is not None:
-        _require_column(_Columns(columns), class_column, "class")
+        require_column(columns, class_column, "class")
         feature = (rows.features or {}).get(class_column)
         if not isinstance(feature, datasets.ClassLabel):
             raise DataError(f"class column {class_column!r} holds {feature or 'values of no declared type'}, not a"
@@ -128,7 +129,7 @@ def open_streaming_dataset(
                             " without --streaming")
         class_names = list(feature.names)
     if rows.features is not None:
-        rows = _undecoded_images(rows, image_column)  # Image -> Image(decode=False); refuses a non-image column
+        rows = undecoded_images(rows, image_column)  # Image -> Image(decode=False); refuses a non-image column
     rows = rows.select_columns([image_column] + ([class_column] if class_column else []))
 
     if channels is None:
@@ -165,13 +166,6 @@ def _check_datasets_version(version: str) -> None:
                         f" survive a second resume): pip install -U 'datasets>={wanted}'")
 
 
-class _Columns:
-    """Just enough of a data set for `sources._require_column`: its column names."""
-
-    def __init__(self, column_names: list[str]):
-        self.column_names = column_names
-
-
 def _column_names(rows: Any, name: str) -> list[str]:
     # A stream built by a loading script (or after a map) may declare no features: its first row has the columns.
     if rows.features is not None:
@@ -181,7 +175,7 @@ def _column_names(rows: Any, name: str) -> list[str]:
 
 
 def _first_row(rows: Any, name: str) -> dict:
-    row = _call_datasets(repr(name), lambda: next(iter(rows.take(1)), None))
+    row = call_datasets(repr(name), lambda: next(iter(rows.take(1)), None))
     if row is None:
         raise DataError(f"dataset {name!r} has no rows in its train split")
     return row
@@ -193,13 +187,13 @@ def _first_image_channels(rows: Any, image_column: str, base_dir: Path | None, n
     try:
         return image_channels(_image_source(value, base_dir))
     except Exception as err:  # noqa: BLE001  (PIL raises many types for one bad header)
-        raise DataError(f"cannot tell grayscale from RGB: the first image of {name!r} ({_row_name(value, 0)}) does"
-                        f" not open ({type(err).__name__}: {err}); pass --channels 1 or --channels 3") from err
+        raise DataError(f"cannot tell grayscale from RGB: the first image of {name!r} ({image_cell_name(value, 0)})"
+                        f" does not open ({type(err).__name__}: {err}); pass --channels 1 or --channels 3") from err
 
 
 def _image_source(value: Any, base_dir: Path | None) -> Any:
     # A stream without declared features yields whatever its builder made, which may be a decoded PIL image.
-    return value if isinstance(value, Image.Image) else _row_source(value, base_dir)
+    return value if isinstance(value, Image.Image) else image_cell_source(value, base_dir)
 
 
 class _DecodedRows(torch.utils.data.IterableDataset):
@@ -242,13 +236,13 @@ class _DecodedRows(torch.utils.data.IterableDataset):
             block = list(itertools.islice(source, block_size))
             if not block:
                 return
-            order = _block_order(len(block), stream.seed, epoch, worker_id, self._state["block"])
+            order = block_order(len(block), stream.seed, epoch, worker_id, self._state["block"])
             for index in range(self._state["offset"], len(block)):
                 row = block[order[index]]
                 value = row[stream.image_column]
                 # Named by its row in the stream as datasets reads it (every block but an epoch's last is full), not
                 # by its shuffled position: with one data file, one process and no workers, its row in the file.
-                name = _row_name(value, self._state["block"] * block_size + order[index]) + where
+                name = image_cell_name(value, self._state["block"] * block_size + order[index]) + where
                 self._state["offset"], self._state["position"] = index + 1, self._state["position"] + 1
                 # PIL's decoders raise OSError, SyntaxError, ValueError, ...: for one image, all mean "bad image".
                 try:
@@ -268,7 +262,8 @@ class _DecodedRows(torch.utils.data.IterableDataset):
         self._resume = dict(state)
 
 
-def _block_order(length: int, seed: int, epoch: int, worker: int, block: int) -> list[int]:
+def block_order(length: int, seed: int, epoch: int, worker: int, block: int) -> list[int]:
+    """The order in which the rows of one shuffle block are yielded: a permutation of range(length)."""
     if length == 1:
         return [0]
     key = [seed & (2**63 - 1), epoch, worker, block]  # SeedSequence takes non-negative integers

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data import digit_caption, load_image_dataset
+from ..data.sources import load_image_dataset
+from ..text.captions import digit_caption
 
 
 @dataclass

