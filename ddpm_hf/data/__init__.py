@@ -18,9 +18,9 @@
 - `pixels`: uint8 <-> the model's [-1, 1], and flips.
 """
 
+from ..choices import EMBEDDED_DATASETS
 from .dataset import DataError, ImageDataset
 from .decoding import IMAGE_EXTENSIONS
-from .options import EMBEDDED_DATASETS
 from .pixels import from_model_range, random_flip, to_model_range
 from .sources import load_image_dataset
 

@@ -9,9 +9,10 @@ import numpy as np
 from PIL import Image
 
 from ..caching import fingerprint
+from ..choices import EMBEDDED_DATASETS
 from ..text.captions import DIGIT_PHRASINGS, digit_caption
 from .dataset import DataError, ImageListing
-from .options import EMBEDDED_DATASETS, subset_indices
+from .options import subset_indices
 
 
 def list_embedded(name: str, want_captions: bool, want_classes: bool, max_samples: int | None,

@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..caching import fingerprint
+from ..choices import EMBEDDED_DATASETS
 from ..text.captions import caption_text
 from .dataset import DataError, ImageListing
-from .options import EMBEDDED_DATASETS, subset_indices
+from .options import subset_indices
 
 T = TypeVar("T")
 

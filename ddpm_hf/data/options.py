@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..choices import MIN_RESOLUTION  # the sets of `embedded.py`; their one home is choices.py
+from ..choices import MIN_RESOLUTION
 from .dataset import DataError
 
 
