@@ -244,7 +244,7 @@ def test_posterior_log_variance_clipped_at_last_step(chain):
 
 @pytest.mark.parametrize("chain", list(CHAINS))
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
-def test_x0_form_equals_noise_form(schedule, chain):
+def test_posterior_mean_equals_the_noise_form(schedule, chain):
     """mu_q(x_t, x_0) == (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) when x_t = add_noise(x_0, eps, t)."""
     scheduler, abar, ts = make(schedule, chain)
     ref = np_chain_tables(abar, ts)
@@ -255,15 +255,10 @@ def test_x0_form_equals_noise_form(schedule, chain):
     t_batch = torch.as_tensor(ts[idx])
     x_t = scheduler.add_noise(x_0, eps, t_batch)
     from_x0 = scheduler.posterior_mean(x_t, x_0, t_batch)
-    from_eps = scheduler.posterior_mean_from_noise(x_t, eps, t_batch)
-    assert_close(from_eps, from_x0.numpy(), rtol=1e-9, atol=1e-10)
-    # the noise form against numpy too
     expected = (x_t.numpy() - ref["eps_coef"][idx, None, None] * eps.numpy()) / np.sqrt(ref["alpha"][idx, None, None])
-    assert_close(from_eps, expected)
+    assert_close(from_x0, expected, rtol=1e-9, atol=1e-10)
     for row, i in enumerate(idx):  # int timesteps
-        t = int(ts[i])
-        got = scheduler.posterior_mean_from_noise(x_t[row], eps[row], t)
-        assert_close(got, from_x0[row].numpy(), rtol=1e-9, atol=1e-10)
+        assert_close(scheduler.posterior_mean(x_t[row], x_0[row], int(ts[i])), expected[row], rtol=1e-9, atol=1e-10)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -279,8 +274,12 @@ def test_add_noise_matches_numpy(schedule):
     a = abar[ts.numpy()][:, None, None, None]
     expected = np.sqrt(a) * x_0.numpy() + np.sqrt(1.0 - a) * eps.numpy()
     assert_close(scheduler.add_noise(x_0, eps, ts), expected)
+    mean, log_variance = scheduler.forward_mean_log_variance(x_0, ts)  # q(x_t | x_0)'s parameters
+    assert_close(mean, np.sqrt(a) * x_0.numpy())
+    assert_close(log_variance, np.log(1.0 - a))
     for row, t in enumerate(ts.tolist()):  # one timestep for the whole batch
         assert_close(scheduler.add_noise(x_0[row], eps[row], t), expected[row])
+        assert scheduler.forward_mean_log_variance(x_0[row], t)[1] == pytest.approx(math.log(1 - a[row, 0, 0, 0]))
     # the forward process does not depend on the sampling chain
     scheduler.set_timesteps(10)
     assert_close(scheduler.add_noise(x_0, eps, ts), expected)
@@ -292,6 +291,9 @@ def test_snr_matches_numpy(schedule):
     ts = torch.tensor([0, 1, 17, 500, 999])
     expected = abar[ts.numpy()] / (1.0 - abar[ts.numpy()])
     assert_close(scheduler.snr(ts, like=torch.empty(len(ts), dtype=F64)), expected)
+    without_like = scheduler.snr(ts)  # a flat float64 tensor on the timesteps' device
+    assert without_like.dtype == F64 and without_like.shape == ts.shape and without_like.device == ts.device
+    assert_close(without_like, expected)
     assert scheduler.snr(17) == pytest.approx(expected[2], rel=1e-12)
     scheduler.set_timesteps(10)  # a property of q(x_t | x_0): the sampling chain does not change it
     assert_close(scheduler.snr(ts, like=torch.empty(len(ts), dtype=F64)), expected)

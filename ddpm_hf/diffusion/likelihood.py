@@ -143,13 +143,11 @@ def _model_output(unet, x_t, t, kwargs) -> torch.Tensor:
 def prior_bpd(scheduler, x_0: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
     """KL(q(x_T | x_0) || N(0, I)) per image in bits/dim, in closed form; T = the chain's first timestep by default.
 
-    q(x_T | x_0) = N(sqrt(abar_T) x_0, (1 - abar_T) I); it does not depend on the model.
+    q(x_T | x_0) = N(sqrt(alpha_prod_T) x_0, (1 - alpha_prod_T) I); it does not depend on the model.
     """
     t = int(scheduler.timesteps[0]) if timestep is None else int(timestep)
-    sqrt_abar = scheduler._table("sqrt_alpha_bar_train", t, x_0)
-    sqrt_one_minus_abar = scheduler._table("sqrt_one_minus_alpha_bar_train", t, x_0)
-    kl = normal_kl(sqrt_abar * x_0, 2.0 * math.log(sqrt_one_minus_abar), 0.0, 0.0)
-    return mean_flat(kl) / LN2
+    mean, log_variance = scheduler.forward_mean_log_variance(x_0, t)
+    return mean_flat(normal_kl(mean, log_variance, 0.0, 0.0)) / LN2
 
 
 def vb_terms_bpd(
