@@ -13,7 +13,7 @@ import torch
 
 from ddpm_hf import DDPMPosteriorScheduler
 from ddpm_hf.cli.nll import run as run_nll
-from ddpm_hf.diffusion.likelihood import VariationalBound, variational_bound
+from ddpm_hf.diffusion.likelihood import VariationalBound, as_posterior_scheduler, variational_bound
 from ddpm_hf.diffusion.losses import bits_per_dim, discretized_gaussian_log_likelihood, normal_kl
 
 T = 50
@@ -147,14 +147,17 @@ def test_decoder_bins_match_erf_including_far_tails():
 
 
 def test_bits_per_dim_unit_on_a_hand_example():
-    # 1.5 bits per dimension of a 3x4x4 image is 1.5 * 48 * ln 2 nats
-    assert bits_per_dim(1.5 * 48 * math.log(2), 3 * 4 * 4) == pytest.approx(1.5, rel=1e-15)
-    assert bits_per_dim(torch.tensor([100.0]), 48).item() == pytest.approx(100 / (48 * 0.6931471805599453))
+    # 1.5 bits per dimension of a 3x4x4 image is 1.5 * ln 2 nats in each of its 48 dimensions
+    nats = torch.full((2, 3, 4, 4), 1.5 * math.log(2), dtype=torch.float64)
+    nats[1] = 100.0 / 48
+    per_image = bits_per_dim(nats)
+    assert per_image.shape == (2,) and per_image[0].item() == pytest.approx(1.5, rel=1e-15)
+    assert per_image[1].item() == pytest.approx(100 / (48 * 0.6931471805599453), rel=1e-15)
     # the bound is per dimension: a 1x1x2 image with pixels -1, 1 under the oracle's decoder, by hand
     x_0 = torch.tensor([[[[-1.0, 1.0]]]], dtype=torch.float64)
     log_p = discretized_gaussian_log_likelihood(x_0, x_0, torch.tensor(math.log(1 / 255), dtype=torch.float64))
     # each edge bin holds Phi(1) = 0.841344746...: -log2(0.841344746) bits per pixel
-    assert bits_per_dim(-log_p.sum(), 2).item() == pytest.approx(-math.log2(0.8413447460685429), rel=1e-12)
+    assert -bits_per_dim(log_p).item() == pytest.approx(-math.log2(0.8413447460685429), rel=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -210,6 +213,25 @@ def test_stock_diffusers_scheduler_is_accepted():
     ours = oracle_bound(x_0, DDPMPosteriorScheduler(num_train_timesteps=T, clip_sample=False))
     stock = oracle_bound(x_0, DDPMScheduler(num_train_timesteps=T, clip_sample=False))
     assert torch.equal(ours.total_bpd, stock.total_bpd)
+
+
+def test_the_shipped_copy_of_the_scheduler_is_converted_on_its_chain():
+    """A folder loaded with trust_remote_code runs its own copy of scheduling_ddpm_posterior.py, a class of its own
+    (maybe an older version): the bound rebuilds this package's scheduler from its config and chain."""
+    import importlib.util
+
+    import ddpm_hf.scheduling_ddpm_posterior as home
+
+    spec = importlib.util.spec_from_file_location("shipped_scheduling_ddpm_posterior", home.__file__)
+    shipped = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shipped)
+    copy = shipped.DDPMPosteriorScheduler(num_train_timesteps=T, variance_type="fixed_large")
+    copy.set_timesteps(timesteps=[40, 20, 3])
+    converted = as_posterior_scheduler(copy)
+    assert type(converted) is DDPMPosteriorScheduler and converted.config.variance_type == "fixed_large"
+    assert converted.timesteps.tolist() == [40, 20, 3]
+    ours = DDPMPosteriorScheduler(num_train_timesteps=T)
+    assert as_posterior_scheduler(ours) is ours
 
 
 def test_conditioning_is_gathered_per_pair():

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .losses import LN2, discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
+from .losses import bits_per_dim, normal_kl, vb_terms_bpd
 
 _MASK64 = (1 << 64) - 1
 
@@ -81,12 +82,12 @@ def _module_device_dtype(module: torch.nn.Module):
     return tensor.device, tensor.dtype
 
 
-def as_posterior_scheduler(scheduler):
-    """The scheduler itself when it has the posterior API; a DDPMPosteriorScheduler with its config otherwise."""
-    if all(hasattr(scheduler, name) for name in ("posterior_mean", "model_log_variance", "_table")):
+def as_posterior_scheduler(scheduler) -> DDPMPosteriorScheduler:
+    """The scheduler itself when it is this package's `DDPMPosteriorScheduler`; otherwise one built from its config,
+    on its chain: a stock diffusers DDPM scheduler, or the copy of the scheduler's file that a pipeline folder loaded
+    with trust_remote_code ships (a class of its own, and maybe an older version)."""
+    if isinstance(scheduler, DDPMPosteriorScheduler):
         return scheduler
-    from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
-
     converted = DDPMPosteriorScheduler.from_config(scheduler.config)
     if getattr(scheduler, "num_inference_steps", None):
         converted.set_timesteps(timesteps=[int(t) for t in scheduler.timesteps])
@@ -147,46 +148,7 @@ def prior_bpd(scheduler, x_0: torch.Tensor, timestep: int | None = None) -> torc
     """
     t = int(scheduler.timesteps[0]) if timestep is None else int(timestep)
     mean, log_variance = scheduler.forward_mean_log_variance(x_0, t)
-    return mean_flat(normal_kl(mean, log_variance, 0.0, 0.0)) / LN2
-
-
-def vb_terms_bpd(
-    unet, scheduler, x_0: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor, is_decoder: torch.Tensor,
-    clip_denoised: bool = True, model_kwargs: dict[str, Any] | None = None, model_dtype=None,
-) -> torch.Tensor:
-    """One term of the bound per row (bits/dim): the denoising KL, or the decoder NLL where `is_decoder`.
-
-    x_0, x_t: (N, C, H, W) in the precision the bound is computed in; timesteps: (N,) on the chain.
-    """
-    model_dtype = model_dtype or x_t.dtype
-    t_model = timesteps.to(x_t.device)
-    output = _model_output(unet, x_t.to(model_dtype), t_model, model_kwargs or {}).to(x_t.dtype)
-    prediction, predicted_variance = scheduler.split_model_output(output, x_t)
-    x0_hat = scheduler.predict_original_sample(prediction, t_model, x_t)
-    if clip_denoised:
-        x0_hat = x0_hat.clamp(-1.0, 1.0)
-    model_mean = scheduler.posterior_mean(x_t, x0_hat, t_model)
-    model_log_variance = scheduler.model_log_variance(predicted_variance, t_model, x_t)
-    if not torch.is_tensor(model_log_variance):
-        model_log_variance = torch.tensor(model_log_variance, dtype=x_t.dtype, device=x_t.device)
-    model_log_variance = model_log_variance.expand_as(x_t)
-
-    terms = torch.empty(x_t.shape[0], dtype=x_t.dtype, device=x_t.device)
-    kl_rows = (~is_decoder).nonzero().flatten().to(x_t.device)
-    dec_rows = is_decoder.nonzero().flatten().to(x_t.device)
-    if len(kl_rows):
-        t = t_model[kl_rows]
-        true_mean = scheduler.posterior_mean(x_t[kl_rows], x_0[kl_rows], t)
-        # The true (unclipped) Sigma_q: positive everywhere but at the chain's last step, which is a decoder row.
-        true_log_variance = torch.log(scheduler.posterior_variance(t, like=x_t[kl_rows]))
-        kl = normal_kl(true_mean, true_log_variance, model_mean[kl_rows], model_log_variance[kl_rows])
-        terms[kl_rows] = mean_flat(kl) / LN2
-    if len(dec_rows):
-        log_likelihood = discretized_gaussian_log_likelihood(
-            x_0[dec_rows], model_mean[dec_rows], 0.5 * model_log_variance[dec_rows]
-        )
-        terms[dec_rows] = -mean_flat(log_likelihood) / LN2
-    return terms
+    return bits_per_dim(normal_kl(mean, log_variance, 0.0, 0.0))
 
 
 @torch.no_grad()
@@ -278,12 +240,11 @@ def variational_bound(
                 b, k = pair // num_steps, pair % num_steps
                 t = ascending[k]
                 noise = _pair_noise(base_seed, b.tolist(), t.tolist(), sample_shape, work_dtype).to(device)
-                x_0 = x_0_all[b.to(device)]
-                x_t = scheduler.add_noise(x_0, noise, t.to(device))
+                x_0, t_device = x_0_all[b.to(device)], t.to(device)
+                x_t = scheduler.add_noise(x_0, noise, t_device)
                 kwargs = _gather_model_kwargs(model_kwargs, num_images, b)
-                terms[b, k] = vb_terms_bpd(
-                    unet, scheduler, x_0, x_t, t, k == 0, clip_denoised, kwargs, model_dtype
-                ).cpu().double()
+                output = _model_output(unet, x_t.to(model_dtype), t_device, kwargs).to(work_dtype)
+                terms[b, k] = vb_terms_bpd(scheduler, output, x_0, x_t, t_device, clip_denoised).cpu().double()
                 bar.update(len(pair))
     finally:
         unet.train(was_training)
