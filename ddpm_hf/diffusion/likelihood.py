@@ -30,10 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..randomness import derive_seed
 from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
 from .losses import bits_per_dim, normal_kl, vb_terms_bpd
-
-_MASK64 = (1 << 64) - 1
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -94,13 +93,6 @@ def as_posterior_scheduler(scheduler) -> DDPMPosteriorScheduler:
     return converted
 
 
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
 def _base_seed(generator: torch.Generator | None) -> int:
     if generator is None:
         return int(torch.randint(0, 2**62, (1,)))
@@ -108,7 +100,7 @@ def _base_seed(generator: torch.Generator | None) -> int:
 
 
 def _pair_noise(base_seed: int, images: Sequence[int], timesteps: Sequence[int], shape, dtype) -> torch.Tensor:
-    """One N(0, I) draw per (image index, timestep), on the CPU, from a seed of its own.
+    """One N(0, I) draw per (image index, timestep), on the CPU, from a seed of its own (the house's `derive_seed`).
 
     The draw for a pair depends only on (base seed, image index, timestep), so it does not change with the batch
     size, the order of evaluation, the chain (a timestep shared by two chains gets the same x_t) or the device.
@@ -116,8 +108,7 @@ def _pair_noise(base_seed: int, images: Sequence[int], timesteps: Sequence[int],
     out = torch.empty((len(images), *shape), dtype=dtype)
     g = torch.Generator()
     for row, (b, t) in enumerate(zip(images, timesteps)):
-        seed = _splitmix64(_splitmix64(_splitmix64(base_seed) ^ int(b)) ^ int(t)) & ((1 << 63) - 1)
-        g.manual_seed(seed)
+        g.manual_seed(derive_seed(base_seed, b, t))
         out[row] = torch.randn(shape, generator=g, dtype=dtype)
     return out
 
