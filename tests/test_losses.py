@@ -47,17 +47,17 @@ def reference_term_bpd(x0, x_t, eps_hat, v, t):
     """L_t in bits/dim per sample, numpy float64, from the paper's formulas (epsilon prediction, learned_range)."""
     betas = np.linspace(1e-4, 0.02, T, dtype=np.float64)
     alphas = 1.0 - betas
-    abar = np.cumprod(alphas)
-    abar_prev = np.append(1.0, abar[:-1])
-    beta_tilde = betas * (1.0 - abar_prev) / (1.0 - abar)  # Ho et al. eq. 7
+    alphas_cumprod = np.cumprod(alphas)
+    alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
+    beta_tilde = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)  # Ho et al. eq. 7
     log_beta_tilde_clipped = np.log(np.append(beta_tilde[1], beta_tilde[1:]))  # Improved DDPM: log 0 at t = 0
     b = lambda table: table[t].reshape(-1, 1, 1, 1)  # noqa: E731
 
     def posterior_mean(x_start):  # Ho et al. eq. 7
-        return (np.sqrt(b(abar_prev)) * b(betas) / (1 - b(abar))) * x_start + (
-            np.sqrt(b(alphas)) * (1 - b(abar_prev)) / (1 - b(abar))) * x_t
+        return (np.sqrt(b(alphas_cumprod_prev)) * b(betas) / (1 - b(alphas_cumprod))) * x_start + (
+            np.sqrt(b(alphas)) * (1 - b(alphas_cumprod_prev)) / (1 - b(alphas_cumprod))) * x_t
 
-    x0_hat = (x_t - np.sqrt(1 - b(abar)) * eps_hat) / np.sqrt(b(abar))  # unclipped, as in training
+    x0_hat = (x_t - np.sqrt(1 - b(alphas_cumprod)) * eps_hat) / np.sqrt(b(alphas_cumprod))  # unclipped, as in training
     model_mean = posterior_mean(x0_hat)
     frac = (v + 1) / 2  # Improved DDPM eq. 15
     model_logvar = frac * np.log(b(betas)) + (1 - frac) * b(log_beta_tilde_clipped)
@@ -196,8 +196,8 @@ def test_min_snr_weights_match_the_closed_form_and_diffusers(prediction_type):
     from diffusers.training_utils import compute_snr
 
     gamma, t = 5.0, torch.tensor([0, 1, 30, 100, 300, 500, 999])
-    abar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, T, dtype=np.float64))[t.numpy()]
-    snr = abar / (1.0 - abar)
+    alphas_cumprod = np.cumprod(1.0 - np.linspace(1e-4, 0.02, T, dtype=np.float64))[t.numpy()]
+    snr = alphas_cumprod / (1.0 - alphas_cumprod)
     x0_weight = np.minimum(snr, gamma)  # Hang et al. eq. 8, for the error of x_0
     expected = {"epsilon": x0_weight / snr, "v_prediction": x0_weight / (snr + 1), "sample": x0_weight}
     weights = min_snr_weights(DDPMPosteriorScheduler(prediction_type=prediction_type), t, gamma)
@@ -209,7 +209,7 @@ def test_min_snr_weights_match_the_closed_form_and_diffusers(prediction_type):
         snr_diffusers = compute_snr(DDPMScheduler(prediction_type=prediction_type), t)
         reference = torch.minimum(snr_diffusers, torch.full_like(snr_diffusers, gamma))
         reference = reference / (snr_diffusers if prediction_type == "epsilon" else snr_diffusers + 1)
-        # diffusers takes 1 - abar_t in float32 (4 digits at t = 0, where abar_t = 0.9999); ours is float64's.
+        # diffusers takes 1 - alpha_prod_t in float32 (4 digits at t = 0, where alpha_prod_t = 0.9999); ours in float64.
         torch.testing.assert_close(weights, reference.float(), rtol=1e-3, atol=0)
 
 
@@ -227,9 +227,9 @@ def test_snr_weighted_loss_is_the_weighted_mean_of_the_per_sample_errors():
         plain = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(4))
         batch = noise_batch(scheduler, x0, torch.Generator().manual_seed(4))
         errors = (model(batch.x_t, batch.timesteps).sample - batch.noise).pow(2).mean(dim=(1, 2, 3))
-        # The weights are independent of the loss code: min(1, gamma / SNR) from abar in float64.
-        abar = torch.from_numpy(np.cumprod(1.0 - np.linspace(1e-4, 0.02, T)))[batch.timesteps]
-        weights = torch.clamp(5.0 * (1 - abar) / abar, max=1.0).float()
+        # The weights are independent of the loss code: min(1, gamma / SNR) from alphas_cumprod in float64.
+        alphas_cumprod = torch.from_numpy(np.cumprod(1.0 - np.linspace(1e-4, 0.02, T)))[batch.timesteps]
+        weights = torch.clamp(5.0 * (1 - alphas_cumprod) / alphas_cumprod, max=1.0).float()
         huge_gamma = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(4), snr_gamma=1e12).loss
     torch.testing.assert_close(terms.loss, (weights * errors).mean())
     torch.testing.assert_close(terms.sample_losses, errors)  # unweighted: what a timestep sampler learns from

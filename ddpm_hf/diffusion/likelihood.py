@@ -11,7 +11,7 @@ Ho et al. 2020 (eq. 5) bound the log-likelihood of an image by
 so -log p(x_0) <= L_T + sum_t L_{t-1} + L_0. Here every term is estimated with ONE draw x_t ~ q(x_t | x_0) per
 (image, timestep), the terms are averaged over the C*H*W dimensions and divided by ln 2 (bits/dim), and the sum is
 taken over the steps of the scheduler's chain: after `scheduler.set_timesteps(n)` the same code bounds the n-step
-respaced chain (its alpha_t = abar_t / abar_prev, already in the scheduler's tables).
+respaced chain (its alpha_t = alpha_prod_t / alpha_prod_t_prev, already in the scheduler's tables).
 
 Timesteps are diffusers' 0-based ones: the chain's last visited timestep (0 on the full chain, the paper's t = 1) is
 the decoder step, where x_{t-1} is x_0 itself and the term is the negative log-likelihood of the 8-bit image under

@@ -152,7 +152,7 @@ def vb_terms_bpd(
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class NoisedBatch:
-    """One draw of the forward process: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps at sampled timesteps.
+    """One draw of the forward process: x_t = sqrt(alpha_prod_t) x_0 + sqrt(1 - alpha_prod_t) eps at sampled timesteps.
 
     `weights` are the importance weights of the timesteps (None: all 1, t uniform).
     """
@@ -206,11 +206,11 @@ def squared_error(model_output: torch.Tensor, batch: NoisedBatch, noise_schedule
 def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023, eq. 8), (B,) float32: L_simple's per-timestep weights.
 
-    The weight of the x_0 error is min(SNR(t), gamma), SNR(t) = abar_t / (1 - abar_t), which caps the easy, low-noise
-    timesteps; the error of the model's own target carries the same weight divided by what that target's error
-    already weighs: SNR(t) for eps (so min(1, gamma / SNR(t))) and SNR(t) + 1 for v. diffusers' training scripts
-    compute the same weights (`compute_snr`); here the eps weight is written so that a zero terminal SNR gives 1,
-    not 0 / 0.
+    The weight of the x_0 error is min(SNR(t), gamma), SNR(t) = alpha_prod_t / (1 - alpha_prod_t), which caps the
+    easy, low-noise timesteps; the error of the model's own target carries the same weight divided by what that
+    target's error already weighs: SNR(t) for eps (so min(1, gamma / SNR(t))) and SNR(t) + 1 for v. diffusers'
+    training scripts compute the same weights (`compute_snr`); here the eps weight is written so that a zero terminal
+    SNR gives 1, not 0 / 0.
     """
     snr = noise_scheduler.snr(timesteps, like=torch.empty(timesteps.shape, device=timesteps.device))
     prediction_type = noise_scheduler.config.prediction_type
