@@ -1,6 +1,7 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """The variational bound on -log p(x_0) of a DDPM, in bits per dimension (Ho et al. 2020, eq. 5; Nichol & Dhariwal
-2021, section 2 and appendix; openai/improved-diffusion's `_vb_terms_bpd`, `_prior_bpd` and `calc_bpd_loop`).
+2021, section 2 and appendix; openai/improved-diffusion's `_prior_bpd` and `calc_bpd_loop`). The term at each timestep
+is `losses.vb_terms_bpd`, the one training's L_vlb computes (improved-diffusion's `_vb_terms_bpd`).
 
 Ho et al. 2020 (eq. 5) bound the log-likelihood of an image by
 

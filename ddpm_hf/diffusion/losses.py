@@ -143,7 +143,7 @@ def vb_terms_bpd(
     true_log_variance = noise_scheduler.posterior_log_variance(timesteps, like=x_t)
     kl = bits_per_dim(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance))
     decoder_nll = -bits_per_dim(discretized_gaussian_log_likelihood(x_0, model_mean, 0.5 * model_log_variance))
-    decoder_timestep = int(noise_scheduler.timesteps[-1])  # the training scheduler's timesteps are on the CPU
+    decoder_timestep = int(noise_scheduler.timesteps[-1])  # no host sync: training's chain stays on the CPU
     return torch.where(timesteps.to(kl.device) == decoder_timestep, decoder_nll, kl)
 
 
