@@ -9,24 +9,28 @@ Notation and equation numbers follow Ho et al. 2020, "Denoising Diffusion Probab
 (arXiv:2006.11239), with diffusers' 0-based timesteps: diffusers' `t = 0` is the paper's t = 1, the first noising
 step.
 
-    forward step      q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, (1 - alpha_t) I),   alpha_t = 1 - beta_t  (eq. 2)
-    closed form       q(x_t | x_0)     = N(sqrt(abar_t) x_0, (1 - abar_t) I),          abar_t = alpha_1 ... alpha_t
+The paper's alpha-bar_t is spelled as diffusers spells it: `alphas_cumprod[t]`, `alpha_prod_t` in a formula, and
+`alpha_prod_t_prev` for its alpha-bar_{t-1}.
+
+    forward step  q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, (1 - alpha_t) I),  alpha_t = 1 - beta_t         (eq. 2)
+    closed form   q(x_t | x_0) = N(sqrt(alpha_prod_t) x_0, (1 - alpha_prod_t) I),  alpha_prod_t = alpha_1 ... alpha_t
                                                                                                              (eq. 4)
-    posterior         q(x_{t-1} | x_t, x_0) = N(mu_q, Sigma_q I) with                                       (eq. 7)
-                      mu_q    = (sqrt(abar_{t-1}) beta_t / (1 - abar_t)) x_0 + (sqrt(alpha_t) (1 - abar_{t-1})
-                                / (1 - abar_t)) x_t
-                      Sigma_q = (1 - abar_{t-1}) / (1 - abar_t) beta_t
-    noise form        x_0  = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)                            (eq. 4, eq. 15)
-                      mu_q = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)                          (eq. 11)
-    sampling          x_{t-1} = mu + sigma_t z, z ~ N(0, I), and z = 0 at the last step           (Algorithm 2)
+    posterior     q(x_{t-1} | x_t, x_0) = N(mu_q, Sigma_q I) with                                           (eq. 7)
+                  mu_q    = (sqrt(alpha_prod_t_prev) beta_t / (1 - alpha_prod_t)) x_0
+                            + (sqrt(alpha_t) (1 - alpha_prod_t_prev) / (1 - alpha_prod_t)) x_t
+                  Sigma_q = (1 - alpha_prod_t_prev) / (1 - alpha_prod_t) beta_t
+    noise form    x_0  = (x_t - sqrt(1 - alpha_prod_t) eps) / sqrt(alpha_prod_t)                    (eq. 4, eq. 15)
+                  mu_q = (x_t - beta_t / sqrt(1 - alpha_prod_t) eps) / sqrt(alpha_t)                        (eq. 11)
+    sampling      x_{t-1} = mu + sigma_t z, z ~ N(0, I), and z = 0 at the last step               (Algorithm 2)
 
 Respaced chains: after `set_timesteps`, the chain visits only `self.timesteps`. Its steps are still a DDPM chain whose
-cumulative products are the original abar at the visited timesteps, so every "alpha_t" above means
-abar_t / abar_prev, where prev is the next visited timestep (and abar_prev = 1 after the last one).
+cumulative products are the original alphas_cumprod at the visited timesteps, so every "alpha_t" above means
+alpha_prod_t / alpha_prod_t_prev, where prev is the next visited timestep (alpha_prod_t_prev = 1 after the last one).
 """
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -53,9 +57,6 @@ class DDPMPosteriorSchedulerOutput(BaseOutput):
     pred_original_sample: torch.Tensor | None = None
 
 
-_FLOAT64 = torch.empty(0, dtype=torch.float64)  # the `like` of table queries that have no tensor to follow
-
-
 def _require_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"Unknown {name} {value!r}: choose one of {', '.join(map(repr, choices))}.")
@@ -72,23 +73,55 @@ def betas_for_schedule(
         return np.linspace(beta_start**0.5, beta_end**0.5, T, dtype=np.float64) ** 2
     if beta_schedule == "squaredcos_cap_v2":  # Nichol & Dhariwal 2021, eq. 17, beta capped at 0.999
 
-        def alpha_bar(s):
+        def alpha_prod(s):  # alphas_cumprod at the continuous time s in [0, 1]
             return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
 
-        return np.array([min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999) for i in range(T)])
+        return np.array([min(1 - alpha_prod((i + 1) / T) / alpha_prod(i / T), 0.999) for i in range(T)])
     if beta_schedule == "sigmoid":  # GeoDiff
         return 1 / (1 + np.exp(-np.linspace(-6, 6, T))) * (beta_end - beta_start) + beta_start
     _require_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
 
 
 def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
-    """Lin et al. 2023, Algorithm 1: shift and scale sqrt(abar) so that abar_T = 0 (same as diffusers)."""
-    sqrt_alpha_bar = np.sqrt(np.cumprod(1 - betas))
-    first, last = sqrt_alpha_bar[0], sqrt_alpha_bar[-1]
-    sqrt_alpha_bar = (sqrt_alpha_bar - last) * first / (first - last)
-    alpha_bar = sqrt_alpha_bar**2
-    alphas = np.concatenate([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
+    """Lin et al. 2023, Algorithm 1: shift and scale sqrt(alphas_cumprod) so that its last value is 0 (as diffusers)."""
+    sqrt_alphas_cumprod = np.sqrt(np.cumprod(1 - betas))
+    first, last = sqrt_alphas_cumprod[0], sqrt_alphas_cumprod[-1]
+    sqrt_alphas_cumprod = (sqrt_alphas_cumprod - last) * first / (first - last)
+    alphas_cumprod = sqrt_alphas_cumprod**2
+    alphas = np.concatenate([alphas_cumprod[:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
     return 1 - alphas
+
+
+class PosteriorCoefficients(NamedTuple):
+    """q(x_{t-1} | x_t, x_0) = N(pred_original_sample_coeff x_0 + current_sample_coeff x_t, variance I), Ho et al.
+    2020, eq. 7, with the step's alpha_t and beta_t (respaced: alpha_t = alpha_prod_t / alpha_prod_t_prev)."""
+
+    pred_original_sample_coeff: float | np.ndarray
+    current_sample_coeff: float | np.ndarray
+    variance: float | np.ndarray  # Sigma_q (beta tilde)
+    current_alpha_t: float | np.ndarray
+    current_beta_t: float | np.ndarray
+
+
+def posterior_coefficients(alpha_prod_t, alpha_prod_t_prev) -> PosteriorCoefficients:
+    """The posterior of a step from the alphas_cumprod of its timestep and of the next visited one (1 after the last).
+
+    The one home of eq. 7: `step` evaluates it on one step's floats, as diffusers' `DDPMScheduler.step` does (its
+    numbered blocks, its local names), and `_set_chain` on the chain's float64 arrays, the tables behind the batched
+    queries of the loss and the bound. The operations are the same in both; `** 0.5` is numpy's sqrt on an array
+    and libm's pow on a float (they differ in the last bit of ~1 value in 1000), and sampling keeps the float one.
+    """
+    beta_prod_t = 1 - alpha_prod_t
+    beta_prod_t_prev = 1 - alpha_prod_t_prev
+    current_alpha_t = alpha_prod_t / alpha_prod_t_prev
+    current_beta_t = 1 - current_alpha_t
+    return PosteriorCoefficients(
+        pred_original_sample_coeff=alpha_prod_t_prev**0.5 * current_beta_t / beta_prod_t,
+        current_sample_coeff=current_alpha_t**0.5 * beta_prod_t_prev / beta_prod_t,
+        variance=beta_prod_t_prev / beta_prod_t * current_beta_t,
+        current_alpha_t=current_alpha_t,
+        current_beta_t=current_beta_t,
+    )
 
 
 class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
@@ -110,7 +143,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
             exp(frac log beta_t + (1 - frac) log Sigma_q) with frac = (v + 1) / 2 (Improved DDPM, eq. 15).
         clip_sample (`bool`, defaults to True), clip_sample_range (`float`, defaults to 1.0): clip x_0's estimate.
         prediction_type (`str`, defaults to `"epsilon"`): what the model predicts: `epsilon` (the noise, Ho et al.
-            2020's choice, eq. 11), `sample` (x_0) or `v_prediction` (v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0).
+            2020's choice, eq. 11), `sample` (x_0) or `v_prediction` (v = sqrt(alpha_prod_t) eps - sqrt(1 -
+            alpha_prod_t) x_0).
         thresholding (`bool`, defaults to False), dynamic_thresholding_ratio (`float`, 0.995), sample_max_value
             (`float`, 1.0): Imagen's dynamic thresholding of x_0's estimate (pixel-space models only).
         timestep_spacing (`str`, defaults to `"leading"`), steps_offset (`int`, defaults to 0): how `set_timesteps`
@@ -168,24 +202,24 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 " trained_betas inside that interval."
             )
 
-        # float64 master tables; the float32 copies below are diffusers' public attributes.
-        self._alphas_cumprod64 = np.cumprod(1.0 - betas)
-        # The forward process does not depend on the sampling chain: its tables are fixed at construction and valid
-        # at every timestep 0..T-1.
-        alpha_bar = self._alphas_cumprod64
-        with np.errstate(divide="ignore"):  # abar_T = 0 under a zero terminal SNR
-            self._train_tables = {
-                "alpha_bar_train": alpha_bar,
-                "sqrt_alpha_bar_train": np.sqrt(alpha_bar),
-                "sqrt_one_minus_alpha_bar_train": np.sqrt(1.0 - alpha_bar),
-                # x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), multiplied out as improved-diffusion does
-                "sqrt_recip_alpha_bar_train": 1.0 / np.sqrt(alpha_bar),
-                "sqrt_recipm1_alpha_bar_train": np.sqrt(1.0 / alpha_bar - 1.0),
-                "snr_train": alpha_bar / (1.0 - alpha_bar),
+        # The forward process does not depend on the sampling chain: its float64 tables are fixed at construction and
+        # valid at every timestep 0..T-1 (named as improved-diffusion names them). The float32 copies below are
+        # diffusers' public attributes.
+        alphas_cumprod = np.cumprod(1.0 - betas)
+        with np.errstate(divide="ignore"):  # the last alphas_cumprod is 0 under a zero terminal SNR
+            self._forward_tables = {
+                "alphas_cumprod": alphas_cumprod,
+                "sqrt_alphas_cumprod": np.sqrt(alphas_cumprod),
+                "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - alphas_cumprod),
+                "log_one_minus_alphas_cumprod": np.log(1.0 - alphas_cumprod),
+                # x_0 = (x_t - sqrt(1 - alpha_prod_t) eps) / sqrt(alpha_prod_t), multiplied out as improved-diffusion
+                "sqrt_recip_alphas_cumprod": 1.0 / np.sqrt(alphas_cumprod),
+                "sqrt_recipm1_alphas_cumprod": np.sqrt(1.0 / alphas_cumprod - 1.0),
+                "snr": alphas_cumprod / (1.0 - alphas_cumprod),
             }
         self.betas = torch.tensor(betas, dtype=torch.float32)
         self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.tensor(alpha_bar, dtype=torch.float32)
+        self.alphas_cumprod = torch.tensor(alphas_cumprod, dtype=torch.float32)
         self.init_noise_sigma = 1.0
         self.num_inference_steps = None
         self.custom_timesteps = False
@@ -198,16 +232,14 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         """Precompute, once per chain, the float64 tables the posterior queries read, each named after its formula.
 
         The queries take a batch of timesteps in training's hot path, where the coefficients are gathered from these
-        tables rather than computed from abar in the batch's (float32) precision.
+        tables rather than computed from alphas_cumprod in the batch's (float32) precision.
         """
         T = self.config.num_train_timesteps
-        alpha_bar = self._alphas_cumprod64
+        alphas_cumprod = self._forward_tables["alphas_cumprod"]
         prev = np.append(timesteps[1:], -1)
-        alpha_bar_t = alpha_bar[timesteps]
-        alpha_bar_prev = np.where(prev >= 0, alpha_bar[np.maximum(prev, 0)], 1.0)
-        alpha = alpha_bar_t / alpha_bar_prev  # the respaced alpha_t
-        beta = 1.0 - alpha
-        posterior_variance = (1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t) * beta  # Sigma_q, Ho et al. 2020, eq. 7
+        alpha_prod_t_prev = np.where(prev >= 0, alphas_cumprod[np.maximum(prev, 0)], 1.0)
+        posterior = posterior_coefficients(alphas_cumprod[timesteps], alpha_prod_t_prev)
+        current_beta_t, posterior_variance = posterior.current_beta_t, posterior.variance  # respaced beta_t, Sigma_q
         # Sigma_q = 0 at the last step, so its log is clipped to the step before's value, as Improved DDPM (Nichol &
         # Dhariwal 2021) does; only the likelihood and learned_range read the log there.
         clipped = posterior_variance.copy()
@@ -219,18 +251,16 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         # improved-diffusion's FIXED_LARGE, np.append(posterior_variance[1], betas[1:])). improved-diffusion respaces
         # the betas before it builds that table, so on a respaced chain the step before is the chain's second-to-last
         # visited timestep. A one-step chain has no step before and keeps beta_t. Sampling adds no noise on that step.
-        fixed_large = beta.copy()
+        fixed_large = current_beta_t.copy()
         if len(fixed_large) > 1:
             fixed_large[-1] = posterior_variance[-2]
         tables = {
             "prev_timestep": prev.astype(np.float64),  # exact below 2**53; NaN marks the timesteps off the chain
-            "posterior_mean_coef_x0": np.sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar_t),  # eq. 7
-            "posterior_mean_coef_xt": np.sqrt(alpha) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t),  # eq. 7
-            "beta_over_sqrt_one_minus_alpha_bar": beta / np.sqrt(1.0 - alpha_bar_t),  # eq. 11
-            "sqrt_alpha": np.sqrt(alpha),  # eq. 11
+            "pred_original_sample_coeff": posterior.pred_original_sample_coeff,
+            "current_sample_coeff": posterior.current_sample_coeff,
             "posterior_variance": posterior_variance,
             "posterior_log_variance_clipped": np.log(np.maximum(clipped, 1e-20)),
-            "log_beta": np.log(beta),
+            "log_beta": np.log(current_beta_t),
             "fixed_large_log_variance": np.log(fixed_large),
         }
         # Index every table by timestep (0..T-1); the timesteps the chain does not visit hold NaN, so misuse is loud.
@@ -251,8 +281,8 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     ) -> None:
         """
         Choose the visited timesteps (run before inference), exactly as `DDPMScheduler.set_timesteps` does. The
-        posterior of every later step uses the respaced betas 1 - abar_t / abar_prev, so a 50-step chain is a
-        proper 50-step DDPM chain.
+        posterior of every later step uses the respaced betas 1 - alpha_prod_t / alpha_prod_t_prev, so a 50-step chain
+        is a proper 50-step DDPM chain.
 
         Args:
             num_inference_steps (`int`, *optional*): how many steps, spaced by `config.timestep_spacing`.
@@ -312,13 +342,14 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
         """The next visited timestep after `timestep` (-1 after the last one): an int for an int, a tensor for a
         tensor (as `DDPMScheduler.previous_timestep` returns)."""
-        prev = int(self._table("prev_timestep", int(timestep), _FLOAT64))
+        prev = int(self._table("prev_timestep", int(timestep)))
         if torch.is_tensor(timestep):
             return torch.tensor(prev, dtype=torch.int64, device=timestep.device)
         return prev
 
-    def _table(self, name: str, timesteps, like: torch.Tensor) -> float | torch.Tensor:
-        """Table `name` at `timesteps`: a float for one timestep, else a tensor broadcastable against `like`.
+    def _table(self, name: str, timesteps, like: torch.Tensor | None = None) -> float | torch.Tensor:
+        """Table `name` at `timesteps`: a float for one timestep; else a tensor in `like`'s dtype, on its device and
+        shaped to broadcast against it (without `like`: a flat float64 tensor on the timesteps' device).
 
         A timestep outside [0, T) (which indexing would wrap: -1 reads t = T-1), or off the chain for a chain table
         (which holds NaN there), raises an explanatory error. The tensor path runs in training's hot path, once per
@@ -328,17 +359,18 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         devices (mps, xpu, ...) are not checked, because `_assert_async` is not implemented on all of them.
         """
         chain_table = self._chain_tables.get(name)
-        table = self._train_tables[name] if chain_table is None else chain_table
+        table = self._forward_tables[name] if chain_table is None else chain_table
         if isinstance(timesteps, (int, np.integer)) or (torch.is_tensor(timesteps) and timesteps.ndim == 0):
             t = int(timesteps)
             value = float(table[t]) if 0 <= t < len(table) else math.nan
             if math.isnan(value):
                 raise self._timestep_error([t], on_chain=chain_table is not None)
             return value
-        key = (name, like.device, like.dtype)
-        if key not in self._tensor_cache:
-            self._tensor_cache[key] = torch.from_numpy(table).to(device=like.device, dtype=like.dtype)
         index = torch.as_tensor(timesteps).long().flatten()  # a tensor keeps its device; a list lands on the CPU
+        device, dtype, ndim = (index.device, torch.float64, 1) if like is None else (like.device, like.dtype, like.ndim)
+        key = (name, device, dtype)
+        if key not in self._tensor_cache:
+            self._tensor_cache[key] = torch.from_numpy(table).to(device=device, dtype=dtype)
         if index.device.type == "cpu":
             t = index.numpy()
             T = len(table)
@@ -350,7 +382,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 bad = ~in_range
                 bad[in_range] = np.isnan(table[t[in_range]])
                 raise self._timestep_error(np.unique(t[bad]).tolist(), on_chain=chain_table is not None)
-        index = index.to(like.device)
+        index = index.to(device)
         values = self._tensor_cache[key][index]
         if index.device.type == "cuda":
             T = len(table)
@@ -360,7 +392,7 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
                 valid = valid & ~torch.isnan(values).any()
                 message = "a timestep is not on the scheduler's chain: use scheduler.timesteps"
             torch._assert_async(valid, message)
-        return values.reshape(-1, *([1] * (like.ndim - 1)))
+        return values.reshape(-1, *([1] * (ndim - 1)))
 
     def _timestep_error(self, timesteps: list[int], on_chain: bool) -> ValueError:
         """The error for the distinct bad `timesteps` of a query (the first few are named)."""
@@ -381,56 +413,61 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
     # The forward process and the posterior, as public formulas (one timestep, or one per sample)
     # ------------------------------------------------------------------------------------------------------------
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
-        """q(x_t | x_0) (Ho et al. 2020, eq. 4): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
-        sqrt_a = self._table("sqrt_alpha_bar_train", timesteps, original_samples)
-        sqrt_1ma = self._table("sqrt_one_minus_alpha_bar_train", timesteps, original_samples)
-        return sqrt_a * original_samples + sqrt_1ma * noise
+        """q(x_t | x_0) (Ho et al. 2020, eq. 4): x_t = sqrt(alpha_prod_t) x_0 + sqrt(1 - alpha_prod_t) eps."""
+        sqrt_alpha_prod = self._table("sqrt_alphas_cumprod", timesteps, original_samples)
+        sqrt_one_minus_alpha_prod = self._table("sqrt_one_minus_alphas_cumprod", timesteps, original_samples)
+        return sqrt_alpha_prod * original_samples + sqrt_one_minus_alpha_prod * noise
+
+    def forward_mean_log_variance(self, original_samples: torch.Tensor, timesteps):
+        """(mean, log variance) of q(x_t | x_0) = N(sqrt(alpha_prod_t) x_0, (1 - alpha_prod_t) I) (Ho et al. 2020,
+        eq. 4); the log variance is a float for one timestep. The bound's prior term compares it with N(0, I)."""
+        sqrt_alpha_prod = self._table("sqrt_alphas_cumprod", timesteps, original_samples)
+        log_variance = self._table("log_one_minus_alphas_cumprod", timesteps, original_samples)
+        return sqrt_alpha_prod * original_samples, log_variance
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
-        """The v-prediction target v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022)."""
-        sqrt_a = self._table("sqrt_alpha_bar_train", timesteps, sample)
-        sqrt_1ma = self._table("sqrt_one_minus_alpha_bar_train", timesteps, sample)
-        return sqrt_a * noise - sqrt_1ma * sample
+        """The v-prediction target v = sqrt(alpha_prod_t) eps - sqrt(1 - alpha_prod_t) x_0 (Salimans & Ho 2022)."""
+        sqrt_alpha_prod = self._table("sqrt_alphas_cumprod", timesteps, sample)
+        sqrt_one_minus_alpha_prod = self._table("sqrt_one_minus_alphas_cumprod", timesteps, sample)
+        return sqrt_alpha_prod * noise - sqrt_one_minus_alpha_prod * sample
 
     def snr(self, timesteps, like: torch.Tensor | None = None):
-        """The signal-to-noise ratio of q(x_t | x_0), SNR(t) = abar_t / (1 - abar_t) (Kingma et al. 2021, eq. 2 with
-        Ho et al. 2020's eq. 4): what Min-SNR-gamma loss weighting caps."""
-        return self._table("snr_train", timesteps, like if like is not None else _FLOAT64)
+        """The signal-to-noise ratio of q(x_t | x_0), SNR(t) = alpha_prod_t / (1 - alpha_prod_t) (Kingma et al. 2021,
+        eq. 2 with Ho et al. 2020's eq. 4): what Min-SNR-gamma loss weighting caps. Float64 without `like`."""
+        return self._table("snr", timesteps, like)
 
     def posterior_mean(self, x_t: torch.Tensor, x_0: torch.Tensor, timesteps) -> torch.Tensor:
-        """mu_q(x_t, x_0) = (sqrt(abar_{t-1}) beta_t x_0 + sqrt(alpha_t)(1 - abar_{t-1}) x_t) / (1 - abar_t)
-        (Ho et al. 2020, eq. 7)."""
-        coef_x0 = self._table("posterior_mean_coef_x0", timesteps, x_t)
-        coef_xt = self._table("posterior_mean_coef_xt", timesteps, x_t)
-        return coef_x0 * x_0 + coef_xt * x_t
-
-    def posterior_mean_from_noise(self, x_t: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
-        """mu_q in the noise form of Ho et al. 2020, eq. 11: (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)."""
-        eps_coef = self._table("beta_over_sqrt_one_minus_alpha_bar", timesteps, x_t)
-        return (x_t - eps_coef * noise) / self._table("sqrt_alpha", timesteps, x_t)
+        """mu_q(x_t, x_0) = pred_original_sample_coeff x_0 + current_sample_coeff x_t (Ho et al. 2020, eq. 7; the
+        coefficients are `posterior_coefficients`')."""
+        pred_original_sample_coeff = self._table("pred_original_sample_coeff", timesteps, x_t)
+        current_sample_coeff = self._table("current_sample_coeff", timesteps, x_t)
+        return pred_original_sample_coeff * x_0 + current_sample_coeff * x_t
 
     def posterior_variance(self, timesteps, like: torch.Tensor | None = None):
-        """Sigma_q = (1 - abar_{t-1}) / (1 - abar_t) beta_t (Ho et al. 2020, eq. 7); 0 at the chain's last step."""
-        return self._table("posterior_variance", timesteps, like if like is not None else _FLOAT64)
+        """Sigma_q = (1 - alpha_prod_t_prev) / (1 - alpha_prod_t) beta_t (Ho et al. 2020, eq. 7); 0 at the chain's
+        last step. Float64 without `like`."""
+        return self._table("posterior_variance", timesteps, like)
 
     def posterior_log_variance(self, timesteps, like: torch.Tensor | None = None):
-        """log Sigma_q, with the last step's (log 0) replaced by the step before's, as Improved DDPM does."""
-        return self._table("posterior_log_variance_clipped", timesteps, like if like is not None else _FLOAT64)
+        """log Sigma_q, with the last step's (log 0) replaced by the step before's, as Improved DDPM does. Float64
+        without `like`."""
+        return self._table("posterior_log_variance_clipped", timesteps, like)
 
     def predict_original_sample(self, model_output: torch.Tensor, timesteps, sample: torch.Tensor) -> torch.Tensor:
         """x_0's estimate from the model's prediction, by `prediction_type` (any timestep, on the chain or not):
-        epsilon x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (Ho et al. 2020, eq. 15), v x_0 = sqrt(abar_t) x_t
-        - sqrt(1 - abar_t) v (Salimans & Ho 2022), and `sample` is x_0 itself."""
+        epsilon x_0 = (x_t - sqrt(1 - alpha_prod_t) eps) / sqrt(alpha_prod_t) (Ho et al. 2020, eq. 15), multiplied out
+        as improved-diffusion does; v x_0 = sqrt(alpha_prod_t) x_t - sqrt(1 - alpha_prod_t) v (Salimans & Ho 2022);
+        and `sample` is x_0 itself."""
         prediction_type = self.config.prediction_type
         if prediction_type == "sample":
             return model_output
         if prediction_type == "epsilon":
-            sqrt_recip = self._table("sqrt_recip_alpha_bar_train", timesteps, sample)
-            sqrt_recipm1 = self._table("sqrt_recipm1_alpha_bar_train", timesteps, sample)
-            return sqrt_recip * sample - sqrt_recipm1 * model_output
-        sqrt_a = self._table("sqrt_alpha_bar_train", timesteps, sample)
-        sqrt_1ma = self._table("sqrt_one_minus_alpha_bar_train", timesteps, sample)
-        return sqrt_a * sample - sqrt_1ma * model_output
+            sqrt_recip_alpha_prod = self._table("sqrt_recip_alphas_cumprod", timesteps, sample)
+            sqrt_recipm1_alpha_prod = self._table("sqrt_recipm1_alphas_cumprod", timesteps, sample)
+            return sqrt_recip_alpha_prod * sample - sqrt_recipm1_alpha_prod * model_output
+        sqrt_alpha_prod = self._table("sqrt_alphas_cumprod", timesteps, sample)
+        sqrt_one_minus_alpha_prod = self._table("sqrt_one_minus_alphas_cumprod", timesteps, sample)
+        return sqrt_alpha_prod * sample - sqrt_one_minus_alpha_prod * model_output
 
     def model_log_variance(self, predicted_variance: torch.Tensor | None, timesteps, like: torch.Tensor):
         """log of p_theta's variance at `timesteps`, by `variance_type` (a float unless it is learned).
@@ -461,10 +498,11 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         the fixed types. `step` and `model_log_variance` do not use it.
         """
         prev_t = self.previous_timestep(int(t))
-        alpha_prod_t = self._table("alpha_bar_train", int(t), _FLOAT64)
-        alpha_prod_t_prev = self._table("alpha_bar_train", prev_t, _FLOAT64) if prev_t >= 0 else 1.0
-        current_beta_t = 1 - alpha_prod_t / alpha_prod_t_prev
-        variance = max((1 - alpha_prod_t_prev) / (1 - alpha_prod_t) * current_beta_t, 1e-20)  # diffusers' clamp
+        alpha_prod_t = self._table("alphas_cumprod", int(t))
+        alpha_prod_t_prev = self._table("alphas_cumprod", prev_t) if prev_t >= 0 else 1.0
+        posterior = posterior_coefficients(alpha_prod_t, alpha_prod_t_prev)
+        current_beta_t = posterior.current_beta_t
+        variance = max(posterior.variance, 1e-20)  # diffusers' clamp
 
         variance_type = self.config.variance_type if variance_type is None else variance_type
         if variance_type == "learned":
@@ -529,30 +567,29 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
         of Ho et al. 2020, laid out as `DDPMScheduler.step`.
 
         With `epsilon` prediction and no clipping the mean is the noise form of eq. 11,
-        (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t); otherwise it is eq. 7's posterior mean at the (clipped
-        or thresholded) x_0 estimate. The noise z is `randn_tensor`'s draw, as in diffusers (the same generator gives
-        the same images), and there is none on the chain's last step (Algorithm 2: z = 0 there), whatever timestep
-        that is.
+        (x_t - beta_t / sqrt(1 - alpha_prod_t) eps) / sqrt(alpha_t); otherwise it is eq. 7's posterior mean at the
+        (clipped or thresholded) x_0 estimate. The noise z is `randn_tensor`'s draw, as in diffusers (the same
+        generator gives the same images), and there is none on the chain's last step (Algorithm 2: z = 0 there),
+        whatever timestep that is.
         """
         config = self.config
         t = int(timestep)
         prev_t = self.previous_timestep(t)  # -1 after the chain's last step; raises for a timestep off the chain
         model_output, predicted_variance = self.split_model_output(model_output, sample)
 
-        # 1. compute alphas, betas (in float64; on a respaced chain alpha_t = abar_t / abar_prev)
-        alpha_prod_t = self._table("alpha_bar_train", t, sample)  # abar_t
-        alpha_prod_t_prev = self._table("alpha_bar_train", prev_t, sample) if prev_t >= 0 else 1.0  # abar_{t-1}
+        # 1. compute alphas, betas (float64 floats; on a respaced chain alpha_t = alpha_prod_t / alpha_prod_t_prev)
+        alpha_prod_t = self._table("alphas_cumprod", t)
+        alpha_prod_t_prev = self._table("alphas_cumprod", prev_t) if prev_t >= 0 else 1.0
         beta_prod_t = 1 - alpha_prod_t
-        beta_prod_t_prev = 1 - alpha_prod_t_prev
-        current_alpha_t = alpha_prod_t / alpha_prod_t_prev  # alpha_t
-        current_beta_t = 1 - current_alpha_t  # beta_t
+        posterior = posterior_coefficients(alpha_prod_t, alpha_prod_t_prev)  # eq. 7
+        current_alpha_t, current_beta_t = posterior.current_alpha_t, posterior.current_beta_t
 
         # 2. compute predicted original sample (x_0's estimate)
         if config.prediction_type == "epsilon":  # Ho et al. 2020, eq. 15 (eq. 4 solved for x_0)
             pred_original_sample = (sample - beta_prod_t**0.5 * model_output) / alpha_prod_t**0.5
         elif config.prediction_type == "sample":
             pred_original_sample = model_output
-        else:  # v_prediction, v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022)
+        else:  # v_prediction, v = sqrt(alpha_prod_t) eps - sqrt(1 - alpha_prod_t) x_0 (Salimans & Ho 2022)
             pred_original_sample = alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
 
         # 3. clip or threshold x_0's estimate (out of place: with `sample` prediction it is the caller's tensor)
@@ -564,26 +601,24 @@ class DDPMPosteriorScheduler(SchedulerMixin, ConfigMixin):
 
         # 4. compute the posterior mean mu_q
         if config.prediction_type == "epsilon" and not clipped:
-            # Eq. 11, mu = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t): the same mean as eq. 7 at x_0's
-            # unclipped estimate, without the round trip through 1 / sqrt(abar_t) (~160 at t = 999 on the linear
-            # schedule), which would amplify the rounding of a float32 batch.
+            # Eq. 11, mu = (x_t - beta_t / sqrt(1 - alpha_prod_t) eps) / sqrt(alpha_t): the same mean as eq. 7 at
+            # x_0's unclipped estimate, without the round trip through 1 / sqrt(alpha_prod_t) (~160 at t = 999 on the
+            # linear schedule), which would amplify the rounding of a float32 batch.
             pred_prev_sample = (sample - current_beta_t / beta_prod_t**0.5 * model_output) / current_alpha_t**0.5
-        else:
-            # Eq. 7: mu_q = (sqrt(abar_{t-1}) beta_t / (1 - abar_t)) x_0
-            #             + (sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t)) x_t
-            pred_original_sample_coeff = alpha_prod_t_prev**0.5 * current_beta_t / beta_prod_t
-            current_sample_coeff = current_alpha_t**0.5 * beta_prod_t_prev / beta_prod_t
-            pred_prev_sample = pred_original_sample_coeff * pred_original_sample + current_sample_coeff * sample
+        else:  # eq. 7
+            pred_prev_sample = (
+                posterior.pred_original_sample_coeff * pred_original_sample + posterior.current_sample_coeff * sample
+            )
 
         # 5. compute the variance, only where it is used: Algorithm 2 adds no noise on the chain's last step, the
-        # decoder, whose mean is the output (with abar_prev = 1, mu_q is x_0's estimate).
+        # decoder, whose mean is the output (with alpha_prod_t_prev = 1, mu_q is x_0's estimate).
         if prev_t >= 0:
             if config.variance_type == "learned_range":  # Improved DDPM, eq. 15
                 std_dev_t = torch.exp(0.5 * self.model_log_variance(predicted_variance, t, sample))
             elif config.variance_type == "fixed_large":  # sigma_t^2 = beta_t (Ho et al. 2020, section 3.2)
                 std_dev_t = current_beta_t**0.5
-            else:  # fixed_small(_log): sigma_t^2 = Sigma_q = (1 - abar_{t-1}) / (1 - abar_t) beta_t, eq. 7
-                std_dev_t = (beta_prod_t_prev / beta_prod_t * current_beta_t) ** 0.5
+            else:  # fixed_small(_log): sigma_t^2 = Sigma_q (eq. 7)
+                std_dev_t = posterior.variance**0.5
 
             # 6. x_{t-1} = mu + sigma z, z drawn exactly as diffusers draws it
             variance_noise = randn_tensor(

@@ -13,14 +13,14 @@ import torch
 
 from ddpm_hf import DDPMPosteriorScheduler
 from ddpm_hf.cli.nll import run as run_nll
-from ddpm_hf.diffusion.likelihood import VariationalBound, variational_bound
+from ddpm_hf.diffusion.likelihood import VariationalBound, as_posterior_scheduler, variational_bound
 from ddpm_hf.diffusion.losses import bits_per_dim, discretized_gaussian_log_likelihood, normal_kl
 
 T = 50
 GRID = torch.arange(256, dtype=torch.float64) / 255 * 2 - 1  # every 8-bit value in [-1, 1]
 
 
-def numpy_alpha_bar(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02):
+def numpy_alphas_cumprod(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02):
     return np.cumprod(1.0 - np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float64))
 
 
@@ -34,16 +34,17 @@ def random_image(shape=(1, 1, 4, 4), seed=0):
 
 class OracleUNet(torch.nn.Module):
     """For a data set holding one image per batch row, the optimal noise prediction
-    eps* = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t), with x_0 read from `encoder_hidden_states` when given."""
+    eps* = (x_t - sqrt(alpha_prod_t) x_0) / sqrt(1 - alpha_prod_t), with x_0 read from `encoder_hidden_states` when
+    given."""
 
-    def __init__(self, x_0, alpha_bar, dtype=torch.float64):
+    def __init__(self, x_0, alphas_cumprod, dtype=torch.float64):
         super().__init__()
-        self.register_buffer("alpha_bar", torch.tensor(alpha_bar, dtype=torch.float64))
+        self.register_buffer("alphas_cumprod", torch.tensor(alphas_cumprod, dtype=torch.float64))
         self.register_buffer("x_0", x_0.to(torch.float64))
         self.dtype_anchor = torch.nn.Parameter(torch.zeros((), dtype=dtype), requires_grad=False)
 
     def forward(self, sample, timestep, encoder_hidden_states=None):
-        a = self.alpha_bar[timestep.long()].view(-1, 1, 1, 1)
+        a = self.alphas_cumprod[timestep.long()].view(-1, 1, 1, 1)
         x_0 = self.x_0 if encoder_hidden_states is None else encoder_hidden_states.reshape(sample.shape).double()
         eps = (sample.double() - a.sqrt() * x_0) / (1 - a).sqrt()
         return types.SimpleNamespace(sample=eps.to(sample.dtype))
@@ -58,9 +59,9 @@ def decoder_nll_bpd(x_0, variance):
     return -np.log(probs).mean() / math.log(2)
 
 
-def prior_bpd_numpy(x_0, alpha_bar_T):
+def prior_bpd_numpy(x_0, alpha_prod_T):
     x = x_0.flatten().numpy()
-    kl = 0.5 * (-1 - np.log(1 - alpha_bar_T) + (1 - alpha_bar_T) + alpha_bar_T * x**2)
+    kl = 0.5 * (-1 - np.log(1 - alpha_prod_T) + (1 - alpha_prod_T) + alpha_prod_T * x**2)
     return kl.mean() / math.log(2)
 
 
@@ -147,21 +148,24 @@ def test_decoder_bins_match_erf_including_far_tails():
 
 
 def test_bits_per_dim_unit_on_a_hand_example():
-    # 1.5 bits per dimension of a 3x4x4 image is 1.5 * 48 * ln 2 nats
-    assert bits_per_dim(1.5 * 48 * math.log(2), 3 * 4 * 4) == pytest.approx(1.5, rel=1e-15)
-    assert bits_per_dim(torch.tensor([100.0]), 48).item() == pytest.approx(100 / (48 * 0.6931471805599453))
+    # 1.5 bits per dimension of a 3x4x4 image is 1.5 * ln 2 nats in each of its 48 dimensions
+    nats = torch.full((2, 3, 4, 4), 1.5 * math.log(2), dtype=torch.float64)
+    nats[1] = 100.0 / 48
+    per_image = bits_per_dim(nats)
+    assert per_image.shape == (2,) and per_image[0].item() == pytest.approx(1.5, rel=1e-15)
+    assert per_image[1].item() == pytest.approx(100 / (48 * 0.6931471805599453), rel=1e-15)
     # the bound is per dimension: a 1x1x2 image with pixels -1, 1 under the oracle's decoder, by hand
     x_0 = torch.tensor([[[[-1.0, 1.0]]]], dtype=torch.float64)
     log_p = discretized_gaussian_log_likelihood(x_0, x_0, torch.tensor(math.log(1 / 255), dtype=torch.float64))
     # each edge bin holds Phi(1) = 0.841344746...: -log2(0.841344746) bits per pixel
-    assert bits_per_dim(-log_p.sum(), 2).item() == pytest.approx(-math.log2(0.8413447460685429), rel=1e-12)
+    assert -bits_per_dim(log_p).item() == pytest.approx(-math.log2(0.8413447460685429), rel=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The bound with the oracle model
 # ----------------------------------------------------------------------------------------------------------------
 def oracle_bound(x_0, scheduler, **kwargs):
-    unet = OracleUNet(x_0, numpy_alpha_bar())
+    unet = OracleUNet(x_0, numpy_alphas_cumprod())
     kwargs.setdefault("generator", torch.Generator().manual_seed(0))
     return variational_bound(unet, scheduler, x_0, clip_denoised=False, show_progress=False, **kwargs)
 
@@ -179,12 +183,12 @@ def test_oracle_bound_is_prior_plus_decoder(respaced):
     assert bound.terms_bpd.shape == (1, K) and bound.prior_bpd.shape == (1,) and bound.total_bpd.shape == (1,)
     assert bound.timesteps.tolist() == chain[::-1]
     assert torch.all(bound.terms_bpd[:, 1:].abs() < 1e-6)  # every denoising KL vanishes
-    abar = numpy_alpha_bar()
-    assert bound.prior_bpd.item() == pytest.approx(prior_bpd_numpy(x_0, abar[chain[0]]), rel=1e-10)
+    alphas_cumprod = numpy_alphas_cumprod()
+    assert bound.prior_bpd.item() == pytest.approx(prior_bpd_numpy(x_0, alphas_cumprod[chain[0]]), rel=1e-10)
     # the decoder: mean x_0 exactly, variance Sigma_q of the chain's second-to-last step (Improved DDPM's clip)
     t, prev = chain[-2], chain[-1]
-    beta = 1 - abar[t] / abar[prev]
-    variance = beta * (1 - abar[prev]) / (1 - abar[t])
+    beta = 1 - alphas_cumprod[t] / alphas_cumprod[prev]
+    variance = beta * (1 - alphas_cumprod[prev]) / (1 - alphas_cumprod[t])
     assert bound.decoder_bpd.item() == pytest.approx(decoder_nll_bpd(x_0, variance), rel=1e-9)
     assert torch.equal(bound.decoder_bpd, bound.terms_bpd[:, 0])
     assert bound.total_bpd.item() == pytest.approx(bound.prior_bpd.item() + bound.decoder_bpd.item(), abs=1e-6)
@@ -212,19 +216,39 @@ def test_stock_diffusers_scheduler_is_accepted():
     assert torch.equal(ours.total_bpd, stock.total_bpd)
 
 
+def test_the_shipped_copy_of_the_scheduler_is_converted_on_its_chain():
+    """A folder loaded with trust_remote_code runs its own copy of scheduling_ddpm_posterior.py, a class of its own
+    (maybe an older version): the bound rebuilds this package's scheduler from its config and chain."""
+    import importlib.util
+
+    import ddpm_hf.scheduling_ddpm_posterior as home
+
+    spec = importlib.util.spec_from_file_location("shipped_scheduling_ddpm_posterior", home.__file__)
+    shipped = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shipped)
+    copy = shipped.DDPMPosteriorScheduler(num_train_timesteps=T, variance_type="fixed_large")
+    copy.set_timesteps(timesteps=[40, 20, 3])
+    converted = as_posterior_scheduler(copy)
+    assert type(converted) is DDPMPosteriorScheduler and converted.config.variance_type == "fixed_large"
+    assert converted.timesteps.tolist() == [40, 20, 3]
+    ours = DDPMPosteriorScheduler(num_train_timesteps=T)
+    assert as_posterior_scheduler(ours) is ours
+
+
 def test_conditioning_is_gathered_per_pair():
     """Three images, each x_0 handed to the model as its `encoder_hidden_states`: the oracle is exact only if every
     (image, t) pair gets its own image's conditioning."""
     x_0 = torch.cat([random_image(seed=s) for s in range(3)])
     scheduler = DDPMPosteriorScheduler(num_train_timesteps=T, clip_sample=False)
-    unet = OracleUNet(torch.zeros(1, 1, 4, 4), numpy_alpha_bar())
+    unet = OracleUNet(torch.zeros(1, 1, 4, 4), numpy_alphas_cumprod())
     bound = variational_bound(
         unet, scheduler, x_0, generator=torch.Generator().manual_seed(1), batch_size=7, clip_denoised=False,
         show_progress=False, encoder_hidden_states=x_0.reshape(3, 1, 16),
     )
     assert torch.all(bound.terms_bpd[:, 1:].abs() < 1e-6)
     for b in range(3):
-        assert bound.prior_bpd[b].item() == pytest.approx(prior_bpd_numpy(x_0[b], numpy_alpha_bar()[T - 1]), rel=1e-10)
+        expected = prior_bpd_numpy(x_0[b], numpy_alphas_cumprod()[T - 1])
+        assert bound.prior_bpd[b].item() == pytest.approx(expected, rel=1e-10)
 
 
 def test_reproducible_and_independent_of_batch_size():
@@ -236,7 +260,7 @@ def test_reproducible_and_independent_of_batch_size():
             out = super().forward(sample, timestep, encoder_hidden_states)
             return types.SimpleNamespace(sample=out.sample + 0.05 * torch.sin(7 * sample))
 
-    unet = Imperfect(torch.zeros(1, 1, 4, 4), numpy_alpha_bar())
+    unet = Imperfect(torch.zeros(1, 1, 4, 4), numpy_alphas_cumprod())
     results = [
         variational_bound(unet, scheduler, x_0, generator=torch.Generator().manual_seed(seed), batch_size=bs,
                           show_progress=False, model_kwargs={"encoder_hidden_states": x_0.reshape(2, 1, 16)})
@@ -268,7 +292,7 @@ def test_terms_match_a_direct_recomputation_from_the_models_inputs():
     bound = variational_bound(Recorder(), scheduler, x_0, generator=torch.Generator().manual_seed(0), batch_size=4,
                               timesteps=[49, 30, 12, 4, 0], show_progress=False)
     chain = [49, 30, 12, 4, 0]
-    abar = numpy_alpha_bar()
+    alphas_cumprod = numpy_alphas_cumprod()
     x_t_all = torch.cat([s for s, _ in seen]).numpy()
     t_all = torch.cat([t for _, t in seen]).numpy()
     assert len(t_all) == 2 * len(chain)
@@ -277,8 +301,8 @@ def test_terms_match_a_direct_recomputation_from_the_models_inputs():
         assert t == chain[::-1][k]
         x0 = x_0[b].numpy()
         i = chain.index(t)
-        a_t = abar[t]
-        a_prev = abar[chain[i + 1]] if i + 1 < len(chain) else 1.0
+        a_t = alphas_cumprod[t]
+        a_prev = alphas_cumprod[chain[i + 1]] if i + 1 < len(chain) else 1.0
         beta = 1 - a_t / a_prev
         x0_hat = np.clip((x_t - math.sqrt(1 - a_t) * 0.5 * x_t) / math.sqrt(a_t), -1, 1)
 
@@ -286,7 +310,7 @@ def test_terms_match_a_direct_recomputation_from_the_models_inputs():
             return (math.sqrt(a_prev) * beta * x0_ + math.sqrt(1 - beta) * (1 - a_prev) * x_t) / (1 - a_t)  # noqa: B023
 
         if k == 0:  # decoder: fixed_large's sigma^2 there is Sigma_q of the step before (Ho et al.'s fixedlarge)
-            a_1, a_0 = abar[chain[-2]], abar[chain[-1]]
+            a_1, a_0 = alphas_cumprod[chain[-2]], alphas_cumprod[chain[-1]]
             decoder_var = (1 - a_1 / a_0) * (1 - a_0) / (1 - a_1)
             z_hi = (x0 + 1 / 255 - mean(x0_hat)) / math.sqrt(2 * decoder_var)
             z_lo = (x0 - 1 / 255 - mean(x0_hat)) / math.sqrt(2 * decoder_var)
@@ -304,7 +328,7 @@ def test_terms_match_a_direct_recomputation_from_the_models_inputs():
 
 def test_rejects_images_outside_the_model_range():
     scheduler = DDPMPosteriorScheduler(num_train_timesteps=T)
-    unet = OracleUNet(torch.zeros(1, 1, 4, 4), numpy_alpha_bar())
+    unet = OracleUNet(torch.zeros(1, 1, 4, 4), numpy_alphas_cumprod())
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         variational_bound(unet, scheduler, torch.full((1, 1, 4, 4), 200.0), show_progress=False)
 

@@ -1,9 +1,10 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""Improved DDPM's training objectives (L_hybrid, L_vlb) and importance-sampled timesteps, in training_utils.
+"""Improved DDPM's training objectives (L_hybrid, L_vlb) and importance-sampled timesteps.
 
 The math is checked against independent float64 numpy formulas (Ho et al. 2020, eq. 7 for the posterior; the
-Gaussian KL in closed form; the discretized Gaussian decoder with scipy's normal CDF) and against
-`likelihood.vb_terms_bpd`; the sampler against a re-implementation of improved-diffusion's LossSecondMomentResampler.
+Gaussian KL in closed form; the discretized Gaussian decoder with scipy's normal CDF), in float32 as training computes
+it and in float64 as the bound does; the sampler against a re-implementation of improved-diffusion's
+LossSecondMomentResampler.
 """
 
 import contextlib
@@ -19,19 +20,17 @@ from conftest import tiny_unet
 from scipy.special import ndtr
 
 from ddpm_hf import DDPMPosteriorScheduler
-from ddpm_hf.diffusion.likelihood import vb_terms_bpd
 from ddpm_hf.diffusion.losses import (
     LOSSES,
     NoisedBatch,
     check_loss_config,
-    diffusion_loss,
     diffusion_loss_terms,
     hybrid_losses,
     min_snr_weights,
     noise_batch,
     simple_losses,
+    vb_terms_bpd,
     vlb_losses,
-    vlb_term_bpd,
 )
 from ddpm_hf.diffusion.timestep_samplers import LossSecondMomentSampler, UniformSampler, make_timestep_sampler
 from ddpm_hf.randomness import StepRandomness
@@ -48,17 +47,17 @@ def reference_term_bpd(x0, x_t, eps_hat, v, t):
     """L_t in bits/dim per sample, numpy float64, from the paper's formulas (epsilon prediction, learned_range)."""
     betas = np.linspace(1e-4, 0.02, T, dtype=np.float64)
     alphas = 1.0 - betas
-    abar = np.cumprod(alphas)
-    abar_prev = np.append(1.0, abar[:-1])
-    beta_tilde = betas * (1.0 - abar_prev) / (1.0 - abar)  # Ho et al. eq. 7
+    alphas_cumprod = np.cumprod(alphas)
+    alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
+    beta_tilde = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)  # Ho et al. eq. 7
     log_beta_tilde_clipped = np.log(np.append(beta_tilde[1], beta_tilde[1:]))  # Improved DDPM: log 0 at t = 0
     b = lambda table: table[t].reshape(-1, 1, 1, 1)  # noqa: E731
 
     def posterior_mean(x_start):  # Ho et al. eq. 7
-        return (np.sqrt(b(abar_prev)) * b(betas) / (1 - b(abar))) * x_start + (
-            np.sqrt(b(alphas)) * (1 - b(abar_prev)) / (1 - b(abar))) * x_t
+        return (np.sqrt(b(alphas_cumprod_prev)) * b(betas) / (1 - b(alphas_cumprod))) * x_start + (
+            np.sqrt(b(alphas)) * (1 - b(alphas_cumprod_prev)) / (1 - b(alphas_cumprod))) * x_t
 
-    x0_hat = (x_t - np.sqrt(1 - b(abar)) * eps_hat) / np.sqrt(b(abar))  # unclipped, as in training
+    x0_hat = (x_t - np.sqrt(1 - b(alphas_cumprod)) * eps_hat) / np.sqrt(b(alphas_cumprod))  # unclipped, as in training
     model_mean = posterior_mean(x0_hat)
     frac = (v + 1) / 2  # Improved DDPM eq. 15
     model_logvar = frac * np.log(b(betas)) + (1 - frac) * b(log_beta_tilde_clipped)
@@ -91,21 +90,21 @@ def learned_range_case(seed=0):
     return scheduler, batch, torch.cat([eps_hat, v], dim=1)
 
 
-def test_vlb_term_matches_the_closed_form_and_vb_terms_bpd():
+def test_vb_terms_bpd_matches_the_closed_form_in_float32_and_float64():
+    """The one L_t: float32 as L_vlb trains on it (T L_t), float64 as the bound computes it."""
     scheduler, batch, output = learned_range_case()
     d = lambda x: x.double().numpy()  # noqa: E731
     expected = reference_term_bpd(d(batch.x0), d(batch.x_t), d(output[:, :1]), d(output[:, 1:]), np.array(TIMESTEPS))
     assert np.all(expected > 0) and np.all(np.isfinite(expected))
 
-    term = vlb_term_bpd(output, batch, scheduler)
+    term = vlb_losses(output, batch, scheduler) / T
     assert term.dtype == torch.float32 and term.shape == (len(TIMESTEPS),)
     torch.testing.assert_close(term.double(), torch.from_numpy(expected), rtol=1e-4, atol=0)
 
-    # The likelihood module's term, with the same x_t and t, from a "model" that returns this output.
-    library = vb_terms_bpd(lambda x_t, t: output.double(), scheduler, batch.x0.double(), batch.x_t.double(),
-                           batch.timesteps, batch.timesteps == 0, clip_denoised=False)
-    torch.testing.assert_close(library, torch.from_numpy(expected), rtol=1e-9, atol=0)
-    torch.testing.assert_close(term.double(), library, rtol=1e-4, atol=0)
+    exact = vb_terms_bpd(scheduler, output.double(), batch.x0.double(), batch.x_t.double(), batch.timesteps)
+    assert exact.dtype == torch.float64
+    torch.testing.assert_close(exact, torch.from_numpy(expected), rtol=1e-9, atol=0)
+    torch.testing.assert_close(term.double(), exact, rtol=1e-4, atol=0)
 
 
 def test_hybrid_is_mse_plus_lambda_T_vlb_term():
@@ -185,7 +184,7 @@ def test_check_loss_config():
     # The loss functions refuse it too, not only the set-up check.
     model = tiny_unet()
     with pytest.raises(ValueError, match="learned_range"):
-        diffusion_loss(model, DDPMPosteriorScheduler(), torch.zeros(2, 1, 8, 8), loss_type="hybrid")
+        diffusion_loss_terms(model, DDPMPosteriorScheduler(), torch.zeros(2, 1, 8, 8), loss_type="hybrid")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -197,8 +196,8 @@ def test_min_snr_weights_match_the_closed_form_and_diffusers(prediction_type):
     from diffusers.training_utils import compute_snr
 
     gamma, t = 5.0, torch.tensor([0, 1, 30, 100, 300, 500, 999])
-    abar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, T, dtype=np.float64))[t.numpy()]
-    snr = abar / (1.0 - abar)
+    alphas_cumprod = np.cumprod(1.0 - np.linspace(1e-4, 0.02, T, dtype=np.float64))[t.numpy()]
+    snr = alphas_cumprod / (1.0 - alphas_cumprod)
     x0_weight = np.minimum(snr, gamma)  # Hang et al. eq. 8, for the error of x_0
     expected = {"epsilon": x0_weight / snr, "v_prediction": x0_weight / (snr + 1), "sample": x0_weight}
     weights = min_snr_weights(DDPMPosteriorScheduler(prediction_type=prediction_type), t, gamma)
@@ -210,7 +209,7 @@ def test_min_snr_weights_match_the_closed_form_and_diffusers(prediction_type):
         snr_diffusers = compute_snr(DDPMScheduler(prediction_type=prediction_type), t)
         reference = torch.minimum(snr_diffusers, torch.full_like(snr_diffusers, gamma))
         reference = reference / (snr_diffusers if prediction_type == "epsilon" else snr_diffusers + 1)
-        # diffusers takes 1 - abar_t in float32 (4 digits at t = 0, where abar_t = 0.9999); ours is float64's.
+        # diffusers takes 1 - alpha_prod_t in float32 (4 digits at t = 0, where alpha_prod_t = 0.9999); ours in float64.
         torch.testing.assert_close(weights, reference.float(), rtol=1e-3, atol=0)
 
 
@@ -228,10 +227,10 @@ def test_snr_weighted_loss_is_the_weighted_mean_of_the_per_sample_errors():
         plain = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(4))
         batch = noise_batch(scheduler, x0, torch.Generator().manual_seed(4))
         errors = (model(batch.x_t, batch.timesteps).sample - batch.noise).pow(2).mean(dim=(1, 2, 3))
-        # The weights are independent of the loss code: min(1, gamma / SNR) from abar in float64.
-        abar = torch.from_numpy(np.cumprod(1.0 - np.linspace(1e-4, 0.02, T)))[batch.timesteps]
-        weights = torch.clamp(5.0 * (1 - abar) / abar, max=1.0).float()
-        huge_gamma = diffusion_loss(model, scheduler, x0, torch.Generator().manual_seed(4), snr_gamma=1e12)
+        # The weights are independent of the loss code: min(1, gamma / SNR) from alphas_cumprod in float64.
+        alphas_cumprod = torch.from_numpy(np.cumprod(1.0 - np.linspace(1e-4, 0.02, T)))[batch.timesteps]
+        weights = torch.clamp(5.0 * (1 - alphas_cumprod) / alphas_cumprod, max=1.0).float()
+        huge_gamma = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(4), snr_gamma=1e12).loss
     torch.testing.assert_close(terms.loss, (weights * errors).mean())
     torch.testing.assert_close(terms.sample_losses, errors)  # unweighted: what a timestep sampler learns from
     assert (weights < 1).any() and (weights == 1).any()  # this draw has timesteps on both sides of the cap
@@ -246,14 +245,15 @@ def test_snr_gamma_needs_a_positive_gamma_and_l_simple():
     with pytest.raises(ValueError, match="use loss_type 'simple' with snr_gamma"):
         check_loss_config("hybrid", "learned_range", 5.0)
     with pytest.raises(ValueError, match="use loss_type 'simple' with snr_gamma"):
-        diffusion_loss(tiny_unet(), DDPMPosteriorScheduler(), torch.zeros(2, 1, 8, 8), loss_type="vlb", snr_gamma=5.0)
+        diffusion_loss_terms(tiny_unet(), DDPMPosteriorScheduler(), torch.zeros(2, 1, 8, 8), loss_type="vlb",
+                             snr_gamma=5.0)
 
 
 def test_vlb_refuses_a_respaced_scheduler():
     scheduler, batch, output = learned_range_case()
     scheduler.set_timesteps(50)
     with pytest.raises(ValueError, match="full 1000-step chain"):
-        vlb_term_bpd(output, batch, scheduler)
+        vlb_losses(output, batch, scheduler)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -270,10 +270,11 @@ def test_default_loss_is_bit_identical_to_the_historical_formula():
         prediction = model(scheduler.add_noise(x0, noise, timesteps), timesteps).sample
         expected = F.mse_loss(prediction.float(), noise.float())
 
-        assert torch.equal(diffusion_loss(model, scheduler, x0, torch.Generator().manual_seed(3)), expected)
+        default = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(3))
         terms = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(3),
                                      timestep_sampler=UniformSampler(T))
-    assert torch.equal(terms.loss, expected) and torch.equal(terms.timesteps, timesteps)
+    assert torch.equal(default.loss, expected) and torch.equal(terms.loss, expected)
+    assert torch.equal(terms.timesteps, timesteps)
     torch.testing.assert_close(terms.sample_losses, (prediction - noise).pow(2).mean(dim=(1, 2, 3)))
 
 

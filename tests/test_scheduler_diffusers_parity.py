@@ -1,7 +1,7 @@
 """DDPMPosteriorScheduler is a drop-in for diffusers.DDPMScheduler: same steps for the same generator, same config.
 
-Known numerics: diffusers keeps alphas_cumprod in float32, so 1 - abar near t = 0 carries a relative error of up to
-~6e-4 there, while DDPMPosteriorScheduler computes every coefficient in float64. Step outputs are therefore compared
+Known numerics: diffusers keeps alphas_cumprod in float32, so 1 - alpha_prod_t near t = 0 carries a relative error of up
+to ~6e-4 there, while DDPMPosteriorScheduler computes every coefficient in float64. Step outputs are therefore compared
 with |ours - theirs| <= 1e-3 (1 + |theirs|), and `test_ours_is_the_exact_one` shows which side is exact.
 
 Known deliberate difference: ours adds no noise on the chain's last step even when that timestep is > 0 (trailing
@@ -149,7 +149,7 @@ def test_step_parity(schedule, chain, variance_type, combos):
 @pytest.mark.parametrize("variance_type", VARIANCE_TYPES)
 @pytest.mark.parametrize("chain", ["leading50", "trailing50"])
 def test_step_parity_zero_terminal_snr(chain, variance_type):
-    """rescale_betas_zero_snr (abar_{T-1} = 0, beta_{T-1} = 1) with v_prediction, as Lin et al. recommend."""
+    """rescale_betas_zero_snr (alpha_prod_{T-1} = 0, beta_{T-1} = 1) with v_prediction, as Lin et al. recommend."""
     config = dict(rescale_betas_zero_snr=True, prediction_type="v_prediction", variance_type=variance_type,
                   clip_sample=False)
     ours, theirs = make_pair(config, chain)
@@ -163,23 +163,23 @@ def test_step_parity_zero_terminal_snr(chain, variance_type):
 def test_ours_is_the_exact_one():
     """Our coefficients match float64 numpy to 1e-12; diffusers' float32 ones do not even to 1e-6 near t = 0."""
     betas = np.linspace(1e-4, 0.02, T, dtype=np.float64)
-    abar = np.cumprod(1.0 - betas)
+    alphas_cumprod = np.cumprod(1.0 - betas)
     ts = np.arange(0, 5)
     ours, theirs = DDPMPosteriorScheduler(), DDPMScheduler()
 
     def rel_err(got, exact):
         return float(np.max(np.abs(np.asarray(got, dtype=np.float64) - exact) / np.abs(exact)))
 
-    # sqrt(1 - abar_t), as used by add_noise (float64 inputs)
-    exact = np.sqrt(1.0 - abar[ts])
+    # sqrt(1 - alpha_prod_t), as used by add_noise (float64 inputs)
+    exact = np.sqrt(1.0 - alphas_cumprod[ts])
     zeros, ones = torch.zeros(len(ts), dtype=torch.float64), torch.ones(len(ts), dtype=torch.float64)
     tt = torch.tensor(ts)
     assert rel_err(ours.add_noise(zeros, ones, tt).numpy(), exact) < 1e-12
     assert rel_err(theirs.add_noise(zeros, ones, tt).numpy(), exact) > 1e-6
 
-    # Sigma_q = beta_t (1 - abar_{t-1}) / (1 - abar_t) for t = 1..4
+    # Sigma_q = beta_t (1 - alpha_prod_t_prev) / (1 - alpha_prod_t) for t = 1..4
     t1 = ts[1:]
-    exact = betas[t1] * (1.0 - abar[t1 - 1]) / (1.0 - abar[t1])
+    exact = betas[t1] * (1.0 - alphas_cumprod[t1 - 1]) / (1.0 - alphas_cumprod[t1])
     assert rel_err([ours.posterior_variance(int(t)) for t in t1], exact) < 1e-12
     assert rel_err([theirs._get_variance(int(t)).item() for t in t1], exact) > 1e-6
 

@@ -201,7 +201,6 @@ def test_posterior_queries_at_timestep_not_on_chain():
         lambda: scheduler.posterior_variance(7),
         lambda: scheduler.posterior_log_variance(7),
         lambda: scheduler.posterior_mean(x, x, 7),
-        lambda: scheduler.posterior_mean_from_noise(x, x, 7),
         lambda: scheduler.previous_timestep(7),
     ):
         raises_naming(fn, "Timestep 7", "not on this scheduler's chain", "set_timesteps")
@@ -217,7 +216,6 @@ def test_posterior_queries_at_tensor_timesteps_not_on_chain():
         lambda: scheduler.posterior_variance(bad, like=x),
         lambda: scheduler.posterior_log_variance(bad, like=x),
         lambda: scheduler.posterior_mean(x, x, bad),
-        lambda: scheduler.posterior_mean_from_noise(x, x, bad),
         lambda: scheduler.model_log_variance(None, bad, x),
     ):
         raises_naming(fn, "Timesteps [7, 1000]", "not on this scheduler's chain", "scheduler.timesteps")
@@ -239,6 +237,7 @@ def test_forward_process_at_timesteps_outside_range(bad):
     for timesteps in (torch.tensor(bad), bad, np.array(bad)):
         for fn in (scheduler.add_noise, scheduler.get_velocity):
             raises_naming(lambda fn=fn, t=timesteps: fn(x, x, t), shown, "outside [0, 999]", "torch.randint(0, 1000")
+        raises_naming(lambda t=timesteps: scheduler.forward_mean_log_variance(x, t), shown, "outside [0, 999]")
     raises_naming(lambda: scheduler.predict_original_sample(x, torch.tensor(bad), x), "outside [0, 999]")
 
 

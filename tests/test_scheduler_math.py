@@ -1,12 +1,12 @@
 """The mathematics of DDPMPosteriorScheduler, checked against independent float64 numpy and by simulation.
 
 Notation (diffusers' 0-based timesteps, t = 0 is the paper's t = 1):
-    abar_t = prod_{s <= t} (1 - beta_s),  q(x_t | x_0) = N(sqrt(abar_t) x_0, 1 - abar_t)
-    on a chain of visited timesteps, prev is the next visited timestep (abar_prev = 1 after the last one) and
-    alpha_t = abar_t / abar_prev, beta_t = 1 - alpha_t,
-    mu_q    = (sqrt(alpha_t)(1 - abar_prev) x_t + sqrt(abar_prev) beta_t x_0) / (1 - abar_t)
-            = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)
-    Sigma_q = beta_t (1 - abar_prev) / (1 - abar_t)
+    alpha_prod_t = prod_{s <= t} (1 - beta_s),  q(x_t | x_0) = N(sqrt(alpha_prod_t) x_0, 1 - alpha_prod_t)
+    on a chain of visited timesteps, prev is the next visited timestep (alpha_prod_t_prev = 1 after the last one) and
+    alpha_t = alpha_prod_t / alpha_prod_t_prev, beta_t = 1 - alpha_t,
+    mu_q    = (sqrt(alpha_t)(1 - alpha_prod_t_prev) x_t + sqrt(alpha_prod_t_prev) beta_t x_0) / (1 - alpha_prod_t)
+            = (x_t - beta_t / sqrt(1 - alpha_prod_t) eps) / sqrt(alpha_t)
+    Sigma_q = beta_t (1 - alpha_prod_t_prev) / (1 - alpha_prod_t)
 
 Every reference value below is computed here, in numpy float64, from these formulas; nothing is read back from the
 scheduler's private tables. Statistical checks use fixed seeds and tolerances of 5 standard errors.
@@ -46,23 +46,23 @@ def np_betas(schedule, num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, tr
     if schedule == "squaredcos_cap_v2":  # Nichol & Dhariwal 2021, eq. 17, s = 0.008, beta <= 0.999
         s = 0.008
         f = np.cos((np.arange(n + 1, dtype=np.float64) / n + s) / (1 + s) * np.pi / 2) ** 2
-        abar = f / f[0]
-        return np.minimum(1.0 - abar[1:] / abar[:-1], 0.999)
+        alphas_cumprod = f / f[0]
+        return np.minimum(1.0 - alphas_cumprod[1:] / alphas_cumprod[:-1], 0.999)
     if schedule == "sigmoid":  # GeoDiff
         x = np.linspace(-6.0, 6.0, n, dtype=np.float64)
         return 1.0 / (1.0 + np.exp(-x)) * (beta_end - beta_start) + beta_start
     raise AssertionError(schedule)
 
 
-def np_abar(**kw):
+def np_alphas_cumprod(**kw):
     return np.cumprod(1.0 - np_betas(**kw))
 
 
-def np_chain_tables(abar, chain):
+def np_chain_tables(alphas_cumprod, chain):
     """Posterior coefficients on a chain of visited timesteps, float64 numpy, indexed like `chain`."""
     chain = np.asarray(chain, dtype=np.int64)
-    a_t = abar[chain]
-    a_prev = np.append(abar[chain[1:]], 1.0)
+    a_t = alphas_cumprod[chain]
+    a_prev = np.append(alphas_cumprod[chain[1:]], 1.0)
     alpha = a_t / a_prev
     beta = 1.0 - alpha
     var = beta * (1.0 - a_prev) / (1.0 - a_t)
@@ -70,8 +70,8 @@ def np_chain_tables(abar, chain):
     if len(chain) > 1:
         log_var[-1] = np.log(var[-2])  # Improved DDPM: the last step's log(0) replaced by the step before's
     return {
-        "abar": a_t,
-        "abar_prev": a_prev,
+        "alpha_prod_t": a_t,
+        "alpha_prod_t_prev": a_prev,
         "alpha": alpha,
         "beta": beta,
         "xt_coef": np.sqrt(alpha) * (1.0 - a_prev) / (1.0 - a_t),
@@ -121,7 +121,7 @@ def make(schedule="linear", chain="full", **config):
     if expected is None:
         expected = np.asarray(set_kw["timesteps"])
     np.testing.assert_array_equal(scheduler.timesteps.numpy(), expected)
-    return scheduler, np_abar(**np_kw), np.asarray(expected, dtype=np.int64)
+    return scheduler, np_alphas_cumprod(**np_kw), np.asarray(expected, dtype=np.int64)
 
 
 def probe_indices(n):
@@ -160,7 +160,7 @@ def check_normal(samples, mean, var, what=""):
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_schedule_tables_match_numpy(schedule):
-    scheduler, abar, _ = make(schedule)
+    scheduler, alphas_cumprod, _ = make(schedule)
     betas = np_betas(**SCHEDULES[schedule][1])
     assert np.all((betas > 0) & (betas < 1))
     # The public tables are float32 (as in diffusers): equal to float64 numpy up to float32 rounding.
@@ -168,12 +168,12 @@ def test_schedule_tables_match_numpy(schedule):
     np.testing.assert_allclose(scheduler.betas.double().numpy(), betas, rtol=1e-6, atol=0)
     # alphas = 1 - betas in float32, as diffusers computes it: float32 cancellation where beta is near 1
     np.testing.assert_allclose(scheduler.alphas.double().numpy(), 1.0 - betas, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(scheduler.alphas_cumprod.double().numpy(), abar, rtol=1e-6, atol=0)
-    # The scheduler computes in float64: its closed form q(x_t | x_0) exposes sqrt(abar_t) and sqrt(1 - abar_t).
+    np.testing.assert_allclose(scheduler.alphas_cumprod.double().numpy(), alphas_cumprod, rtol=1e-6, atol=0)
+    # The scheduler computes in float64: q(x_t | x_0) in closed form exposes sqrt(alpha_prod_t), sqrt(1 - alpha_prod_t).
     t = torch.arange(T)
     ones, zeros = torch.ones(T, dtype=F64), torch.zeros(T, dtype=F64)
-    assert_close(scheduler.add_noise(ones, zeros, t), np.sqrt(abar), rtol=1e-12)
-    assert_close(scheduler.add_noise(zeros, ones, t), np.sqrt(1.0 - abar), rtol=1e-12)
+    assert_close(scheduler.add_noise(ones, zeros, t), np.sqrt(alphas_cumprod), rtol=1e-12)
+    assert_close(scheduler.add_noise(zeros, ones, t), np.sqrt(1.0 - alphas_cumprod), rtol=1e-12)
 
 
 def test_cosine_schedule_caps_beta():
@@ -185,9 +185,9 @@ def test_cosine_schedule_caps_beta():
 
 
 def test_rescale_zero_terminal_snr():
-    """Lin et al. 2023: sqrt(abar) shifted and scaled so that abar_{T-1} = 0 while abar_0 is kept."""
+    """Lin et al. 2023: sqrt(alphas_cumprod) shifted and scaled so that alpha_prod_{T-1} = 0, alpha_prod_0 kept."""
     scheduler = DDPMPosteriorScheduler(rescale_betas_zero_snr=True)
-    s = np.sqrt(np_abar(schedule="linear"))
+    s = np.sqrt(np_alphas_cumprod(schedule="linear"))
     expected = ((s - s[-1]) * s[0] / (s[0] - s[-1])) ** 2
     t = torch.arange(T)
     got = scheduler.add_noise(torch.ones(T, dtype=F64), torch.zeros(T, dtype=F64), t).numpy() ** 2
@@ -201,8 +201,8 @@ def test_rescale_zero_terminal_snr():
 @pytest.mark.parametrize("chain", list(CHAINS))
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_posterior_matches_numpy(schedule, chain):
-    scheduler, abar, ts = make(schedule, chain)
-    ref = np_chain_tables(abar, ts)
+    scheduler, alphas_cumprod, ts = make(schedule, chain)
+    ref = np_chain_tables(alphas_cumprod, ts)
     idx = probe_indices(len(ts))
     g = torch.Generator().manual_seed(0)
     x_t = torch.randn(len(idx), 2, 3, generator=g, dtype=F64)
@@ -232,22 +232,23 @@ def test_posterior_matches_numpy(schedule, chain):
 @pytest.mark.parametrize("chain", list(CHAINS))
 def test_posterior_log_variance_clipped_at_last_step(chain):
     """Improved DDPM: Sigma_q = 0 at the chain's last step; its log is the previous visited step's log variance."""
-    scheduler, abar, ts = make("linear", chain)
+    scheduler, alphas_cumprod, ts = make("linear", chain)
     last, before = int(ts[-1]), int(ts[-2])
     assert scheduler.posterior_variance(last) == 0.0
     assert scheduler.posterior_variance(before) > 0.0
     log_before = math.log(scheduler.posterior_variance(before))
-    assert log_before == pytest.approx(math.log(np_chain_tables(abar, ts)["var"][-2]), abs=1e-10)
+    assert log_before == pytest.approx(math.log(np_chain_tables(alphas_cumprod, ts)["var"][-2]), abs=1e-10)
     assert scheduler.posterior_log_variance(last) == pytest.approx(log_before, abs=1e-12)
     assert scheduler.posterior_log_variance(before) == pytest.approx(log_before, abs=1e-12)
 
 
 @pytest.mark.parametrize("chain", list(CHAINS))
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
-def test_x0_form_equals_noise_form(schedule, chain):
-    """mu_q(x_t, x_0) == (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) when x_t = add_noise(x_0, eps, t)."""
-    scheduler, abar, ts = make(schedule, chain)
-    ref = np_chain_tables(abar, ts)
+def test_posterior_mean_equals_the_noise_form(schedule, chain):
+    """mu_q(x_t, x_0) == (x_t - beta_t / sqrt(1 - alpha_prod_t) eps) / sqrt(alpha_t) (Ho et al. 2020, eq. 11) when
+    x_t = add_noise(x_0, eps, t)."""
+    scheduler, alphas_cumprod, ts = make(schedule, chain)
+    ref = np_chain_tables(alphas_cumprod, ts)
     idx = probe_indices(len(ts))
     g = torch.Generator().manual_seed(1)
     x_0 = torch.randn(len(idx), 3, 4, generator=g, dtype=F64)
@@ -255,15 +256,10 @@ def test_x0_form_equals_noise_form(schedule, chain):
     t_batch = torch.as_tensor(ts[idx])
     x_t = scheduler.add_noise(x_0, eps, t_batch)
     from_x0 = scheduler.posterior_mean(x_t, x_0, t_batch)
-    from_eps = scheduler.posterior_mean_from_noise(x_t, eps, t_batch)
-    assert_close(from_eps, from_x0.numpy(), rtol=1e-9, atol=1e-10)
-    # the noise form against numpy too
     expected = (x_t.numpy() - ref["eps_coef"][idx, None, None] * eps.numpy()) / np.sqrt(ref["alpha"][idx, None, None])
-    assert_close(from_eps, expected)
+    assert_close(from_x0, expected, rtol=1e-9, atol=1e-10)
     for row, i in enumerate(idx):  # int timesteps
-        t = int(ts[i])
-        got = scheduler.posterior_mean_from_noise(x_t[row], eps[row], t)
-        assert_close(got, from_x0[row].numpy(), rtol=1e-9, atol=1e-10)
+        assert_close(scheduler.posterior_mean(x_t[row], x_0[row], int(ts[i])), expected[row], rtol=1e-9, atol=1e-10)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -271,16 +267,20 @@ def test_x0_form_equals_noise_form(schedule, chain):
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_add_noise_matches_numpy(schedule):
-    scheduler, abar, _ = make(schedule)
+    scheduler, alphas_cumprod, _ = make(schedule)
     g = torch.Generator().manual_seed(2)
     ts = torch.tensor([0, 1, 2, 17, 250, 500, 998, 999])
     x_0 = torch.randn(len(ts), 3, 4, 4, generator=g, dtype=F64)
     eps = torch.randn(len(ts), 3, 4, 4, generator=g, dtype=F64)
-    a = abar[ts.numpy()][:, None, None, None]
+    a = alphas_cumprod[ts.numpy()][:, None, None, None]
     expected = np.sqrt(a) * x_0.numpy() + np.sqrt(1.0 - a) * eps.numpy()
     assert_close(scheduler.add_noise(x_0, eps, ts), expected)
+    mean, log_variance = scheduler.forward_mean_log_variance(x_0, ts)  # q(x_t | x_0)'s parameters
+    assert_close(mean, np.sqrt(a) * x_0.numpy())
+    assert_close(log_variance, np.log(1.0 - a))
     for row, t in enumerate(ts.tolist()):  # one timestep for the whole batch
         assert_close(scheduler.add_noise(x_0[row], eps[row], t), expected[row])
+        assert scheduler.forward_mean_log_variance(x_0[row], t)[1] == pytest.approx(math.log(1 - a[row, 0, 0, 0]))
     # the forward process does not depend on the sampling chain
     scheduler.set_timesteps(10)
     assert_close(scheduler.add_noise(x_0, eps, ts), expected)
@@ -288,10 +288,13 @@ def test_add_noise_matches_numpy(schedule):
 
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_snr_matches_numpy(schedule):
-    scheduler, abar, _ = make(schedule)
+    scheduler, alphas_cumprod, _ = make(schedule)
     ts = torch.tensor([0, 1, 17, 500, 999])
-    expected = abar[ts.numpy()] / (1.0 - abar[ts.numpy()])
+    expected = alphas_cumprod[ts.numpy()] / (1.0 - alphas_cumprod[ts.numpy()])
     assert_close(scheduler.snr(ts, like=torch.empty(len(ts), dtype=F64)), expected)
+    without_like = scheduler.snr(ts)  # a flat float64 tensor on the timesteps' device
+    assert without_like.dtype == F64 and without_like.shape == ts.shape and without_like.device == ts.device
+    assert_close(without_like, expected)
     assert scheduler.snr(17) == pytest.approx(expected[2], rel=1e-12)
     scheduler.set_timesteps(10)  # a property of q(x_t | x_0): the sampling chain does not change it
     assert_close(scheduler.snr(ts, like=torch.empty(len(ts), dtype=F64)), expected)
@@ -301,18 +304,18 @@ def test_snr_matches_numpy(schedule):
 @pytest.mark.parametrize("schedule", ["linear", "squaredcos_cap_v2"])
 def test_predict_original_sample_round_trip(schedule, prediction_type):
     """Build the model target from known x_0 and eps, feed it as the model output, recover x_0."""
-    scheduler, abar, _ = make(schedule, prediction_type=prediction_type, clip_sample=False)
+    scheduler, alphas_cumprod, _ = make(schedule, prediction_type=prediction_type, clip_sample=False)
     g = torch.Generator().manual_seed(3)
     ts = torch.tensor([0, 1, 10, 300, 700, 999])
     x_0 = torch.randn(len(ts), 2, 4, 4, generator=g, dtype=F64)
     eps = torch.randn(len(ts), 2, 4, 4, generator=g, dtype=F64)
     x_t = scheduler.add_noise(x_0, eps, ts)
     target = {"epsilon": eps, "sample": x_0, "v_prediction": scheduler.get_velocity(x_0, eps, ts)}[prediction_type]
-    # v against numpy: v = sqrt(abar) eps - sqrt(1 - abar) x_0
-    a = abar[ts.numpy()][:, None, None, None]
+    # v against numpy: v = sqrt(alphas_cumprod) eps - sqrt(1 - alphas_cumprod) x_0
+    a = alphas_cumprod[ts.numpy()][:, None, None, None]
     v = np.sqrt(a) * eps.numpy() - np.sqrt(1.0 - a) * x_0.numpy()
     assert_close(scheduler.get_velocity(x_0, eps, ts), v)
-    tol = dict(rtol=1e-9, atol=1e-9)  # x_0 from eps divides by sqrt(abar_999) ~ 6e-3
+    tol = dict(rtol=1e-9, atol=1e-9)  # x_0 from eps divides by sqrt(alpha_prod_999) ~ 6e-3
     assert_close(scheduler.predict_original_sample(target, ts, x_t), x_0.numpy(), **tol)
     for row, t in enumerate(ts.tolist()):
         assert_close(scheduler.predict_original_sample(target[row], t, x_t[row]), x_0[row].numpy(), **tol)
@@ -323,9 +326,9 @@ def test_predict_original_sample_round_trip(schedule, prediction_type):
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_predict_original_sample_off_chain_after_set_timesteps(prediction_type):
-    """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) does not depend on the sampling chain, like add_noise and
-    get_velocity. After set_timesteps (a pipeline sharing the training scheduler calls it), predicting x_0 at a
-    timestep the 10-step chain does not visit must still work (training-time x_0 / SNR losses use it)."""
+    """x_0 = (x_t - sqrt(1 - alpha_prod_t) eps) / sqrt(alpha_prod_t) does not depend on the sampling chain, like
+    add_noise and get_velocity. After set_timesteps (a pipeline sharing the training scheduler calls it), predicting
+    x_0 at a timestep the 10-step chain does not visit must still work (training-time x_0 / SNR losses use it)."""
     scheduler = DDPMPosteriorScheduler(prediction_type=prediction_type)
     scheduler.set_timesteps(10)  # visits 900, 800, ..., 0
     g = torch.Generator().manual_seed(4)
@@ -352,8 +355,8 @@ def test_predict_original_sample_off_chain_after_set_timesteps(prediction_type):
     ids=["linear", "squaredcos_cap_v2"],
 )
 def test_closed_form_by_iterating_forward_steps(schedule_kw):
-    """q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t) applied t times is q(x_t | x_0) = N(sqrt(abar_t) x_0,
-    1 - abar_t). T = 100 keeps the simulation fast; beta_end = 0.2 drives the linear chain close to pure noise."""
+    """q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t) applied t times is q(x_t | x_0) = N(sqrt(alpha_prod_t) x_0,
+    1 - alpha_prod_t). T = 100 keeps the simulation fast; beta_end = 0.2 drives the linear chain close to pure noise."""
     n_train = 100
     scheduler = DDPMPosteriorScheduler(num_train_timesteps=n_train, **schedule_kw)
     np_kw = {k: v for k, v in schedule_kw.items() if k != "beta_schedule"}
@@ -368,8 +371,8 @@ def test_closed_form_by_iterating_forward_steps(schedule_kw):
         x.mul_(math.sqrt(1.0 - beta)).add_(torch.randn(n, generator=g, dtype=F64), alpha=math.sqrt(beta))
         if paper_t in checkpoints:
             t = paper_t - 1
-            mean = scheduler.add_noise(x0 * one, 0 * one, t).item()  # sqrt(abar_t) x_0
-            var = scheduler.add_noise(0 * one, one, t).item() ** 2  # 1 - abar_t
+            mean = scheduler.add_noise(x0 * one, 0 * one, t).item()  # sqrt(alpha_prod_t) x_0
+            var = scheduler.add_noise(0 * one, one, t).item() ** 2  # 1 - alpha_prod_t
             check_normal(x, mean, var, what=f"t={paper_t}")
 
 
@@ -385,8 +388,8 @@ BAYES_CASES = [
 @pytest.mark.parametrize("schedule", ["linear", "squaredcos_cap_v2"])
 def test_bayes_consistency(schedule, chain, timesteps):
     """x_t ~ q(x_t | x_0) followed by x_prev ~ q(x_prev | x_t, x_0) is distributed as q(x_prev | x_0) =
-    N(sqrt(abar_prev) x_0, 1 - abar_prev), prev the previous visited timestep."""
-    scheduler, abar, ts = make(schedule, chain)
+    N(sqrt(alpha_prod_t_prev) x_0, 1 - alpha_prod_t_prev), prev the previous visited timestep."""
+    scheduler, alphas_cumprod, ts = make(schedule, chain)
     n, x0 = 100_000, -0.8
     g = torch.Generator().manual_seed(6)
     x_0 = torch.full((n,), x0, dtype=F64)
@@ -397,12 +400,12 @@ def test_bayes_consistency(schedule, chain, timesteps):
         x_t = scheduler.add_noise(x_0, torch.randn(n, generator=g, dtype=F64), t)
         std = math.sqrt(scheduler.posterior_variance(t))
         x_prev = scheduler.posterior_mean(x_t, x_0, t) + std * torch.randn(n, generator=g, dtype=F64)
-        a_prev = abar[prev]
+        a_prev = alphas_cumprod[prev]
         check_normal(x_prev, math.sqrt(a_prev) * x0, 1.0 - a_prev, what=f"{chain} t={t} -> {prev}")
 
 
 def test_bayes_consistency_at_last_step_is_x0():
-    """At the chain's last step abar_prev = 1: the posterior is the point mass at x_0."""
+    """At the chain's last step alpha_prod_t_prev = 1: the posterior is the point mass at x_0."""
     for chain in ("full", "trailing50", "custom_not0"):
         scheduler, _, ts = make("linear", chain)
         t = int(ts[-1])
@@ -420,7 +423,7 @@ SHAPE = (25, 4, 32, 32)  # 102,400 draws per step
 
 
 def _step_residual_variance(variance_type, chain, t, predicted_v=None):
-    scheduler, abar, ts = make(
+    scheduler, alphas_cumprod, ts = make(
         "linear", chain, prediction_type="sample", clip_sample=False, variance_type=variance_type
     )
     g = torch.Generator().manual_seed(100 + t)
@@ -431,7 +434,7 @@ def _step_residual_variance(variance_type, chain, t, predicted_v=None):
         model_output = torch.cat([x_0, torch.full(SHAPE, predicted_v, dtype=F64)], dim=1)
     out = scheduler.step(model_output, t, x_t, generator=torch.Generator().manual_seed(200 + t))
     residual = out.prev_sample - scheduler.posterior_mean(x_t, x_0, t)
-    ref = np_chain_tables(abar, ts)
+    ref = np_chain_tables(alphas_cumprod, ts)
     return residual, ref, int(np.flatnonzero(ts == t)[0])
 
 
@@ -447,7 +450,7 @@ def test_step_sampling_statistics(variance_type, chain, timesteps):
         if variance_type in ("fixed_small", "fixed_small_log"):
             var = ref["var"][i]  # Sigma_q
         elif variance_type == "fixed_large":
-            var = ref["beta"][i]  # beta_t (1 - abar_t / abar_prev on a respaced chain)
+            var = ref["beta"][i]  # beta_t (1 - alpha_prod_t / alpha_prod_t_prev on a respaced chain)
         else:
             frac = (v + 1) / 2
             var = math.exp(frac * math.log(ref["beta"][i]) + (1 - frac) * math.log(ref["var"][i]))
@@ -457,10 +460,11 @@ def test_step_sampling_statistics(variance_type, chain, timesteps):
 @pytest.mark.parametrize("chain", ["full", "leading50", "linspace50", "trailing50", "custom", "custom_not0"])
 @pytest.mark.parametrize("schedule", ["linear", "squaredcos_cap_v2"])
 def test_epsilon_step_mean_is_seed_noise_form(schedule, chain):
-    """epsilon prediction, no clipping: prev = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) + sigma z,
+    """epsilon prediction, no clipping: prev = (x_t - beta_t / sqrt(1 - alpha_prod_t) eps) / sqrt(alpha_t) + sigma z,
     with z reproduced from the same generator seed, in float64 numpy."""
-    scheduler, abar, ts = make(schedule, chain, prediction_type="epsilon", clip_sample=False, thresholding=False)
-    ref = np_chain_tables(abar, ts)
+    scheduler, alphas_cumprod, ts = make(schedule, chain, prediction_type="epsilon", clip_sample=False,
+                                         thresholding=False)
+    ref = np_chain_tables(alphas_cumprod, ts)
     shape = (2, 3, 5, 5)
     for i in probe_indices(len(ts)):
         t = int(ts[i])
@@ -475,7 +479,7 @@ def test_epsilon_step_mean_is_seed_noise_form(schedule, chain):
             z = randn_tensor(shape, generator=torch.Generator().manual_seed(400 + i), dtype=F64)
             expected = mean + np.sqrt(ref["var"][i]) * z.numpy()
         assert_close(out.prev_sample, expected, rtol=1e-10, atol=1e-10)
-        x0 = (x_t.numpy() - np.sqrt(1 - ref["abar"][i]) * eps.numpy()) / np.sqrt(ref["abar"][i])
+        x0 = (x_t.numpy() - np.sqrt(1 - ref["alpha_prod_t"][i]) * eps.numpy()) / np.sqrt(ref["alpha_prod_t"][i])
         assert_close(out.pred_original_sample, x0, rtol=1e-9, atol=1e-9)
 
 
@@ -484,7 +488,7 @@ def test_epsilon_step_mean_is_seed_noise_form(schedule, chain):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_no_noise_on_last_step(prediction_type, variance_type, chain):
     """Algorithm 2 of Ho et al.: z = 0 at the chain's last step, whatever that timestep is."""
-    scheduler, abar, ts = make("linear", chain, prediction_type=prediction_type, variance_type=variance_type)
+    scheduler, alphas_cumprod, ts = make("linear", chain, prediction_type=prediction_type, variance_type=variance_type)
     t = int(ts[-1])
     g = torch.Generator().manual_seed(9)
     x_t = torch.randn(2, 3, 4, 4, generator=g, dtype=F64)
@@ -495,7 +499,7 @@ def test_no_noise_on_last_step(prediction_type, variance_type, chain):
     ]
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
     torch.testing.assert_close(outs[0], outs[2], rtol=0, atol=0)
-    # and it is the posterior mean at the (clipped) x_0 estimate, i.e. that estimate itself (abar_prev = 1)
+    # and it is the posterior mean at the (clipped) x_0 estimate, i.e. that estimate itself (alpha_prod_t_prev = 1)
     out = scheduler.step(model_output, t, x_t)
     assert_close(out.prev_sample, out.pred_original_sample.numpy(), rtol=1e-12, atol=1e-12)
 
@@ -516,7 +520,7 @@ def test_set_timesteps_trailing_yields_a_valid_chain(n_train, n):
     ts = scheduler.timesteps.numpy()
     assert len(ts) == n, f"set_timesteps({n}) gave {len(ts)} timesteps, ending {ts[-3:].tolist()}"
     assert ts.min() >= 0 and ts.max() < n_train and np.all(np.diff(ts) < 0)
-    ref = np_chain_tables(np_abar(schedule="linear", num_train_timesteps=n_train), ts)
+    ref = np_chain_tables(np_alphas_cumprod(schedule="linear", num_train_timesteps=n_train), ts)
     for i, t in enumerate(ts.tolist()):
         assert scheduler.previous_timestep(t) == (int(ts[i + 1]) if i + 1 < len(ts) else -1)
         assert_close(scheduler.posterior_variance(t), ref["var"][i])
@@ -564,21 +568,21 @@ def test_step_agrees_with_posterior_queries(chain):
 # ----------------------------------------------------------------------------------------------------------------
 # fixed_large's decoder variance, as the reference implementations define it
 # ----------------------------------------------------------------------------------------------------------------
-def np_improved_diffusion_fixed_large_log_variance(abar, chain):
+def np_improved_diffusion_fixed_large_log_variance(alphas_cumprod, chain):
     """improved-diffusion's FIXED_LARGE log variance, log np.append(posterior_variance[1], betas[1:]), in float64
     numpy, for the timesteps of `chain`, returned in the chain's (descending) order.
 
     On the training chain this is Ho et al.'s diffusion_utils_2.py "fixedlarge" too: beta_t everywhere but t = 0,
     where it is the posterior variance at t = 1. On a respaced chain improved-diffusion first respaces the betas
-    (SpacedDiffusion: beta'_i = 1 - abar_{t_i} / abar_{t_{i-1}} over the kept timesteps in ascending order, abar = 1
-    before the first), then builds that table, so the decoder's variance is the posterior variance of the respaced
-    chain's second-smallest visited timestep, the step just before the last one sampled.
+    (SpacedDiffusion: beta'_i = 1 - alpha_prod_{t_i} / alpha_prod_{t_{i-1}} over the kept timesteps in ascending
+    order, alpha_prod = 1 before the first), then builds that table, so the decoder's variance is the posterior
+    variance of the respaced chain's second-smallest visited timestep, the step just before the last one sampled.
     """
     kept = sorted(int(t) for t in chain)
     betas, last = [], 1.0
     for t in kept:
-        betas.append(1.0 - abar[t] / last)
-        last = abar[t]
+        betas.append(1.0 - alphas_cumprod[t] / last)
+        last = alphas_cumprod[t]
     betas = np.asarray(betas)
     alphas_cumprod = np.cumprod(1.0 - betas)
     alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
@@ -589,10 +593,10 @@ def np_improved_diffusion_fixed_large_log_variance(abar, chain):
 @pytest.mark.parametrize("chain", list(CHAINS))
 @pytest.mark.parametrize("schedule", ["linear", "squaredcos_cap_v2"])
 def test_fixed_large_log_variance_is_the_references(schedule, chain):
-    scheduler, abar, ts = make(schedule, chain, variance_type="fixed_large")
-    expected = np_improved_diffusion_fixed_large_log_variance(abar, ts)
+    scheduler, alphas_cumprod, ts = make(schedule, chain, variance_type="fixed_large")
+    expected = np_improved_diffusion_fixed_large_log_variance(alphas_cumprod, ts)
     # beta_t (respaced) at every step but the last, the decoder's
-    np.testing.assert_allclose(expected[:-1], np.log(np_chain_tables(abar, ts)["beta"][:-1]), rtol=1e-10)
+    np.testing.assert_allclose(expected[:-1], np.log(np_chain_tables(alphas_cumprod, ts)["beta"][:-1]), rtol=1e-10)
     like = torch.zeros(len(ts), 1, dtype=F64)
     assert_close(scheduler.model_log_variance(None, torch.tensor(ts.tolist()), like).flatten(), expected)
     for i in probe_indices(len(ts)):
@@ -601,7 +605,8 @@ def test_fixed_large_log_variance_is_the_references(schedule, chain):
     learned, _, _ = make(schedule, chain, variance_type="learned_range")
     v = torch.ones(1, 1, dtype=F64)  # v = 1: all of the upper end
     last = int(ts[-1])
-    assert_close(learned.model_log_variance(v, last, v), np.log(np_chain_tables(abar, ts)["beta"][-1]), rtol=1e-10)
+    expected_upper = np.log(np_chain_tables(alphas_cumprod, ts)["beta"][-1])
+    assert_close(learned.model_log_variance(v, last, v), expected_upper, rtol=1e-10)
 
 
 def test_fixed_large_decoder_variance_does_not_change_sampling():
@@ -614,5 +619,5 @@ def test_fixed_large_decoder_variance_does_not_change_sampling():
     betas = np_betas("linear")
     assert_close(out, ((x_t - betas[0] / math.sqrt(betas[0]) * eps) / math.sqrt(1 - betas[0])).numpy())
     scheduler.set_timesteps(timesteps=[500])
-    abar = np_abar(schedule="linear")
-    assert scheduler.model_log_variance(None, 500, x_t) == pytest.approx(math.log(1 - abar[500]), rel=1e-12)
+    alphas_cumprod = np_alphas_cumprod(schedule="linear")
+    assert scheduler.model_log_variance(None, 500, x_t) == pytest.approx(math.log(1 - alphas_cumprod[500]), rel=1e-12)

@@ -1,6 +1,7 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """The variational bound on -log p(x_0) of a DDPM, in bits per dimension (Ho et al. 2020, eq. 5; Nichol & Dhariwal
-2021, section 2 and appendix; openai/improved-diffusion's `_vb_terms_bpd`, `_prior_bpd` and `calc_bpd_loop`).
+2021, section 2 and appendix; openai/improved-diffusion's `_prior_bpd` and `calc_bpd_loop`). The term at each timestep
+is `losses.vb_terms_bpd`, the one training's L_vlb computes (improved-diffusion's `_vb_terms_bpd`).
 
 Ho et al. 2020 (eq. 5) bound the log-likelihood of an image by
 
@@ -11,7 +12,7 @@ Ho et al. 2020 (eq. 5) bound the log-likelihood of an image by
 so -log p(x_0) <= L_T + sum_t L_{t-1} + L_0. Here every term is estimated with ONE draw x_t ~ q(x_t | x_0) per
 (image, timestep), the terms are averaged over the C*H*W dimensions and divided by ln 2 (bits/dim), and the sum is
 taken over the steps of the scheduler's chain: after `scheduler.set_timesteps(n)` the same code bounds the n-step
-respaced chain (its alpha_t = abar_t / abar_prev, already in the scheduler's tables).
+respaced chain (its alpha_t = alpha_prod_t / alpha_prod_t_prev, already in the scheduler's tables).
 
 Timesteps are diffusers' 0-based ones: the chain's last visited timestep (0 on the full chain, the paper's t = 1) is
 the decoder step, where x_{t-1} is x_0 itself and the term is the negative log-likelihood of the 8-bit image under
@@ -30,9 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .losses import LN2, discretized_gaussian_log_likelihood, mean_flat, normal_kl
-
-_MASK64 = (1 << 64) - 1
+from ..randomness import derive_seed
+from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
+from .losses import bits_per_dim, normal_kl, vb_terms_bpd
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -81,23 +82,16 @@ def _module_device_dtype(module: torch.nn.Module):
     return tensor.device, tensor.dtype
 
 
-def as_posterior_scheduler(scheduler):
-    """The scheduler itself when it has the posterior API; a DDPMPosteriorScheduler with its config otherwise."""
-    if all(hasattr(scheduler, name) for name in ("posterior_mean", "model_log_variance", "_table")):
+def as_posterior_scheduler(scheduler) -> DDPMPosteriorScheduler:
+    """The scheduler itself when it is this package's `DDPMPosteriorScheduler`; otherwise one built from its config,
+    on its chain: a stock diffusers DDPM scheduler, or the copy of the scheduler's file that a pipeline folder loaded
+    with trust_remote_code ships (a class of its own, and maybe an older version)."""
+    if isinstance(scheduler, DDPMPosteriorScheduler):
         return scheduler
-    from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
-
     converted = DDPMPosteriorScheduler.from_config(scheduler.config)
     if getattr(scheduler, "num_inference_steps", None):
         converted.set_timesteps(timesteps=[int(t) for t in scheduler.timesteps])
     return converted
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
 
 
 def _base_seed(generator: torch.Generator | None) -> int:
@@ -107,7 +101,7 @@ def _base_seed(generator: torch.Generator | None) -> int:
 
 
 def _pair_noise(base_seed: int, images: Sequence[int], timesteps: Sequence[int], shape, dtype) -> torch.Tensor:
-    """One N(0, I) draw per (image index, timestep), on the CPU, from a seed of its own.
+    """One N(0, I) draw per (image index, timestep), on the CPU, from a seed of its own (the house's `derive_seed`).
 
     The draw for a pair depends only on (base seed, image index, timestep), so it does not change with the batch
     size, the order of evaluation, the chain (a timestep shared by two chains gets the same x_t) or the device.
@@ -115,8 +109,7 @@ def _pair_noise(base_seed: int, images: Sequence[int], timesteps: Sequence[int],
     out = torch.empty((len(images), *shape), dtype=dtype)
     g = torch.Generator()
     for row, (b, t) in enumerate(zip(images, timesteps)):
-        seed = _splitmix64(_splitmix64(_splitmix64(base_seed) ^ int(b)) ^ int(t)) & ((1 << 63) - 1)
-        g.manual_seed(seed)
+        g.manual_seed(derive_seed(base_seed, b, t))
         out[row] = torch.randn(shape, generator=g, dtype=dtype)
     return out
 
@@ -143,52 +136,11 @@ def _model_output(unet, x_t, t, kwargs) -> torch.Tensor:
 def prior_bpd(scheduler, x_0: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
     """KL(q(x_T | x_0) || N(0, I)) per image in bits/dim, in closed form; T = the chain's first timestep by default.
 
-    q(x_T | x_0) = N(sqrt(abar_T) x_0, (1 - abar_T) I); it does not depend on the model.
+    q(x_T | x_0) = N(sqrt(alpha_prod_T) x_0, (1 - alpha_prod_T) I); it does not depend on the model.
     """
     t = int(scheduler.timesteps[0]) if timestep is None else int(timestep)
-    sqrt_abar = scheduler._table("sqrt_alpha_bar_train", t, x_0)
-    sqrt_one_minus_abar = scheduler._table("sqrt_one_minus_alpha_bar_train", t, x_0)
-    kl = normal_kl(sqrt_abar * x_0, 2.0 * math.log(sqrt_one_minus_abar), 0.0, 0.0)
-    return mean_flat(kl) / LN2
-
-
-def vb_terms_bpd(
-    unet, scheduler, x_0: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor, is_decoder: torch.Tensor,
-    clip_denoised: bool = True, model_kwargs: dict[str, Any] | None = None, model_dtype=None,
-) -> torch.Tensor:
-    """One term of the bound per row (bits/dim): the denoising KL, or the decoder NLL where `is_decoder`.
-
-    x_0, x_t: (N, C, H, W) in the precision the bound is computed in; timesteps: (N,) on the chain.
-    """
-    model_dtype = model_dtype or x_t.dtype
-    t_model = timesteps.to(x_t.device)
-    output = _model_output(unet, x_t.to(model_dtype), t_model, model_kwargs or {}).to(x_t.dtype)
-    prediction, predicted_variance = scheduler.split_model_output(output, x_t)
-    x0_hat = scheduler.predict_original_sample(prediction, t_model, x_t)
-    if clip_denoised:
-        x0_hat = x0_hat.clamp(-1.0, 1.0)
-    model_mean = scheduler.posterior_mean(x_t, x0_hat, t_model)
-    model_log_variance = scheduler.model_log_variance(predicted_variance, t_model, x_t)
-    if not torch.is_tensor(model_log_variance):
-        model_log_variance = torch.tensor(model_log_variance, dtype=x_t.dtype, device=x_t.device)
-    model_log_variance = model_log_variance.expand_as(x_t)
-
-    terms = torch.empty(x_t.shape[0], dtype=x_t.dtype, device=x_t.device)
-    kl_rows = (~is_decoder).nonzero().flatten().to(x_t.device)
-    dec_rows = is_decoder.nonzero().flatten().to(x_t.device)
-    if len(kl_rows):
-        t = t_model[kl_rows]
-        true_mean = scheduler.posterior_mean(x_t[kl_rows], x_0[kl_rows], t)
-        # The true (unclipped) Sigma_q: positive everywhere but at the chain's last step, which is a decoder row.
-        true_log_variance = torch.log(scheduler.posterior_variance(t, like=x_t[kl_rows]))
-        kl = normal_kl(true_mean, true_log_variance, model_mean[kl_rows], model_log_variance[kl_rows])
-        terms[kl_rows] = mean_flat(kl) / LN2
-    if len(dec_rows):
-        log_likelihood = discretized_gaussian_log_likelihood(
-            x_0[dec_rows], model_mean[dec_rows], 0.5 * model_log_variance[dec_rows]
-        )
-        terms[dec_rows] = -mean_flat(log_likelihood) / LN2
-    return terms
+    mean, log_variance = scheduler.forward_mean_log_variance(x_0, t)
+    return bits_per_dim(normal_kl(mean, log_variance, 0.0, 0.0))
 
 
 @torch.no_grad()
@@ -280,12 +232,11 @@ def variational_bound(
                 b, k = pair // num_steps, pair % num_steps
                 t = ascending[k]
                 noise = _pair_noise(base_seed, b.tolist(), t.tolist(), sample_shape, work_dtype).to(device)
-                x_0 = x_0_all[b.to(device)]
-                x_t = scheduler.add_noise(x_0, noise, t.to(device))
+                x_0, t_device = x_0_all[b.to(device)], t.to(device)
+                x_t = scheduler.add_noise(x_0, noise, t_device)
                 kwargs = _gather_model_kwargs(model_kwargs, num_images, b)
-                terms[b, k] = vb_terms_bpd(
-                    unet, scheduler, x_0, x_t, t, k == 0, clip_denoised, kwargs, model_dtype
-                ).cpu().double()
+                output = _model_output(unet, x_t.to(model_dtype), t_device, kwargs).to(work_dtype)
+                terms[b, k] = vb_terms_bpd(scheduler, output, x_0, x_t, t_device, clip_denoised).cpu().double()
                 bar.update(len(pair))
     finally:
         unet.train(was_training)

@@ -3,6 +3,9 @@
 
 - `normal_kl`, `discretized_gaussian_log_likelihood`, `mean_flat`: improved-diffusion's `losses.py` (Nichol & Dhariwal
   2021, appendix): the KL between two diagonal Gaussians, and the decoder's likelihood of 8-bit data.
+- `vb_terms_bpd`: L_t, the term of the variational bound (Ho et al. 2020, eq. 5) at a timestep, in bits/dim: the one
+  home that the training losses below and the bound (`likelihood.variational_bound`) share, as improved-diffusion's
+  `training_losses` and `calc_bpd_loop` share its `_vb_terms_bpd`.
 - L_simple (Ho et al. 2020, eq. 14), L_vlb (the bound's terms, eq. 5) and L_hybrid = L_simple + lambda L_vlb (Nichol &
   Dhariwal 2021, eq. 16), each per sample, on one draw of the forward process q(x_t | x_0) (Ho et al. 2020, eq. 4).
 - `min_snr_weights`: Min-SNR-gamma weighting of L_simple's timesteps (Hang et al. 2023), as diffusers' training
@@ -93,14 +96,56 @@ def discretized_gaussian_log_likelihood(
     return log_probs.clamp(min=math.log(min_prob)).to(out_dtype)
 
 
-def bits_per_dim(nats, dims):
-    """Nats (of a whole image) -> bits per dimension: nats / (dims ln 2), dims = C*H*W."""
-    return nats / (dims * LN2)
-
-
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
     """The mean over every dimension but the first (improved-diffusion's `mean_flat`): (B, ...) -> (B,)."""
     return x.reshape(x.shape[0], -1).mean(dim=1)
+
+
+def bits_per_dim(nats: torch.Tensor) -> torch.Tensor:
+    """Nats per dimension -> each sample's bits per dimension, the bound's unit: mean_flat(nats) / ln 2, (B,)."""
+    return mean_flat(nats) / LN2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# L_t, the term of the bound at one timestep
+# ----------------------------------------------------------------------------------------------------------------
+def vb_terms_bpd(
+    noise_scheduler, model_output: torch.Tensor, x_0: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor,
+    clip_denoised: bool = False, detach_mean: bool = False,
+) -> torch.Tensor:
+    """L_t per row in bits/dim, (N,) in x_t's dtype, from the model's output at (x_t, t) (improved-diffusion's
+    `_vb_terms_bpd`): KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)), and at the chain's last timestep (the
+    decoder; t = 0 on the full chain) the discretized-Gaussian NLL -log p_theta(x_0 | x_1).
+
+    Both terms are computed for every row and selected by timestep, so no row selection waits on the device. The true
+    posterior's log variance is the clipped one (`posterior_log_variance`): it differs from log Sigma_q only at the
+    chain's last step, a decoder row.
+
+    Args:
+        noise_scheduler: a `DDPMPosteriorScheduler` whose chain holds `timesteps`; its `variance_type` and
+            `prediction_type` define p_theta.
+        model_output: (N, C or 2C, H, W) the model's output, in x_t's dtype (2C channels for `learned_range`).
+        x_0, x_t: (N, C, H, W) the data and its draw x_t ~ q(x_t | x_0); timesteps: (N,) on x_t's device.
+        clip_denoised: clamp x_0's estimate to [-1, 1] before forming p_theta's mean (the bound clips, training does
+            not, both as in improved-diffusion).
+        detach_mean: no gradient through the prediction channels (improved-diffusion's `frozen_out`): L_hybrid trains
+            the mean by L_simple alone and the variance by L_vlb alone.
+    """
+    prediction, predicted_variance = noise_scheduler.split_model_output(model_output, x_t)
+    if detach_mean:
+        prediction = prediction.detach()
+    x0_hat = noise_scheduler.predict_original_sample(prediction, timesteps, x_t)
+    if clip_denoised:
+        x0_hat = x0_hat.clamp(-1.0, 1.0)
+    model_mean = noise_scheduler.posterior_mean(x_t, x0_hat, timesteps)
+    model_log_variance = noise_scheduler.model_log_variance(predicted_variance, timesteps, x_t).expand_as(x_t)
+
+    true_mean = noise_scheduler.posterior_mean(x_t, x_0, timesteps)
+    true_log_variance = noise_scheduler.posterior_log_variance(timesteps, like=x_t)
+    kl = bits_per_dim(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance))
+    decoder_nll = -bits_per_dim(discretized_gaussian_log_likelihood(x_0, model_mean, 0.5 * model_log_variance))
+    decoder_timestep = int(noise_scheduler.timesteps[-1])  # no host sync: training's chain stays on the CPU
+    return torch.where(timesteps.to(kl.device) == decoder_timestep, decoder_nll, kl)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -108,7 +153,7 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class NoisedBatch:
-    """One draw of the forward process: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps at sampled timesteps.
+    """One draw of the forward process: x_t = sqrt(alpha_prod_t) x_0 + sqrt(1 - alpha_prod_t) eps at sampled timesteps.
 
     `weights` are the importance weights of the timesteps (None: all 1, t uniform).
     """
@@ -162,11 +207,11 @@ def squared_error(model_output: torch.Tensor, batch: NoisedBatch, noise_schedule
 def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023, eq. 8), (B,) float32: L_simple's per-timestep weights.
 
-    The weight of the x_0 error is min(SNR(t), gamma), SNR(t) = abar_t / (1 - abar_t), which caps the easy, low-noise
-    timesteps; the error of the model's own target carries the same weight divided by what that target's error
-    already weighs: SNR(t) for eps (so min(1, gamma / SNR(t))) and SNR(t) + 1 for v. diffusers' training scripts
-    compute the same weights (`compute_snr`); here the eps weight is written so that a zero terminal SNR gives 1,
-    not 0 / 0.
+    The weight of the x_0 error is min(SNR(t), gamma), SNR(t) = alpha_prod_t / (1 - alpha_prod_t), which caps the
+    easy, low-noise timesteps; the error of the model's own target carries the same weight divided by what that
+    target's error already weighs: SNR(t) for eps (so min(1, gamma / SNR(t))) and SNR(t) + 1 for v. diffusers'
+    training scripts compute the same weights (`compute_snr`); here the eps weight is written so that a zero terminal
+    SNR gives 1, not 0 / 0.
     """
     snr = noise_scheduler.snr(timesteps, like=torch.empty(timesteps.shape, device=timesteps.device))
     prediction_type = noise_scheduler.config.prediction_type
@@ -186,58 +231,32 @@ def simple_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_schedule
     return mean_flat(squared_error(model_output, batch, noise_scheduler))
 
 
-def vlb_term_bpd(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler, detach_mean: bool = False):
-    """L_t per sample, (B,) float32, in bits/dim: the term of the variational bound at each sample's timestep.
+HYBRID_LAMBDA = 0.001  # Improved DDPM, section 3.1: lambda of L_hybrid
 
-    KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) for t > 0 (diffusers' 0-based t), the discretized-Gaussian
-    decoder NLL -log p_theta(x_0 | x_1) at t = 0: the quantity `likelihood.vb_terms_bpd` computes, here from an
-    already computed model output (that function calls the model itself, and reads rows with a host sync) and as
-    improved-diffusion's training does: x_0's estimate is not clipped, Sigma_q's log is the clipped one (it differs
-    only at t = 0, a decoder row), and both terms are computed for every row and selected by t (no sync).
 
-    `detach_mean` stops the gradient of the mean channels (improved-diffusion's `frozen_out`): the hybrid loss
-    trains the mean by L_simple alone and the variance by L_vlb alone.
-    """
+def vlb_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler, detach_mean: bool = False):
+    """L_vlb per sample, (B,) float32: T L_t with one t ~ U{0..T-1} (improved-diffusion's RESCALED_KL: vb *
+    num_timesteps), computed as improved-diffusion's training does: x_0's estimate is not clipped. `detach_mean` as
+    in `vb_terms_bpd`."""
     T = noise_scheduler.config.num_train_timesteps
     if len(noise_scheduler.timesteps) != T:
         raise ValueError(
             f"L_vlb needs the scheduler's full {T}-step chain (its posterior tables follow the chain), but this one was"
             f" set to {len(noise_scheduler.timesteps)} steps: train with a scheduler on which set_timesteps never ran."
         )
-    x_0, x_t, t = batch.x0.float(), batch.x_t.float(), batch.timesteps
-    prediction, predicted_variance = noise_scheduler.split_model_output(model_output.float(), x_t)
-    if detach_mean:
-        prediction = prediction.detach()
-    x0_hat = noise_scheduler.predict_original_sample(prediction, t, x_t)
-    model_mean = noise_scheduler.posterior_mean(x_t, x0_hat, t)
-    model_log_variance = noise_scheduler.model_log_variance(predicted_variance, t, x_t).expand_as(x_t)
-
-    true_mean = noise_scheduler.posterior_mean(x_t, x_0, t)
-    true_log_variance = noise_scheduler.posterior_log_variance(t, like=x_t)
-    kl = mean_flat(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)) / LN2
-    log_likelihood = discretized_gaussian_log_likelihood(x_0, model_mean, 0.5 * model_log_variance)
-    decoder_nll = -mean_flat(log_likelihood) / LN2
-    return torch.where(t.to(kl.device) == 0, decoder_nll, kl)
-
-
-HYBRID_LAMBDA = 0.001  # Improved DDPM, section 3.1: lambda of L_hybrid
+    x_0, x_t = batch.x0.float(), batch.x_t.float()
+    return T * vb_terms_bpd(noise_scheduler, model_output.float(), x_0, x_t, batch.timesteps, detach_mean=detach_mean)
 
 
 def hybrid_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
     """L_hybrid per sample = L_simple + lambda L_vlb (Improved DDPM, eq. 16), lambda = 0.001, (B,) float32.
 
-    L_vlb = sum_t L_t, estimated with one t ~ U{0..T-1} as T L_t; L_vlb sees the mean detached, so it trains only the
-    variance channels (improved-diffusion's RESCALED_MSE: mse + vb * T / 1000).
+    L_vlb sees the mean detached, so it trains only the variance channels (improved-diffusion's RESCALED_MSE: mse + vb
+    * T / 1000).
     """
     check_loss_config("hybrid", noise_scheduler.config.variance_type)
-    T = noise_scheduler.config.num_train_timesteps
-    vlb = T * vlb_term_bpd(model_output, batch, noise_scheduler, detach_mean=True)
+    vlb = vlb_losses(model_output, batch, noise_scheduler, detach_mean=True)
     return simple_losses(model_output, batch, noise_scheduler) + HYBRID_LAMBDA * vlb
-
-
-def vlb_losses(model_output: torch.Tensor, batch: NoisedBatch, noise_scheduler) -> torch.Tensor:
-    """L_vlb per sample, T L_t with full gradient (improved-diffusion's RESCALED_KL: vb * num_timesteps), (B,)."""
-    return noise_scheduler.config.num_train_timesteps * vlb_term_bpd(model_output, batch, noise_scheduler)
 
 
 # Per-sample losses, (B,) float32: a micro-batch's loss is their (importance-weighted) mean.
@@ -281,11 +300,3 @@ def diffusion_loss_terms(
     weighted = sample_losses if weights is None else sample_losses * weights
     return MicroBatchLoss(weighted.mean(), sample_losses.detach(), batch.timesteps)
 
-
-def diffusion_loss(
-    model, noise_scheduler, x0: torch.Tensor, generator=None, loss_type: str = "simple", timestep_sampler=None,
-    model_kwargs: dict | None = None, snr_gamma: float | None = None,
-) -> torch.Tensor:
-    """The training loss of one micro-batch of clean images `x0` (in [-1, 1])."""
-    return diffusion_loss_terms(model, noise_scheduler, x0, generator, loss_type, timestep_sampler, model_kwargs,
-                                snr_gamma).loss
