@@ -513,7 +513,7 @@ def test_loss_is_l_simple_on_the_schedulers_forward_process(prediction_type):
     from types import SimpleNamespace
 
     from ddpm_hf import DDPMPosteriorScheduler
-    from ddpm_hf.diffusion.losses import diffusion_loss
+    from ddpm_hf.diffusion.losses import diffusion_loss_terms
 
     scheduler = DDPMPosteriorScheduler(prediction_type=prediction_type)
     x0 = torch.rand(4, 1, 8, 8) * 2 - 1
@@ -523,7 +523,7 @@ def test_loss_is_l_simple_on_the_schedulers_forward_process(prediction_type):
         seen.update(x_t=x_t, timesteps=timesteps)
         return SimpleNamespace(sample=torch.zeros_like(x_t))
 
-    loss = diffusion_loss(model, scheduler, x0, torch.Generator().manual_seed(7))
+    loss = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(7)).loss
     generator = torch.Generator().manual_seed(7)  # the same draws, in the same order: noise, then timesteps
     noise = torch.randn(x0.shape, generator=generator)
     timesteps = torch.randint(0, 1000, (4,), generator=generator)
