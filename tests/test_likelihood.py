@@ -379,7 +379,7 @@ def test_nll_command_writes_json_and_png(tmp_path, unet_factory, capsys):
 
 def test_the_bound_is_part_of_the_public_api():
     import ddpm_hf
-    from ddpm_hf import likelihood
+    from ddpm_hf.diffusion import likelihood
 
     assert ddpm_hf.variational_bound is likelihood.variational_bound
     assert ddpm_hf.VariationalBound is likelihood.VariationalBound
