@@ -1,8 +1,8 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Does the class steer the image? Class accuracy and digit-feature FD of a class-conditional DDPM per guidance scale.
 
-    python benchmarks/bench_class_conditional.py --train   # train the README-sized run (mnist-16-class), then judge
-    python benchmarks/bench_class_conditional.py --pipeline ddpm-digits-class   # judge a pipeline trained earlier
+    python -m benchmarks.bench_class_conditional --train   # train the README-sized run (mnist-16-class), then judge
+    python -m benchmarks.bench_class_conditional --pipeline ddpm-digits-class   # judge a pipeline trained earlier
 
 For each guidance scale it samples `--images-per-class` images of each digit class, asks a support-vector classifier
 fitted on real MNIST digits which digit each one is (chance: 0.1), and measures the digit-feature FD of those samples
@@ -12,22 +12,16 @@ diversity for fidelity, so the accuracy rises with the scale while the FD has a 
 """
 
 import argparse
-import os
-import sys
 
 import numpy as np
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from ddpm_hf import DDPMImagePipeline
+from ddpm_hf.evaluation import class_label_accuracy
+from ddpm_hf.metrics import ReferenceSet, feature_distances, reference_features, resolve_feature_network
+from ddpm_hf.metrics.features import extract_features
 
-from bench_text_to_image import prompt_grid  # noqa: E402
-from common import train_preset  # noqa: E402
-
-from ddpm_hf import DDPMImagePipeline  # noqa: E402
-from ddpm_hf.evaluation import class_label_accuracy, fit_digit_classifier  # noqa: E402
-from ddpm_hf.metrics import ReferenceSet, feature_distances, reference_features, resolve_feature_network  # noqa: E402
-from ddpm_hf.metrics.features import extract_features  # noqa: E402
+from .digit_judging import digit_rows_grid, pipeline_and_judge
 
 
 def main() -> None:
@@ -42,14 +36,8 @@ def main() -> None:
     parser.add_argument("--out", default="class_conditional_grid.png")
     args = parser.parse_args()
 
-    if args.train:
-        print(f"training {args.pipeline}: {train_preset('mnist-16-class', args.pipeline) / 60:.1f} min")
-    pipe = DDPMImagePipeline.from_pretrained(args.pipeline)
-    pipe.set_progress_bar_config(disable=True)
+    pipe, judge = pipeline_and_judge(DDPMImagePipeline, args.pipeline, "mnist-16-class", args.train)
     resolution = pipe.unet.config.sample_size
-    judge = fit_digit_classifier("mnist", resolution=resolution)
-    print(f"digit classifier (RBF SVM on real {resolution}x{resolution} MNIST): held-out accuracy"
-          f" {judge.heldout_accuracy:.3f}")
     reference = ReferenceSet("embedded:mnist", resolution=resolution, channels=1)
     network = resolve_feature_network("digits", reference)
     real, _ = reference_features(reference, network)
@@ -65,7 +53,7 @@ def main() -> None:
         print(f"{scale:>8g} {result.accuracy:>9.3f} ± {stderr:.3f} {fd:>17.3f}   "
               f"{' '.join(f'{a:.2f}' for a in result.per_digit)}")
         if scale == args.grid_guidance:
-            prompt_grid(result.images, args.images_per_class).save(args.out)
+            digit_rows_grid(result.images, args.images_per_class).save(args.out)
             print(f"wrote {args.out} (row d: class d, guidance {scale:g})")
 
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Which CPU speed levers are real for the default preset's training step? Each variant trains the same UNet
 (same initial weights, same batches) and is timed against plain eager float32 in the same rounds.
@@ -9,8 +8,8 @@ A step is what the trainer does per step: noise and timesteps, the UNet forward,
 Each round times every variant back to back in a rotating order, so a neighbour's load hits them alike; the median
 of the per-round ratios against eager is reported.
 
-    python benchmarks/bench_cpu_levers.py                                  # mnist-16, batch 64, 16x16
-    python benchmarks/bench_cpu_levers.py --variants eager,compile --steps 20
+    python -m benchmarks.bench_cpu_levers                                  # mnist-16, batch 64, 16x16
+    python -m benchmarks.bench_cpu_levers --variants eager,compile --steps 20
 
 Run by hand; not part of the tests.
 """

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Training data storages ("memory", "memmap", "lazy") against each other: images/s delivered to the training step,
 time to first step, and peak RSS per process against the decoded size.
@@ -33,9 +32,9 @@ workers across both modes; a forked worker starts out sharing the main's pages);
 mode (a memmap's pages are file-backed page cache, shared by every process that maps the file, not private memory);
 the decoded size N x C x R x R.
 
-    python benchmarks/bench_data.py                     # 20,000 images at 64 px; 16, 32 (with UNet) and 64 px
-    python benchmarks/bench_data.py --quick             # 2,000 images, 16 and 32 px, batch 32: a smoke run
-    python benchmarks/bench_data.py --resolutions 32 --num_workers 4 --format jpeg
+    python -m benchmarks.bench_data                     # 20,000 images at 64 px; 16, 32 (with UNet) and 64 px
+    python -m benchmarks.bench_data --quick             # 2,000 images, 16 and 32 px, batch 32: a smoke run
+    python -m benchmarks.bench_data --resolutions 32 --num_workers 4 --format jpeg
 
 Run by hand; not part of the tests. Targets: memmap and lazy within 10% of memory's images/s at the default
 presets' resolutions (where the UNet bounds the step); their peak RSS per process well below the decoded size.
@@ -316,7 +315,7 @@ class ChildProcess:
         self.storage = storage
         config = dict(config, launched_at=time.time())
         self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--child", storage, "--child_config", json.dumps(config)],
+            [sys.executable, "-m", "benchmarks.bench_data", "--child", storage, "--child_config", json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Improved DDPM's likelihood claim, checked: L_simple with a fixed variance against L_hybrid with a learned one.
 
@@ -20,9 +19,9 @@ Prints the bounds with their prior / decoder / denoising parts, the paired diffe
 "hybrid bound lower: yes/no"; writes bench_hybrid.json and bench_hybrid_terms.png (mean term per t of every model,
 and where the gap is made) into --out, beside the two trained pipelines and their training logs.
 
-    python benchmarks/bench_hybrid.py                  # the real budget: about 12 minutes on 2 shared CPU cores
-    python benchmarks/bench_hybrid.py --quick          # a smoke run (about 1.5 minutes); its numbers mean little
-    python benchmarks/bench_hybrid.py --skip-training  # bound the pipelines already trained into --out again
+    python -m benchmarks.bench_hybrid                  # the real budget: about 12 minutes on 2 shared CPU cores
+    python -m benchmarks.bench_hybrid --quick          # a smoke run (about 1.5 minutes); its numbers mean little
+    python -m benchmarks.bench_hybrid --skip-training  # bound the pipelines already trained into --out again
 
 Run by hand; not part of the tests.
 """
@@ -36,13 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import mean_stderr, trainer_command
 
 from ddpm_hf import DDPMImagePipeline, variational_bound
 from ddpm_hf.data import to_model_range
 from ddpm_hf.data.sources import _subset_indices, load_image_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+from .estimates import mean_stderr
+from .training_runs import REPO_ROOT, trainer_command
+
 DATASET = "digits"
 REFERENCE = "simple, sigma^2=beta"  # not trained: the simple model's UNet sampled with variance_type fixed_large
 EARLY = 10  # the decoder and the first denoising terms, where Improved DDPM says the learned variance matters
@@ -107,7 +107,7 @@ def train(name: str, args, num_train: int) -> float:
     with open(log_path, "w", encoding="utf-8") as log:
         log.write(" ".join(command) + "\n\n")
         log.flush()
-        result = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if result.returncode:
         tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-30:])

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Compare two DDPM pipelines by their variational bound (bits/dim) on the same images.
 
@@ -6,24 +5,21 @@ Both bounds use the same seed, and `variational_bound` seeds each draw x_t ~ q(x
 two models see the very same x_t (common random numbers), so the per-image difference of their bounds has a much
 smaller standard error than the two bounds themselves.
 
-    python benchmarks/bench_nll.py PIPELINE_A PIPELINE_B --data embedded:digits --num-images 64 --steps 100
-    python benchmarks/bench_nll.py --demo       # two random tiny UNets on embedded digits (a smoke run)
+    python -m benchmarks.bench_nll PIPELINE_A PIPELINE_B --data embedded:digits --num-images 64 --steps 100
+    python -m benchmarks.bench_nll --demo       # two random tiny UNets on embedded digits (a smoke run)
 
 Run by hand; not part of the tests.
 """
 
 import argparse
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-from common import mean_stderr  # noqa: E402
+from ddpm_hf.cli.nll import load_evaluation_images
+from ddpm_hf.diffusion.likelihood import variational_bound
 
-from ddpm_hf.cli.nll import load_evaluation_images  # noqa: E402
-from ddpm_hf.diffusion.likelihood import variational_bound  # noqa: E402
+from .estimates import mean_stderr
 
 
 def parse_args():

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Sample quality and bits/dim of a trained pipeline against the number of sampling steps, per sampler and reverse
 variance.
@@ -13,8 +12,8 @@ much as between samplers), and, for the DDPM rows, the variational bound (`ddpm_
 --nll-images real images on the same K-step chain (the bound is that chain's; the other samplers have none), and
 draws both against K.
 
-    python benchmarks/bench_quality.py ddpm-digits --data embedded:mnist --num-images 1000 --nll-images 64
-    python benchmarks/bench_quality.py ddpm-digits --samplers ddpm ddim ddim:1 dpm-solver++ unipc --steps 10 20 50 \
+    python -m benchmarks.bench_quality ddpm-digits --data embedded:mnist --num-images 1000 --nll-images 64
+    python -m benchmarks.bench_quality ddpm-digits --samplers ddpm ddim ddim:1 dpm-solver++ unipc --steps 10 20 50 \
         --variances fixed_large --num-images 500 --draws 3 --nll-images 0      # the README's sampler table
 
 A sampler is NAME or NAME:ETA (DDIM's eta). Run by hand; not part of the tests. At the defaults on a 2-core CPU this
@@ -24,20 +23,18 @@ takes hours (the 1000-step rows dominate): pass --steps 10 25 50 for a first loo
 import argparse
 import json
 import math
-import os
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler  # noqa: E402
-from ddpm_hf.cli.loading import load_pipeline  # noqa: E402
-from ddpm_hf.data import to_model_range  # noqa: E402
-from ddpm_hf.diffusion.likelihood import variational_bound  # noqa: E402
-from ddpm_hf.errors import one_line  # noqa: E402
-from ddpm_hf.metrics import ReferenceSet, evaluate_sample_quality  # noqa: E402
-from ddpm_hf.samplers import SAMPLERS, make_scheduler  # noqa: E402
+from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
+from ddpm_hf.cli.loading import load_pipeline
+from ddpm_hf.data import to_model_range
+from ddpm_hf.diffusion.likelihood import variational_bound
+from ddpm_hf.errors import one_line
+from ddpm_hf.metrics import ReferenceSet, evaluate_sample_quality
+from ddpm_hf.samplers import SAMPLERS, make_scheduler
 
 STEPS = (10, 25, 50, 100, 250, 1000)
 

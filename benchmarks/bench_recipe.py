@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """How good are a digit model's samples, against real digits at the same resolution? The yardstick of the default
 preset's recipe: run it on each candidate's pipeline (or checkpoints, to read one long run at several lengths).
@@ -15,26 +14,23 @@ For each model it draws --num-images samples (a --steps respaced chain, with the
 - coverage: the share of samples the digit classifier (ddpm_hf.evaluation, an SVC fitted on real digits) gives to
   each digit, the smallest of the ten shares, and the same for the real test digits.
 
-    python benchmarks/bench_recipe.py ddpm-digits                              # a finished run
-    python benchmarks/bench_recipe.py ddpm-digits --draws 4                    # mean and spread of 4 sample sets
-    python benchmarks/bench_recipe.py run/checkpoints/checkpoint-{2000,3000}    # checkpoints (their EMA weights)
+    python -m benchmarks.bench_recipe ddpm-digits                              # a finished run
+    python -m benchmarks.bench_recipe ddpm-digits --draws 4                    # mean and spread of 4 sample sets
+    python -m benchmarks.bench_recipe run/checkpoints/checkpoint-{2000,3000}    # checkpoints (their EMA weights)
 
 Run by hand; not part of the tests (500 samples at 100 steps take about 20 s per model on a 2-core CPU).
 """
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ddpm_hf.metrics import ReferenceSet, extract_features, feature_distances, reference_features  # noqa: E402
-from ddpm_hf.metrics.digit_features import digit_feature_network  # noqa: E402
-from ddpm_hf.metrics.sampling import image_seeds, sample_pixels  # noqa: E402
+from ddpm_hf.metrics import ReferenceSet, extract_features, feature_distances, reference_features
+from ddpm_hf.metrics.digit_features import digit_feature_network
+from ddpm_hf.metrics.sampling import image_seeds, sample_pixels
 
 
 def parse_args():

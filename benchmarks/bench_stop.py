@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """How long from SIGTERM to the checkpoint written, against the launchers' grace before SIGKILL?
 
@@ -12,9 +11,9 @@ Each stop is a fresh run (`python training/train.py`, so that no launcher cuts t
 the save of step 4 times a step (the gap after the save of step 2, over two steps) and a save; then, a random
 fraction of a step into step 5, its process group gets SIGTERM. A stop that a launcher killed first prints "lost".
 
-    python benchmarks/bench_stop.py                                   # ddpm-cifar10 (35.7M parameters), batch 8
-    python benchmarks/bench_stop.py --train_batch_size 32 --stops 1
-    python benchmarks/bench_stop.py --launcher accelerate              # does the checkpoint beat the 5 s SIGKILL?
+    python -m benchmarks.bench_stop                                   # ddpm-cifar10 (35.7M parameters), batch 8
+    python -m benchmarks.bench_stop --train_batch_size 32 --stops 1
+    python -m benchmarks.bench_stop --launcher accelerate              # does the checkpoint beat the 5 s SIGKILL?
 
 Run by hand; not part of the tests.
 """

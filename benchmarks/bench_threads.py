@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """How many torch threads should a CPU training process use, on an idle machine and beside another CPU job?
 
@@ -9,8 +8,8 @@ and beside a competing job (a one-core busy loop, the load of a neighbour's proc
 runs every configuration once, in an order that rotates from round to round; the medians over rounds are reported,
 with each one's ratio to one thread in the same round and load.
 
-    python benchmarks/bench_threads.py                 # 3 rounds, 20 timed steps per configuration
-    python benchmarks/bench_threads.py --rounds 5 --steps 30
+    python -m benchmarks.bench_threads                 # 3 rounds, 20 timed steps per configuration
+    python -m benchmarks.bench_threads --rounds 5 --steps 30
 
 Run by hand; not part of the tests. It sets its own threads: nothing else should run on the machine meanwhile.
 """
@@ -69,8 +68,8 @@ def run_configuration(threads: int, policy: str, steps: int) -> float:
     env["OMP_NUM_THREADS"] = str(threads)
     if policy != "unset":
         env["OMP_WAIT_POLICY"] = policy
-    out = subprocess.run([sys.executable, __file__, "--child-threads", str(threads), "--steps", str(steps)],
-                         env=env, check=True, capture_output=True, text=True).stdout
+    command = [sys.executable, "-m", "benchmarks.bench_threads", "--child-threads", str(threads), "--steps", str(steps)]
+    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
     return float(out.strip().splitlines()[-1])
 
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Training throughput of the trainer's step against a bare PyTorch + diffusers loop doing the same work.
 
@@ -8,8 +7,8 @@ training/train.py runs per step: its micro-batch loader, `prepare_micro_batch`, 
 (per-step seeded generators included) and its LossMeter. Each round times both sides back to back (in alternating
 order), so a neighbour's load on the machine hits both alike; the median of the per-round ratios is reported.
 
-    python benchmarks/bench_train.py                       # tiny preset, 16x16, batch 16, CPU
-    python benchmarks/bench_train.py --preset mnist-16 --batch_size 64 --steps 30
+    python -m benchmarks.bench_train                       # tiny preset, 16x16, batch 16, CPU
+    python -m benchmarks.bench_train --preset mnist-16 --batch_size 64 --steps 30
 
 Run by hand; not part of the tests. Target: the trainer within 5% of the bare loop.
 """

@@ -1,10 +1,9 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """One unattended command for the rare GPU: the ddpm-cifar10 preset's training speed, memory, host syncs, sampling
 speed against diffusers, and equality with diffusers on CUDA.
 
-    python benchmarks/gpu_check.py --out $OUT/gpu_check.json       # one CUDA GPU, under 8 minutes
-    python benchmarks/gpu_check.py --dry-run                       # CPU, tiny preset at 8x8, well under a minute
+    python -m benchmarks.gpu_check --out $OUT/gpu_check.json       # one CUDA GPU, under 8 minutes
+    python -m benchmarks.gpu_check --dry-run                       # CPU, tiny preset at 8x8, well under a minute
 
 Sections, each in its own try/except (a failure prints one `FAILED <section>: ...` line and the run goes on):
 
@@ -45,6 +44,8 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+
+from .timing import compare, median_ratio
 
 NO_CUDA = "no CUDA device: run with --dry-run on CPU"
 PAPER_STEPS_PER_S = 21.0  # Ho et al. 2020, Appendix B: the CIFAR-10 model, batch 128, on a TPU v3-8
@@ -129,7 +130,7 @@ class Report:
     def __init__(self, args, settings: Settings, device):
         self.start = time.perf_counter()
         self.budget_s, self.out, self.settings, self.device = args.budget_s, args.out, settings, device
-        self.summary = {"script": "benchmarks/gpu_check.py", "dry_run": args.dry_run, "device": str(device),
+        self.summary = {"script": "benchmarks.gpu_check", "dry_run": args.dry_run, "device": str(device),
                         "budget_s": args.budget_s, "sections": {}}
         self.current = None
         self.lock = threading.Lock()
@@ -582,9 +583,6 @@ def sample(pipe, device, batch_size: int, steps: int, seed: int = 0):
 
 
 def sampling(report: Report, ctx: Context) -> dict:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import compare, median_ratio
-
     settings, device = ctx.settings, ctx.device
     unet = copy.deepcopy(ctx.unet).to(device).eval()
     pipelines = sampling_pipelines(ctx, unet)
