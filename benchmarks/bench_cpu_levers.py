@@ -26,6 +26,8 @@ from diffusers import UNet2DModel
 from ddpm_hf import DDPMPosteriorScheduler
 from ddpm_hf.presets import load_preset, unet_config_for_data
 
+from .timing import median_ratio, rotating_rounds
+
 VARIANTS = ("eager", "one_thread", "channels_last", "bf16_autocast", "compile")
 
 
@@ -104,21 +106,16 @@ def main() -> None:
         print(f"{variant.name}: first 3 steps {time.perf_counter() - started:.1f} s"
               + (" (includes compilation)" if variant.name == "compile" else ""), flush=True)
 
-    seconds = {variant.name: [] for variant in variants}
-    for round_index in range(args.rounds):
-        shift = round_index % len(variants)
-        for variant in variants[shift:] + variants[:shift]:
-            seconds[variant.name].append(variant.run(batches, scheduler))
-        print(f"round {round_index + 1}/{args.rounds}: "
-              + ", ".join(f"{name} {values[-1]:.2f} s" for name, values in seconds.items()), flush=True)
+    seconds = rotating_rounds({variant.name: (lambda variant=variant: variant.run(batches, scheduler))
+                               for variant in variants}, args.rounds, show="{:.2f} s")
 
     print(f"\n{args.preset} UNet, batch {args.batch_size}, {args.resolution}x{args.resolution}, {args.steps} steps per"
           f" round, {args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("| variant | steps/s (median) | ratio to eager (median of rounds) |")
     print("|---|---|---|")
     for name, values in seconds.items():
-        ratios = [eager / mine for eager, mine in zip(seconds["eager"], values)]
-        print(f"| {name} | {args.steps / statistics.median(values):.1f} | {statistics.median(ratios):.2f}x |")
+        speedup = median_ratio(seconds, "eager", name)  # eager's seconds over this variant's: > 1 is faster
+        print(f"| {name} | {args.steps / statistics.median(values):.1f} | {speedup:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ is built, and the lazy headers checked, in the timed load). Each child then read
   and the memory figures mean something) run the data mode only.
 
 The three children of a resolution run side by side, idle but for the one being timed: each round times one window
-of each storage back to back, in an order that rotates from round to round (as benchmarks/common.py does), so a
+of each storage back to back, in an order that rotates from round to round (`timing.rotating_rounds`), so a
 ratio against memory shares the machine's load; images/s is the median over rounds, "vs memory" the median of the
 per-round ratios. A window first drains what the
 workers prefetched while the child was idle (2 batches per worker) and warms up, untimed.
@@ -49,6 +49,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from .timing import median_ratio, rotating_rounds, synchronize
 
 STORAGES = ("memory", "memmap", "lazy")
 DEFAULT_PRESETS = ("mnist-16", "ddpm-cifar10")  # the unconditional presets; their resolutions are the defaults
@@ -190,20 +192,16 @@ class Child:
         statuses = {worker.pid: proc_status(worker.pid) for worker in getattr(self.batches, "_workers", [])}
         return {pid: status for pid, status in statuses.items() if status}
 
-    def synchronize(self):
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize(self.device)
-
     def data_window(self, batches: int) -> float:
         for _ in range(2 * self.config["num_workers"] + 2):  # drain what was prefetched while idle, then warm up
             self.prepare(next(self.batches).pixels, self.device)
-        self.synchronize()
+        synchronize(self.device)
         start, images = time.perf_counter(), 0
         for _ in range(batches):
             pixels = next(self.batches).pixels
             self.prepare(pixels, self.device)
             images += len(pixels)
-        self.synchronize()
+        synchronize(self.device)
         return images / (time.perf_counter() - start)
 
     def memory(self) -> dict:
@@ -273,10 +271,10 @@ class Child:
 
     def unet_window(self, steps: int) -> float:
         self.train_steps(1)  # untimed: the first step after an idle spell
-        self.synchronize()
+        synchronize(self.device)
         start = time.perf_counter()
         images = self.train_steps(steps)
-        self.synchronize()
+        synchronize(self.device)
         return images / (time.perf_counter() - start)
 
 
@@ -343,19 +341,18 @@ class ChildProcess:
                 self.process.wait()
 
 
-def rounds(children: dict[str, ChildProcess], count: int, **command) -> dict[str, list[float]]:
-    """`count` windows per child, one child at a time, in an order that rotates from round to round."""
-    names, rates = list(children), {name: [] for name in children}
-    for index in range(count):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            rates[name].append(children[name].ask(**command)["rate"])
-    return rates
+def windows(children: dict[str, ChildProcess], count: int, **command) -> dict[str, list[float]]:
+    """`count` windows per child (images/s), one child at a time, in rotating rounds."""
+    return rotating_rounds({name: (lambda child=child: child.ask(**command)["rate"])
+                            for name, child in children.items()}, count)
 
 
-def median_ratio(rates: dict[str, list[float]], storage: str) -> float:
-    """The median over rounds of the storage's images/s over memory's in the same round."""
-    return statistics.median(a / b for a, b in zip(rates[storage], rates["memory"], strict=True))
+def add_rates(rows: dict[str, dict], rates: dict[str, list[float]], children: dict[str, ChildProcess]) -> None:
+    """Each storage's row gets its median images/s, the median of its per-round ratios to memory's, the rounds'
+    values, and the child's memory figures after the windows."""
+    for storage in STORAGES:
+        rows[storage].update(rate=statistics.median(rates[storage]), ratio=median_ratio(rates, storage, "memory"),
+                             rates=rates[storage], **children[storage].ask(do="memory"))
 
 
 def training_preset_for(resolution: int) -> str | None:
@@ -393,10 +390,7 @@ def measure_resolution(args, folder: str, resolution: int, device: str, scratch:
             children[storage].start = children[storage].receive()
         rows = {storage: {"storage": storage, "resolution": resolution, "mode": "data", "batch": batch_size,
                           **child.start} for storage, child in children.items()}
-        rates = rounds(children, args.rounds, do="data", batches=args.data_batches)
-        for storage in STORAGES:
-            rows[storage].update(rate=statistics.median(rates[storage]), ratio=median_ratio(rates, storage),
-                                 rates=rates[storage], **children[storage].ask(do="memory"))
+        add_rates(rows, windows(children, args.rounds, do="data", batches=args.data_batches), children)
         result = list(rows.values())
         if unet_preset:
             unet_rows = {}
@@ -406,10 +400,7 @@ def measure_resolution(args, folder: str, resolution: int, device: str, scratch:
                                       "batch": batch_size, "preset": unet_preset, "count": child.start["count"],
                                       "channels": child.start["channels"], "base": child.start["base"],
                                       "first_s": child.start["first_s"] + setup["setup_s"], **setup}
-            rates = rounds(children, args.unet_rounds, do="unet", steps=args.unet_steps)
-            for storage in STORAGES:
-                unet_rows[storage].update(rate=statistics.median(rates[storage]), ratio=median_ratio(rates, storage),
-                                          rates=rates[storage], **children[storage].ask(do="memory"))
+            add_rates(unet_rows, windows(children, args.unet_rounds, do="unet", steps=args.unet_steps), children)
             result += list(unet_rows.values())
         return result
     finally:

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from .training_runs import LAUNCHERS, REPO_ROOT, trainer_command
 
 
 def parse_args():
@@ -38,7 +38,7 @@ def parse_args():
     parser.add_argument("--train_batch_size", type=int, default=8)
     parser.add_argument("--stops", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="of the moments the signals are sent at")
-    parser.add_argument("--launcher", choices=("python", "accelerate"), default="python")
+    parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="python")
     return parser.parse_args()
 
 
@@ -55,15 +55,12 @@ def one_stop(args, rng) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         output_dir = Path(folder) / "out"
         checkpoints = output_dir / "checkpoints"
-        launcher = [sys.executable] if args.launcher == "python" else [
-            sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no"]
-        command = [*launcher, str(REPO / "training" / "train.py"), "--preset", args.preset,
-                   "--embedded_dataset", "digits", "--resolution", "32", "--train_batch_size",
-                   str(args.train_batch_size), "--max_train_steps", "100000", "--checkpointing_steps", "2",
-                   "--validation_steps", "0", "--report_to", "none", "--output_dir", str(output_dir)]
+        command = trainer_command("--preset", args.preset, "--embedded_dataset", "digits", "--resolution", "32",
+                                  "--train_batch_size", args.train_batch_size, "--max_train_steps", 100000,
+                                  "--checkpointing_steps", 2, "--validation_steps", 0, "--report_to", "none",
+                                  "--output_dir", output_dir, launcher=args.launcher)
         env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
-        process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
 
         def latest_from(step):  # `latest` names checkpoint-<step> or a later one

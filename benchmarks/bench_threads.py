@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from .timing import child_env, median_ratio, rotating_rounds
+
 WAIT_POLICIES = ("unset", "passive", "active")
 
 
@@ -64,8 +66,9 @@ def time_steps(threads: int, steps: int) -> float:
 
 
 def run_configuration(threads: int, policy: str, steps: int) -> float:
-    env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    env["OMP_NUM_THREADS"] = str(threads)
+    """A fresh process's median seconds per step with `threads` threads and OMP_WAIT_POLICY `policy`."""
+    env = child_env(threads)
+    env.pop("OMP_WAIT_POLICY", None)
     if policy != "unset":
         env["OMP_WAIT_POLICY"] = policy
     command = [sys.executable, "-m", "benchmarks.bench_threads", "--child-threads", str(threads), "--steps", str(steps)]
@@ -79,19 +82,16 @@ def main():
         print(time_steps(args.child_threads, args.steps))
         return
     cores = os.cpu_count() or 1
-    thread_counts = sorted({1, cores})
-    configurations = [(threads, policy) for threads in thread_counts for policy in WAIT_POLICIES]
-    results = {}  # (load, threads, policy) -> seconds per step, one per round
+    configurations = {f"threads={threads} OMP_WAIT_POLICY={policy}": (threads, policy)
+                      for threads in sorted({1, cores}) for policy in WAIT_POLICIES}
+    results = {}  # load -> configuration name -> seconds per step, one per round
     for load in ("idle", "busy"):
+        print(f"{load}:", file=sys.stderr, flush=True)
         competitor = (subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load == "busy" else None)
         try:
-            for round_index in range(args.rounds):
-                shift = round_index % len(configurations)
-                for threads, policy in configurations[shift:] + configurations[:shift]:
-                    seconds = run_configuration(threads, policy, args.steps)
-                    results.setdefault((load, threads, policy), []).append(seconds)
-                    print(f"round {round_index} {load} threads={threads} OMP_WAIT_POLICY={policy}: {seconds:.3f} s/step",
-                          file=sys.stderr, flush=True)
+            results[load] = rotating_rounds(
+                {name: (lambda threads=threads, policy=policy: run_configuration(threads, policy, args.steps))
+                 for name, (threads, policy) in configurations.items()}, args.rounds, show="{:.3f} s/step")
         finally:
             if competitor is not None:
                 competitor.kill()
@@ -99,15 +99,14 @@ def main():
 
     print(f"{'load':5} {'threads':>7} {'OMP_WAIT_POLICY':>15} {'s/step':>8} {'vs 1 thread, same policy':>25}")
     table = []
-    for (load, threads, policy), seconds in results.items():
-        one_thread = results[(load, 1, policy)]
-        ratio = statistics.median(a / b for a, b in zip(seconds, one_thread, strict=True))
-        median = statistics.median(seconds)
-        print(f"{load:5} {threads:>7} {policy:>15} {median:>8.3f} {ratio:>24.2f}x")
-        table.append({"load": load, "threads": threads, "omp_wait_policy": policy, "seconds_per_step": median,
-                      "ratio_to_one_thread": ratio, "rounds": seconds})
+    for load, by_name in results.items():
+        for name, (threads, policy) in configurations.items():
+            ratio = median_ratio(by_name, name, f"threads=1 OMP_WAIT_POLICY={policy}")
+            median = statistics.median(by_name[name])
+            print(f"{load:5} {threads:>7} {policy:>15} {median:>8.3f} {ratio:>24.2f}x")
+            table.append({"load": load, "threads": threads, "omp_wait_policy": policy, "seconds_per_step": median,
+                          "ratio_to_one_thread": ratio, "rounds": by_name[name]})
     print(json.dumps(table))
-
 
 if __name__ == "__main__":
     main()

@@ -45,7 +45,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .timing import compare, median_ratio
+from ddpm_hf.errors import one_line
+
+from .timing import compare, median_ratio, synchronize
 
 NO_CUDA = "no CUDA device: run with --dry-run on CPU"
 PAPER_STEPS_PER_S = 21.0  # Ho et al. 2020, Appendix B: the CIFAR-10 model, batch 128, on a TPU v3-8
@@ -105,17 +107,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def one_line(err: BaseException) -> str:
-    """`Type: first line of the message (at file:line)` of the innermost frame."""
-    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+def failure_line(err: BaseException) -> str:
+    """`Type: the message as one line (at file:line)`: what a report read long after the run needs to place it."""
     frames = traceback.extract_tb(err.__traceback__)
     where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
-    return f"{type(err).__name__}: {message}{where}"
-
-
-def synchronize(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return f"{type(err).__name__}: {one_line(err)}{where}"
 
 
 def free_memory(device) -> None:
@@ -168,7 +164,7 @@ class Report:
             result = fn(self)
             result.setdefault("status", "ok")
         except (Exception, SystemExit) as err:  # SystemExit: an argparse error inside the trainer's parser
-            result = {"status": "failed", "error": one_line(err)}
+            result = {"status": "failed", "error": failure_line(err)}
             self.line(f"FAILED {name}: {result['error']}")
         finally:
             self.current = None
@@ -416,8 +412,8 @@ def training(report: Report, ctx: Context) -> dict:
             try:
                 result["precisions"][name] = measure_precision(report, ctx, mixed_precision)
             except Exception as err:
-                result["precisions"][name] = {"status": "failed", "error": one_line(err)}
-                report.line(f"FAILED training/{name}: {one_line(err)}")
+                result["precisions"][name] = {"status": "failed", "error": failure_line(err)}
+                report.line(f"FAILED training/{name}: {failure_line(err)}")
             free_memory(ctx.device)
     measured = {k: v for k, v in result["precisions"].items() if v.get("status") == "ok"}
     if "bf16" in measured and "fp32" in measured:
@@ -540,7 +536,7 @@ def host_sync(report: Report, ctx: Context) -> dict:
             error_mode = f"no sync in {settings.sync_confirm_steps} steps"
         except RuntimeError as err:
             frame = SyncDetector.frame_of(traceback.extract_tb(err.__traceback__), "?")
-            error_mode = f"raised: {one_line(err)}; first frame {frame}"
+            error_mode = f"raised: {failure_line(err)}; first frame {frame}"
         finally:
             torch.cuda.set_sync_debug_mode("default")
         report.line(f"sync debug mode error: {error_mode}")
@@ -687,8 +683,8 @@ def main(argv=None) -> int:
     try:
         ctx = Context(settings, device, args.dry_run)
     except (Exception, SystemExit) as err:
-        report.line(f"FAILED setup: {one_line(err)}")
-        report.record("setup", {"status": "failed", "error": one_line(err)})
+        report.line(f"FAILED setup: {failure_line(err)}")
+        report.record("setup", {"status": "failed", "error": failure_line(err)})
         report.finish()
         return 1
     report.section("environment", lambda r: environment(r, ctx))
