@@ -4,11 +4,11 @@
     python -m benchmarks.bench_class_conditional --train   # train the README-sized run (mnist-16-class), then judge
     python -m benchmarks.bench_class_conditional --pipeline ddpm-digits-class   # judge a pipeline trained earlier
 
-For each guidance scale it samples `--images-per-class` images of each digit class, asks a support-vector classifier
+For each guidance scale it samples `--images_per_class` images of each digit class, asks a support-vector classifier
 fitted on real MNIST digits which digit each one is (chance: 0.1), and measures the digit-feature FD of those samples
 to the embedded MNIST digits (`ddpm_hf.metrics`; lower is better, comparable only with itself). Guidance trades
 diversity for fidelity, so the accuracy rises with the scale while the FD has a minimum. It writes the ten-class grid
-(one row per class) at `--grid-guidance`.
+(one row per class) at `--grid_guidance`.
 """
 
 import argparse
@@ -28,10 +28,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", default="ddpm-digits-class", help="a trained class-conditional pipeline folder")
     parser.add_argument("--train", action="store_true", help="train --pipeline first with the mnist-16-class preset")
-    parser.add_argument("--images-per-class", type=int, default=50)
+    parser.add_argument("--images_per_class", type=int, default=50)
     parser.add_argument("--steps", type=int, default=100, help="respaced sampling chain")
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0])
-    parser.add_argument("--grid-guidance", type=float, default=3.0)
+    parser.add_argument("--grid_guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="class_conditional_grid.png")
     args = parser.parse_args()

@@ -5,7 +5,7 @@ Both bounds use the same seed, and `variational_bound` seeds each draw x_t ~ q(x
 two models see the very same x_t (common random numbers), so the per-image difference of their bounds has a much
 smaller standard error than the two bounds themselves.
 
-    python -m benchmarks.bench_nll PIPELINE_A PIPELINE_B --data embedded:digits --num-images 64 --steps 100
+    python -m benchmarks.bench_nll PIPELINE_A PIPELINE_B --data embedded:digits --num_images 64 --steps 100
     python -m benchmarks.bench_nll --demo       # two random tiny UNets on embedded digits (a smoke run)
 
 Run by hand; not part of the tests.
@@ -27,9 +27,9 @@ def parse_args():
     parser.add_argument("pipelines", nargs="*", help="two pipeline folders or Hub ids")
     parser.add_argument("--demo", action="store_true", help="compare two random tiny UNets instead")
     parser.add_argument("--data", default="embedded:digits")
-    parser.add_argument("--num-images", type=int, default=64)
+    parser.add_argument("--num_images", type=int, default=64)
     parser.add_argument("--steps", type=int, default=None, help="respaced chain length (default: the full chain)")
-    parser.add_argument("--batch-size", type=int, default=256, help="(image, t) pairs per model call")
+    parser.add_argument("--batch_size", type=int, default=256, help="(image, t) pairs per model call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()

@@ -2,8 +2,8 @@
 """How good are a digit model's samples, against real digits at the same resolution? The yardstick of the default
 preset's recipe: run it on each candidate's pipeline (or checkpoints, to read one long run at several lengths).
 
-For each model it draws --num-images samples (a --steps respaced chain, with the model's variance unless
---variance-type says otherwise) and prints:
+For each model it draws --num_images samples (a --steps respaced chain, with the model's variance unless
+--variance_type says otherwise) and prints:
 - the digit-feature FD (ddpm_hf.metrics) of the samples to the train split (80%) of the embedded MNIST digits at the
   model's resolution, and the same FD of as many real digits from the held-out test split (20%, 1,000 digits) to the
   same reference: the floor a perfect model would reach with that many images, so that the ratio samples / real says
@@ -37,9 +37,9 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="pipeline folders, or checkpoint folders (their unet_ema or unet)"
                         " beside a finished run's scheduler")
-    parser.add_argument("--num-images", type=int, default=500, help="samples (and real test digits) per model")
+    parser.add_argument("--num_images", type=int, default=500, help="samples (and real test digits) per model")
     parser.add_argument("--steps", type=int, default=100, help="respaced sampling steps")
-    parser.add_argument("--variance-type", choices=["fixed_small", "fixed_large"], help="sample with this reverse"
+    parser.add_argument("--variance_type", choices=["fixed_small", "fixed_large"], help="sample with this reverse"
                         " variance instead of the model's scheduler's")
     parser.add_argument("--draws", type=int, default=1, help="independent sample sets per model (seeds --seed,"
                         " --seed + 1, ...): the FD of a few hundred samples varies from one set to the next, so"

@@ -1,7 +1,7 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Images/s of DDPMImagePipeline against diffusers.DDPMPipeline: same tiny UNet, same steps, same generator seed.
 
-    python -m benchmarks.bench_sampling [--device cuda] [--steps 100] [--batch-size 16]
+    python -m benchmarks.bench_sampling [--device cuda] [--steps 100] [--batch_size 16]
 
 Target: ratio (ours / diffusers, in images per second) >= 1.0.
 """
@@ -30,7 +30,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)

@@ -4,7 +4,7 @@
     python -m benchmarks.bench_text_to_image --train   # train the README-sized run (mnist-16-text), then judge it
     python -m benchmarks.bench_text_to_image --pipeline ddpm-digits-text   # judge a pipeline trained earlier
 
-For each digit d it samples `--images-per-digit` images of the prompt "a handwritten digit <word>" and asks a
+For each digit d it samples `--images_per_digit` images of the prompt "a handwritten digit <word>" and asks a
 support-vector classifier fitted on real MNIST digits (held-out accuracy printed) which digit each one is. It prints
 the fraction classified as the prompted digit with classifier-free guidance and without it (chance: 0.1; target after
 the README-sized run: above 0.8 with guidance), per digit, and writes the ten prompts' grid (one row per digit).
@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", default="ddpm-digits-text", help="a trained DDPMTextToImagePipeline folder")
     parser.add_argument("--train", action="store_true", help="train --pipeline first with the mnist-16-text preset")
-    parser.add_argument("--images-per-digit", type=int, default=20)
+    parser.add_argument("--images_per_digit", type=int, default=20)
     parser.add_argument("--steps", type=int, default=100, help="respaced sampling chain")
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)

@@ -31,7 +31,7 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per configuration (after 3 warm-up steps)")
-    parser.add_argument("--child-threads", type=int, help=argparse.SUPPRESS)  # internal: run one configuration
+    parser.add_argument("--child_threads", type=int, help=argparse.SUPPRESS)  # internal: run one configuration
     return parser.parse_args()
 
 
@@ -71,7 +71,7 @@ def run_configuration(threads: int, policy: str, steps: int) -> float:
     env.pop("OMP_WAIT_POLICY", None)
     if policy != "unset":
         env["OMP_WAIT_POLICY"] = policy
-    command = [sys.executable, "-m", "benchmarks.bench_threads", "--child-threads", str(threads), "--steps", str(steps)]
+    command = [sys.executable, "-m", "benchmarks.bench_threads", "--child_threads", str(threads), "--steps", str(steps)]
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
     return float(out.strip().splitlines()[-1])
 

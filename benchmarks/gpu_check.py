@@ -3,7 +3,7 @@
 speed against diffusers, and equality with diffusers on CUDA.
 
     python -m benchmarks.gpu_check --out $OUT/gpu_check.json       # one CUDA GPU, under 8 minutes
-    python -m benchmarks.gpu_check --dry-run                       # CPU, tiny preset at 8x8, well under a minute
+    python -m benchmarks.gpu_check --dry_run                       # CPU, tiny preset at 8x8, well under a minute
 
 Sections, each in its own try/except (a failure prints one `FAILED <section>: ...` line and the run goes on):
 
@@ -49,7 +49,7 @@ from ddpm_hf.errors import one_line
 
 from .timing import compare, median_ratio, synchronize
 
-NO_CUDA = "no CUDA device: run with --dry-run on CPU"
+NO_CUDA = "no CUDA device: run with --dry_run on CPU"
 PAPER_STEPS_PER_S = 21.0  # Ho et al. 2020, Appendix B: the CIFAR-10 model, batch 128, on a TPU v3-8
 WATCHDOG_GRACE_S = 45.0  # past the budget, the watchdog writes what there is and exits (420 + 45 < 8 minutes)
 GIB = 2**30
@@ -100,7 +100,7 @@ DRY_RUN = Settings(
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dry-run", dest="dry_run", action="store_true",
+    parser.add_argument("--dry_run", action="store_true",
                         help="everything on the CPU, tiny preset at 8x8: checks the script, measures nothing")
     parser.add_argument("--budget_s", type=float, default=420.0, help="skip the sections that would end past this")
     parser.add_argument("--out", help="also write the JSON summary here (after every section)")

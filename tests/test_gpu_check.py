@@ -1,5 +1,5 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""benchmarks.gpu_check, the one-shot GPU check: its --dry-run on the CPU (so that the script never rots before
+"""benchmarks.gpu_check, the one-shot GPU check: its --dry_run on the CPU (so that the script never rots before
 the rare GPU run), its refusal without CUDA, its time budget, and its host-sync detector."""
 
 import contextlib
@@ -16,7 +16,7 @@ from benchmarks import gpu_check  # the repository root is on sys.path: `python 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ("environment", "training", "host_sync", "sampling", "equality")
-NO_CUDA = "no CUDA device: run with --dry-run on CPU"
+NO_CUDA = "no CUDA device: run with --dry_run on CPU"
 
 
 def run_gpu_check(*args):
@@ -28,7 +28,7 @@ def run_gpu_check(*args):
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check") / "gpu_check.json"
-    result = run_gpu_check("--dry-run", "--out", str(out))
+    result = run_gpu_check("--dry_run", "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout, out
 
@@ -87,7 +87,7 @@ def test_without_cuda_and_without_dry_run_it_exits_2_with_one_line():
 
 def test_an_exhausted_budget_skips_the_sections_with_a_note(tmp_path):
     out = tmp_path / "gpu_check.json"
-    result = run_gpu_check("--dry-run", "--budget_s", "0", "--out", str(out))
+    result = run_gpu_check("--dry_run", "--budget_s", "0", "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     sections = json.loads(out.read_text())["sections"]
     assert sections["environment"]["status"] == "ok"  # always: it costs nothing
