@@ -22,6 +22,7 @@ from ddpm_hf.metrics import ReferenceSet, feature_distances, reference_features,
 from ddpm_hf.metrics.features import extract_features
 
 from .digit_judging import digit_rows_grid, pipeline_and_judge
+from .timing import add_threads_flag, pin_threads
 
 
 def main() -> None:
@@ -34,9 +35,11 @@ def main() -> None:
     parser.add_argument("--grid_guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="class_conditional_grid.png")
+    add_threads_flag(parser)  # the training run's too
     args = parser.parse_args()
+    pin_threads(args.threads)
 
-    pipe, judge = pipeline_and_judge(DDPMImagePipeline, args.pipeline, "mnist-16-class", args.train)
+    pipe, judge = pipeline_and_judge(DDPMImagePipeline, args.pipeline, "mnist-16-class", args.train, args.threads)
     resolution = pipe.unet.config.sample_size
     reference = ReferenceSet("embedded:mnist", resolution=resolution, channels=1)
     network = resolve_feature_network("digits", reference)

@@ -2,8 +2,9 @@
 """Which CPU speed levers are real for the default preset's training step? Each variant trains the same UNet
 (same initial weights, same batches) and is timed against plain eager float32 in the same rounds.
 
-Variants: eager float32 with all threads (the peer), one thread, `channels_last` memory format, bf16 autocast
-(fast only on CPUs with AMX or avx512_bf16), and `torch.compile` (inductor; its compile time is printed apart).
+Variants: eager float32 on --threads threads (the peer; default every core), one thread, `channels_last` memory
+format, bf16 autocast (fast only on CPUs with AMX or avx512_bf16), and `torch.compile` (inductor; its compile time is
+printed apart).
 A step is what the trainer does per step: noise and timesteps, the UNet forward, L_simple, backward, AdamW.
 Each round times every variant back to back in a rotating order, so a neighbour's load hits them alike; the median
 of the per-round ratios against eager is reported.
@@ -16,6 +17,7 @@ Run by hand; not part of the tests.
 
 import argparse
 import copy
+import os
 import statistics
 import time
 
@@ -26,7 +28,7 @@ from diffusers import UNet2DModel
 from ddpm_hf import DDPMPosteriorScheduler
 from ddpm_hf.presets import load_preset, unet_config_for_data
 
-from .timing import median_ratio, rotating_rounds
+from .timing import add_threads_flag, median_ratio, pin_threads, rotating_rounds
 
 VARIANTS = ("eager", "one_thread", "channels_last", "bf16_autocast", "compile")
 
@@ -39,6 +41,8 @@ def parse_args():
     parser.add_argument("--steps", type=int, default=30, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    add_threads_flag(parser, default=os.cpu_count() or 1, why="every core: the eager peer's, which the one_thread"
+                     " variant is timed against")
     return parser.parse_args()
 
 
@@ -82,6 +86,7 @@ class Variant:
 
 def main() -> None:
     args = parse_args()
+    pin_threads(args.threads)
     names = [name.strip() for name in args.variants.split(",")]
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:

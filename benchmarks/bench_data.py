@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 
-from .timing import median_ratio, rotating_rounds, synchronize
+from .timing import add_threads_flag, median_ratio, pin_threads, rotating_rounds, synchronize
 
 STORAGES = ("memory", "memmap", "lazy")
 DEFAULT_PRESETS = ("mnist-16", "ddpm-cifar10")  # the unconditional presets; their resolutions are the defaults
@@ -78,6 +78,7 @@ def parse_args(argv=None):
                         help="the UNet for every resolution (default: the preset that trains at it; see above)")
     parser.add_argument("--random_flip", action="store_true")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
+    add_threads_flag(parser)  # each child's (its DataLoader workers keep torch's one thread each)
     parser.add_argument("--work_dir", default=os.path.join(tempfile.gettempdir(), "ddpm_hf_bench_data"),
                         help="where the image folder is built and kept for the next run")
     parser.add_argument("--quick", action="store_true", help="2,000 images, short windows: a smoke run")
@@ -166,6 +167,7 @@ class Child:
         from ddpm_hf.data.sources import load_image_dataset
         from ddpm_hf.trainer.step import prepare_micro_batch
 
+        pin_threads(config["threads"], announce=False)  # the parent's header says it
         self.storage, self.config, self.torch, self.prepare = storage, config, torch, prepare_micro_batch
         self.device = torch.device(config["device"])
         self.base = proc_status()  # after the imports, before any data
@@ -384,8 +386,8 @@ def measure_resolution(args, folder: str, resolution: int, device: str, scratch:
         for storage in STORAGES:  # loaded one after the other, so that no load competes with another
             config = {"folder": folder, "resolution": resolution, "cache_dir": os.path.join(scratch, f"{storage}-"
                       f"{resolution}"), "batch_size": batch_size, "num_workers": args.num_workers,
-                      "random_flip": args.random_flip, "device": device, "unet_preset": unet_preset,
-                      "training_preset": training_preset}
+                      "random_flip": args.random_flip, "device": device, "threads": args.threads,
+                      "unet_preset": unet_preset, "training_preset": training_preset}
             children[storage] = ChildProcess(storage, config)
             children[storage].start = children[storage].receive()
         rows = {storage: {"storage": storage, "resolution": resolution, "mode": "data", "batch": batch_size,
@@ -500,8 +502,8 @@ def main():
     scratch = tempfile.mkdtemp(prefix="caches-", dir=args.work_dir)  # fresh caches: every load builds its entry
     start, rows = time.perf_counter(), []
     print(f"{args.num_images} {args.format} images of {args.image_size} px; resolutions {resolutions};"
-          f" {args.num_workers} workers; device {device}; {os.cpu_count()} CPUs, load average"
-          f" {os.getloadavg()[0]:.1f}", flush=True)
+          f" {args.num_workers} workers; device {device}; {args.threads} torch threads per child (--threads);"
+          f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     try:
         for resolution in resolutions:
             rows += measure_resolution(args, folder, resolution, device, scratch)

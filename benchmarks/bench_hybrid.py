@@ -28,7 +28,6 @@ Run by hand; not part of the tests.
 
 import argparse
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from ddpm_hf.data import to_model_range
 from ddpm_hf.data.sources import _subset_indices, load_image_dataset
 
 from .estimates import mean_stderr
+from .timing import add_threads_flag, child_env, pin_threads
 from .training_runs import REPO_ROOT, trainer_command
 
 DATASET = "digits"
@@ -70,14 +70,13 @@ def parse_args():
     parser.add_argument("--bound_steps", type=int, default=None, help="bound a respaced chain of this many steps"
                         " (default: the full T-step chain)")
     parser.add_argument("--bound_batch_size", type=int, default=256, help="(image, t) pairs per model call")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads, in training and in the bound (on a"
-                        " small shared CPU one thread per process is the fastest and the least noisy)")
+    add_threads_flag(parser)  # in training and in the bound
     parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True, help="also bound the"
                         " simple model with sigma^2 = beta_t (fixed_large) instead of its fixed_small: how much of the"
                         " gap a larger fixed variance alone closes")
     parser.add_argument("--skip_training", action="store_true", help="reuse the pipelines already in --out")
     args = parser.parse_args()
-    for flag in ("steps", "num_heldout", "batch_size", "ddpm_num_steps", "bound_steps", "bound_batch_size", "threads"):
+    for flag in ("steps", "num_heldout", "batch_size", "ddpm_num_steps", "bound_steps", "bound_batch_size"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag} must be at least 1, got {value}")
@@ -100,7 +99,7 @@ def train(name: str, args, num_train: int) -> float:
         "--report_to", "none", "--validation_steps", "0", "--checkpointing_steps", "0", "--logging_steps", "50",
         "--use_ema" if args.ema else "--no-use_ema", *MODELS[name],
     )
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    env = child_env(args.threads)
     log_path = Path(args.out) / f"train-{name}.log"
     print(f"training {name} ({args.steps} steps) -> {output_dir} (log: {log_path})", flush=True)
     start = time.perf_counter()
@@ -200,7 +199,7 @@ def check_trained(name: str, args, num_train: int) -> None:
 
 def main():
     args = parse_args()
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     count = len(load_image_dataset(embedded=DATASET, resolution=8, show_progress=False))

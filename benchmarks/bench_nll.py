@@ -20,6 +20,7 @@ from ddpm_hf.cli.nll import load_evaluation_images
 from ddpm_hf.diffusion.likelihood import variational_bound
 
 from .estimates import mean_stderr
+from .timing import add_threads_flag, pin_threads
 
 
 def parse_args():
@@ -32,6 +33,7 @@ def parse_args():
     parser.add_argument("--batch_size", type=int, default=256, help="(image, t) pairs per model call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_threads_flag(parser)
     args = parser.parse_args()
     if not args.demo and len(args.pipelines) != 2:
         parser.error("pass two pipelines, or --demo")
@@ -64,6 +66,7 @@ def load_models(names, device):
 
 def main():
     args = parse_args()
+    pin_threads(args.threads)
     models = demo_models() if args.demo else load_models(args.pipelines, args.device)
     shapes = {(unet.config.sample_size, unet.config.in_channels) for _, unet, _ in models}
     if len(shapes) != 1:

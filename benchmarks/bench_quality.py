@@ -36,6 +36,8 @@ from ddpm_hf.errors import one_line
 from ddpm_hf.metrics import ReferenceSet, evaluate_sample_quality
 from ddpm_hf.samplers import SAMPLERS, make_scheduler
 
+from .timing import add_threads_flag, pin_threads
+
 STEPS = (10, 25, 50, 100, 250, 1000)
 
 
@@ -61,6 +63,7 @@ def parse_args():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out_png", default="quality_vs_steps.png")
     parser.add_argument("--out_json", default="quality_vs_steps.json")
+    add_threads_flag(parser)
     return parser.parse_args()
 
 
@@ -87,6 +90,7 @@ def variance_types(unet) -> list[str]:
 
 def main() -> int:
     args = parse_args()
+    pin_threads(args.threads)
     base = load_pipeline(args.pipeline, args.device)
     unet = base.unet
     size = unet.config.sample_size if isinstance(unet.config.sample_size, int) else unet.config.sample_size[0]

@@ -32,6 +32,8 @@ from ddpm_hf.metrics import ReferenceSet, extract_features, feature_distances, r
 from ddpm_hf.metrics.digit_features import digit_feature_network
 from ddpm_hf.metrics.sampling import image_seeds, sample_pixels
 
+from .timing import add_threads_flag, pin_threads
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -45,6 +47,7 @@ def parse_args():
                         " --seed + 1, ...): the FD of a few hundred samples varies from one set to the next, so"
                         " compare models by the mean and spread over several")
     parser.add_argument("--seed", type=int, default=0)
+    add_threads_flag(parser)
     return parser.parse_args()
 
 
@@ -72,6 +75,7 @@ def main() -> None:
     from ddpm_hf.evaluation import fit_digit_classifier
 
     args = parse_args()
+    pin_threads(args.threads)
     torch.set_grad_enabled(False)
     network = digit_feature_network()
     results, classifiers, real = [], {}, {}

@@ -14,7 +14,7 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
 
-from .timing import compare, median_ratio
+from .timing import add_threads_flag, compare, median_ratio, pin_threads
 
 
 def tiny_unet(channels: int, resolution: int) -> UNet2DModel:
@@ -34,7 +34,9 @@ def main():
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
+    add_threads_flag(parser)
     args = parser.parse_args()
+    pin_threads(args.threads)
 
     unet = tiny_unet(args.channels, args.resolution).to(args.device)
     pipelines = {

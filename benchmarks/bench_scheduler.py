@@ -21,7 +21,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ddpm_hf import DDPMPosteriorScheduler
 
-from .timing import compare, median_ratio
+from .timing import add_threads_flag, compare, median_ratio, pin_threads
 
 CONFIGS = {
     "defaults (clip_sample, 1000 steps)": (dict(), None),
@@ -61,7 +61,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=15)
+    add_threads_flag(parser)
     args = parser.parse_args()
+    pin_threads(args.threads)
     sample = torch.randn(16, 3, 32, 32, device=args.device)
     model_output = torch.randn(16, 3, 32, 32, device=args.device)
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")

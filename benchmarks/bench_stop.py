@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .timing import add_threads_flag, child_env
 from .training_runs import LAUNCHERS, REPO_ROOT, trainer_command
 
 
@@ -39,6 +40,7 @@ def parse_args():
     parser.add_argument("--stops", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="of the moments the signals are sent at")
     parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="python")
+    add_threads_flag(parser)  # the trainer's, through OMP_NUM_THREADS
     return parser.parse_args()
 
 
@@ -59,7 +61,7 @@ def one_stop(args, rng) -> dict:
                                   "--train_batch_size", args.train_batch_size, "--max_train_steps", 100000,
                                   "--checkpointing_steps", 2, "--validation_steps", 0, "--report_to", "none",
                                   "--output_dir", output_dir, launcher=args.launcher)
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+        env = child_env(args.threads, TQDM_DISABLE="1")
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
 
@@ -103,8 +105,8 @@ def main():
         print(f"stop {index + 1}: " + ", ".join(f"{key} {value:.2f}" for key, value in stops[-1].items()), flush=True)
     kept = [stop for stop in stops if "lost" not in stop]
     summary = ", ".join(f"{key} {statistics.median(stop[key] for stop in kept):.2f}" for key in kept[0]) if kept else ""
-    print(f"{args.preset}, batch {args.train_batch_size}, {args.launcher}, {os.cpu_count()} CPUs: {len(kept)} of"
-          f" {len(stops)} stops kept their step; medians: {summary}")
+    print(f"{args.preset}, batch {args.train_batch_size}, {args.launcher}, {args.threads} torch threads,"
+          f" {os.cpu_count()} CPUs: {len(kept)} of {len(stops)} stops kept their step; medians: {summary}")
 
 
 if __name__ == "__main__":

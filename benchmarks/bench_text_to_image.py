@@ -19,6 +19,7 @@ from ddpm_hf import DDPMTextToImagePipeline
 from ddpm_hf.evaluation import prompted_digit_accuracy
 
 from .digit_judging import digit_rows_grid, pipeline_and_judge
+from .timing import add_threads_flag, pin_threads
 
 
 def main() -> None:
@@ -30,9 +31,12 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="text_to_image_prompts.png", help="the ten prompts' grid (guided)")
+    add_threads_flag(parser)  # the training run's too
     args = parser.parse_args()
+    pin_threads(args.threads)
 
-    pipe, classifier = pipeline_and_judge(DDPMTextToImagePipeline, args.pipeline, "mnist-16-text", args.train)
+    pipe, classifier = pipeline_and_judge(DDPMTextToImagePipeline, args.pipeline, "mnist-16-text", args.train,
+                                          args.threads)
     results = {}
     for scale in (args.guidance, 1.0):
         start = time.perf_counter()

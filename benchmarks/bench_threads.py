@@ -3,10 +3,10 @@
 
 Each configuration is a fresh process (OMP_WAIT_POLICY is read once, when torch's OpenMP starts) that runs the
 default preset's training step (mnist-16: its UNet, batch 64 at 16x16, L_simple, AdamW) and prints its median
-seconds per step. The configurations: 1 and `nproc` threads, OMP_WAIT_POLICY unset, passive and active, each alone
-and beside a competing job (a one-core busy loop, the load of a neighbour's process on a shared machine). Each round
-runs every configuration once, in an order that rotates from round to round; the medians over rounds are reported,
-with each one's ratio to one thread in the same round and load.
+seconds per step. The configurations: 1 and `nproc` threads (or the --threads given), OMP_WAIT_POLICY unset, passive
+and active, each alone and beside a competing job (a one-core busy loop, the load of a neighbour's process on a shared
+machine). Each round runs every configuration once, in an order that rotates from round to round; the medians over
+rounds are reported, with each one's ratio to one thread in the same round and load.
 
     python -m benchmarks.bench_threads                 # 3 rounds, 20 timed steps per configuration
     python -m benchmarks.bench_threads --rounds 5 --steps 30
@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from .timing import child_env, median_ratio, rotating_rounds
+from .timing import child_env, median_ratio, pin_threads, rotating_rounds
 
 WAIT_POLICIES = ("unset", "passive", "active")
 
@@ -31,6 +31,10 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per configuration (after 3 warm-up steps)")
+    # The benchmarks' --threads, several counts here: each configuration's child pins its own (timing.pin_threads).
+    parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}),
+                        help="the torch thread counts compared (default: 1 and every core); 1 is always included,"
+                        " as the peer of every ratio")
     parser.add_argument("--child_threads", type=int, help=argparse.SUPPRESS)  # internal: run one configuration
     return parser.parse_args()
 
@@ -44,7 +48,7 @@ def time_steps(threads: int, steps: int) -> float:
     from ddpm_hf import DDPMPosteriorScheduler
     from ddpm_hf.presets import load_preset, unet_config_for_data
 
-    torch.set_num_threads(threads)
+    pin_threads(threads, announce=False)  # the parent prints the counts
     torch.manual_seed(0)
     unet = UNet2DModel(**unet_config_for_data(load_preset("mnist-16").unet, channels=1, resolution=16,
                                             learned_variance=False)).train()
@@ -81,9 +85,11 @@ def main():
     if args.child_threads:
         print(time_steps(args.child_threads, args.steps))
         return
-    cores = os.cpu_count() or 1
+    thread_counts = sorted({1, *args.threads})
+    print(f"torch threads compared: {', '.join(map(str, thread_counts))} (--threads); {os.cpu_count()} CPUs",
+          flush=True)
     configurations = {f"threads={threads} OMP_WAIT_POLICY={policy}": (threads, policy)
-                      for threads in sorted({1, cores}) for policy in WAIT_POLICIES}
+                      for threads in thread_counts for policy in WAIT_POLICIES}
     results = {}  # load -> configuration name -> seconds per step, one per round
     for load in ("idle", "busy"):
         print(f"{load}:", file=sys.stderr, flush=True)

@@ -33,7 +33,7 @@ from ddpm_hf.randomness import StepRandomness
 from ddpm_hf.trainer.monitoring import LossMeter
 from ddpm_hf.trainer.step import prepare_micro_batch, train_step
 
-from .timing import median_ratio, rotating_rounds, synchronize
+from .timing import add_threads_flag, median_ratio, pin_threads, rotating_rounds, synchronize
 
 
 def parse_args():
@@ -49,6 +49,7 @@ def parse_args():
     parser.add_argument("--logging_steps", type=int, default=10)
     parser.add_argument("--random_flip", action="store_true")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
+    add_threads_flag(parser)
     return parser.parse_args()
 
 
@@ -152,6 +153,7 @@ def images_per_second(side, args) -> float:
 
 def main():
     args = parse_args()
+    pin_threads(args.threads)
     torch.manual_seed(0)
     architecture = load_preset(args.preset).unet
     initial = UNet2DModel.from_config(

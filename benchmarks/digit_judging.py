@@ -10,9 +10,9 @@ from ddpm_hf.evaluation import fit_digit_classifier
 from .training_runs import train_preset
 
 
-def pipeline_and_judge(pipeline_class, folder: str, preset: str, train: bool, threads: int = 1):
-    """The pipeline in `folder` (trained there with `preset` first when `train`), its progress bar off, and a digit
-    classifier fitted on real MNIST digits at its resolution, whose held-out accuracy is printed."""
+def pipeline_and_judge(pipeline_class, folder: str, preset: str, train: bool, threads: int):
+    """The pipeline in `folder` (trained there first when `train`: `preset`, `threads` torch threads), its progress bar
+    off, and a digit classifier fitted on real MNIST digits at its resolution, whose held-out accuracy is printed."""
     if train:
         print(f"training {folder}: {train_preset(preset, folder, threads) / 60:.1f} min")
     pipe = pipeline_class.from_pretrained(folder)

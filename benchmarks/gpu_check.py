@@ -47,7 +47,7 @@ import torch
 
 from ddpm_hf.errors import one_line
 
-from .timing import compare, median_ratio, synchronize
+from .timing import add_threads_flag, compare, median_ratio, pin_threads, synchronize
 
 NO_CUDA = "no CUDA device: run with --dry_run on CPU"
 PAPER_STEPS_PER_S = 21.0  # Ho et al. 2020, Appendix B: the CIFAR-10 model, batch 128, on a TPU v3-8
@@ -104,6 +104,8 @@ def parse_args(argv=None):
                         help="everything on the CPU, tiny preset at 8x8: checks the script, measures nothing")
     parser.add_argument("--budget_s", type=float, default=420.0, help="skip the sections that would end past this")
     parser.add_argument("--out", help="also write the JSON summary here (after every section)")
+    add_threads_flag(parser, why="the host only feeds the GPU; on the CPU of a dry run one thread holds up beside a"
+                     " neighbour's job")
     return parser.parse_args(argv)
 
 
@@ -674,8 +676,7 @@ def main(argv=None) -> int:
         return 2
     settings = DRY_RUN if args.dry_run else GPU
     device = torch.device("cpu") if args.dry_run else torch.device("cuda", torch.cuda.current_device())
-    if args.dry_run:
-        torch.set_num_threads(min(torch.get_num_threads(), 2))
+    pin_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the Hub
     report = Report(args, settings, device)
     report.line(f"gpu_check: {'dry run on the CPU' if args.dry_run else 'on ' + str(device)}, preset"

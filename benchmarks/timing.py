@@ -20,20 +20,23 @@ from collections.abc import Callable
 DEFAULT_THREADS = 1  # the fastest and the least noisy setting beside a neighbour's job (issue 27 item 7)
 
 
-def add_threads_flag(parser, default: int = DEFAULT_THREADS, why: str = "one: the figure holds up beside a"
-                     " neighbour's job on a shared CPU") -> None:
+def add_threads_flag(parser, default: int = DEFAULT_THREADS,
+                     why: str = "on a shared CPU one thread holds up beside a neighbour's job") -> None:
+    """`--threads`, with its default and the reason for it in the help."""
     parser.add_argument("--threads", type=int, default=default,
-                        help=f"torch threads, set before anything is timed (default {default}; {why})")
+                        help=f"torch threads, set before anything is timed (default {default}: {why})")
 
 
-def pin_threads(threads: int) -> None:
-    """torch's intra-op threads, set before anything is timed (a benchmark prints `torch.get_num_threads()` in its
-    header, read back from torch)."""
+def pin_threads(threads: int, announce: bool = True) -> None:
+    """Set torch's intra-op threads before anything is timed, and (`announce`) print the count torch reports back,
+    as the first line of the benchmark's output."""
     import torch
 
     if threads < 1:
         raise SystemExit(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
+    if announce:
+        print(f"torch threads: {torch.get_num_threads()} (--threads)", flush=True)
 
 
 def child_env(threads: int, **extra: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ def trainer_command(*train_args, launcher: str = "accelerate") -> list[str]:
     return [*LAUNCHERS[launcher], str(TRAIN_SCRIPT), *map(str, train_args)]
 
 
-def train_preset(preset: str, output_dir: str, threads: int = 1) -> float:
+def train_preset(preset: str, output_dir: str, threads: int) -> float:
     """Train `preset` into `output_dir` as the README does, offline, with `threads` torch threads; the wall time in
     seconds."""
     start = time.perf_counter()
