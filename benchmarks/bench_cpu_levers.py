@@ -41,7 +41,7 @@ def parse_args():
     parser.add_argument("--steps", type=int, default=30, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
-    add_threads_flag(parser, default=os.cpu_count() or 1, why="every core: the eager peer's, which the one_thread"
+    add_threads_flag(parser, default=os.cpu_count() or 1, why="every core, the eager peer's, which the one_thread"
                      " variant is timed against")
     return parser.parse_args()
 

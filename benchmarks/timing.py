@@ -3,10 +3,10 @@
 candidates, and ratios taken within a round.
 
 On a shared host the speed drifts by tens of per cent over seconds, and with another job on two cores two torch
-threads ran 3.7x slower than one (issue 27). So every benchmark pins its threads (`--threads`, applied before
-anything is timed), times its candidates back to back in an order that rotates from round to round (a round's
-values share the machine's state, and no candidate always runs in another's cache wake), and reports the median of
-the per-round ratios.
+threads ran 3.7x slower than one (issue 27). So every benchmark that runs torch pins its threads (`--threads`,
+applied before anything is timed), times its candidates back to back in an order that rotates from round to round (a
+round's values share the machine's state, and no candidate always runs in another's cache wake), and reports the
+median of the per-round ratios.
 
 torch is imported where it is used, so that a benchmark's parent process (which only starts children) stays light.
 """
