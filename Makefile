@@ -36,9 +36,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_scheduler.py
-	$(BIN)/python benchmarks/bench_sampling.py
-	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python -m benchmarks.bench_scheduler
+	$(BIN)/python -m benchmarks.bench_sampling
+	$(BIN)/python -m benchmarks.bench_train
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """What checking a memmap cache entry costs at the start of a run: `cache_entry.file_checksum` (the full xxh3-128
 pass every run makes over pixels.u8) on a `--size_mb` file of random bytes, warm (the file in the page cache, as
@@ -6,10 +5,10 @@ after a build or a recent run) and cold (its pages dropped first with posix_fadv
 then the disk bounds it), beside a plain read of the same bytes, and extrapolated to `--entry_gb` (6 GB by default:
 ImageNet-sized data at 64 px is about that).
 
-    python benchmarks/bench_cache_checksum.py                 # 1024 MB, 3 rounds
-    python benchmarks/bench_cache_checksum.py --size_mb 512
+    python -m benchmarks.bench_cache_checksum                 # 1024 MB, 3 rounds
+    python -m benchmarks.bench_cache_checksum --size_mb 512
 
-Run by hand; not part of the tests.
+Run by hand; not part of the tests. It times file reads and xxh3, no torch op: the one benchmark without --threads.
 """
 
 import argparse

@@ -1,55 +1,46 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Does the class steer the image? Class accuracy and digit-feature FD of a class-conditional DDPM per guidance scale.
 
-    python benchmarks/bench_class_conditional.py --train   # train the README-sized run (mnist-16-class), then judge
-    python benchmarks/bench_class_conditional.py --pipeline ddpm-digits-class   # judge a pipeline trained earlier
+    python -m benchmarks.bench_class_conditional --train   # train the README-sized run (mnist-16-class), then judge
+    python -m benchmarks.bench_class_conditional --pipeline ddpm-digits-class   # judge a pipeline trained earlier
 
-For each guidance scale it samples `--images-per-class` images of each digit class, asks a support-vector classifier
+For each guidance scale it samples `--images_per_class` images of each digit class, asks a support-vector classifier
 fitted on real MNIST digits which digit each one is (chance: 0.1), and measures the digit-feature FD of those samples
 to the embedded MNIST digits (`ddpm_hf.metrics`; lower is better, comparable only with itself). Guidance trades
 diversity for fidelity, so the accuracy rises with the scale while the FD has a minimum. It writes the ten-class grid
-(one row per class) at `--grid-guidance`.
+(one row per class) at `--grid_guidance`.
 """
 
 import argparse
-import os
-import sys
 
 import numpy as np
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from ddpm_hf import DDPMImagePipeline
+from ddpm_hf.evaluation import class_label_accuracy
+from ddpm_hf.metrics import ReferenceSet, feature_distances, reference_features, resolve_feature_network
+from ddpm_hf.metrics.features import extract_features
 
-from bench_text_to_image import prompt_grid  # noqa: E402
-from common import train_preset  # noqa: E402
-
-from ddpm_hf import DDPMImagePipeline  # noqa: E402
-from ddpm_hf.evaluation import class_label_accuracy, fit_digit_classifier  # noqa: E402
-from ddpm_hf.metrics import ReferenceSet, feature_distances, reference_features, resolve_feature_network  # noqa: E402
-from ddpm_hf.metrics.features import extract_features  # noqa: E402
+from .digit_judging import digit_rows_grid, pipeline_and_judge
+from .timing import add_threads_flag, pin_threads
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", default="ddpm-digits-class", help="a trained class-conditional pipeline folder")
     parser.add_argument("--train", action="store_true", help="train --pipeline first with the mnist-16-class preset")
-    parser.add_argument("--images-per-class", type=int, default=50)
+    parser.add_argument("--images_per_class", type=int, default=50)
     parser.add_argument("--steps", type=int, default=100, help="respaced sampling chain")
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0])
-    parser.add_argument("--grid-guidance", type=float, default=3.0)
+    parser.add_argument("--grid_guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="class_conditional_grid.png")
+    add_threads_flag(parser)  # the training run's too
     args = parser.parse_args()
+    pin_threads(args.threads)
 
-    if args.train:
-        print(f"training {args.pipeline}: {train_preset('mnist-16-class', args.pipeline) / 60:.1f} min")
-    pipe = DDPMImagePipeline.from_pretrained(args.pipeline)
-    pipe.set_progress_bar_config(disable=True)
+    pipe, judge = pipeline_and_judge(DDPMImagePipeline, args.pipeline, "mnist-16-class", args.train, args.threads)
     resolution = pipe.unet.config.sample_size
-    judge = fit_digit_classifier("mnist", resolution=resolution)
-    print(f"digit classifier (RBF SVM on real {resolution}x{resolution} MNIST): held-out accuracy"
-          f" {judge.heldout_accuracy:.3f}")
     reference = ReferenceSet("embedded:mnist", resolution=resolution, channels=1)
     network = resolve_feature_network("digits", reference)
     real, _ = reference_features(reference, network)
@@ -65,7 +56,7 @@ def main() -> None:
         print(f"{scale:>8g} {result.accuracy:>9.3f} ± {stderr:.3f} {fd:>17.3f}   "
               f"{' '.join(f'{a:.2f}' for a in result.per_digit)}")
         if scale == args.grid_guidance:
-            prompt_grid(result.images, args.images_per_class).save(args.out)
+            digit_rows_grid(result.images, args.images_per_class).save(args.out)
             print(f"wrote {args.out} (row d: class d, guidance {scale:g})")
 
 

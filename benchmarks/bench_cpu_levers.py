@@ -1,22 +1,23 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Which CPU speed levers are real for the default preset's training step? Each variant trains the same UNet
 (same initial weights, same batches) and is timed against plain eager float32 in the same rounds.
 
-Variants: eager float32 with all threads (the peer), one thread, `channels_last` memory format, bf16 autocast
-(fast only on CPUs with AMX or avx512_bf16), and `torch.compile` (inductor; its compile time is printed apart).
+Variants: eager float32 on --threads threads (the peer; default every core), one thread, `channels_last` memory
+format, bf16 autocast (fast only on CPUs with AMX or avx512_bf16), and `torch.compile` (inductor; its compile time is
+printed apart).
 A step is what the trainer does per step: noise and timesteps, the UNet forward, L_simple, backward, AdamW.
 Each round times every variant back to back in a rotating order, so a neighbour's load hits them alike; the median
 of the per-round ratios against eager is reported.
 
-    python benchmarks/bench_cpu_levers.py                                  # mnist-16, batch 64, 16x16
-    python benchmarks/bench_cpu_levers.py --variants eager,compile --steps 20
+    python -m benchmarks.bench_cpu_levers                                  # mnist-16, batch 64, 16x16
+    python -m benchmarks.bench_cpu_levers --variants eager,compile --steps 20
 
 Run by hand; not part of the tests.
 """
 
 import argparse
 import copy
+import os
 import statistics
 import time
 
@@ -26,6 +27,8 @@ from diffusers import UNet2DModel
 
 from ddpm_hf import DDPMPosteriorScheduler
 from ddpm_hf.presets import load_preset, unet_config_for_data
+
+from .timing import add_threads_flag, median_ratio, pin_threads, rotating_rounds
 
 VARIANTS = ("eager", "one_thread", "channels_last", "bf16_autocast", "compile")
 
@@ -38,6 +41,8 @@ def parse_args():
     parser.add_argument("--steps", type=int, default=30, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    add_threads_flag(parser, default=os.cpu_count() or 1, why="every core, the eager peer's, which the one_thread"
+                     " variant is timed against")
     return parser.parse_args()
 
 
@@ -81,6 +86,7 @@ class Variant:
 
 def main() -> None:
     args = parse_args()
+    pin_threads(args.threads)
     names = [name.strip() for name in args.variants.split(",")]
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
@@ -105,21 +111,16 @@ def main() -> None:
         print(f"{variant.name}: first 3 steps {time.perf_counter() - started:.1f} s"
               + (" (includes compilation)" if variant.name == "compile" else ""), flush=True)
 
-    seconds = {variant.name: [] for variant in variants}
-    for round_index in range(args.rounds):
-        shift = round_index % len(variants)
-        for variant in variants[shift:] + variants[:shift]:
-            seconds[variant.name].append(variant.run(batches, scheduler))
-        print(f"round {round_index + 1}/{args.rounds}: "
-              + ", ".join(f"{name} {values[-1]:.2f} s" for name, values in seconds.items()), flush=True)
+    seconds = rotating_rounds({variant.name: (lambda variant=variant: variant.run(batches, scheduler))
+                               for variant in variants}, args.rounds, show="{:.2f} s")
 
     print(f"\n{args.preset} UNet, batch {args.batch_size}, {args.resolution}x{args.resolution}, {args.steps} steps per"
           f" round, {args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("| variant | steps/s (median) | ratio to eager (median of rounds) |")
     print("|---|---|---|")
     for name, values in seconds.items():
-        ratios = [eager / mine for eager, mine in zip(seconds["eager"], values)]
-        print(f"| {name} | {args.steps / statistics.median(values):.1f} | {statistics.median(ratios):.2f}x |")
+        speedup = median_ratio(seconds, "eager", name)  # eager's seconds over this variant's: > 1 is faster
+        print(f"| {name} | {args.steps / statistics.median(values):.1f} | {speedup:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Training data storages ("memory", "memmap", "lazy") against each other: images/s delivered to the training step,
 time to first step, and peak RSS per process against the decoded size.
@@ -19,7 +18,7 @@ is built, and the lazy headers checked, in the timed load). Each child then read
   and the memory figures mean something) run the data mode only.
 
 The three children of a resolution run side by side, idle but for the one being timed: each round times one window
-of each storage back to back, in an order that rotates from round to round (as benchmarks/common.py does), so a
+of each storage back to back, in an order that rotates from round to round (`timing.rotating_rounds`), so a
 ratio against memory shares the machine's load; images/s is the median over rounds, "vs memory" the median of the
 per-round ratios. A window first drains what the
 workers prefetched while the child was idle (2 batches per worker) and warms up, untimed.
@@ -33,9 +32,9 @@ workers across both modes; a forked worker starts out sharing the main's pages);
 mode (a memmap's pages are file-backed page cache, shared by every process that maps the file, not private memory);
 the decoded size N x C x R x R.
 
-    python benchmarks/bench_data.py                     # 20,000 images at 64 px; 16, 32 (with UNet) and 64 px
-    python benchmarks/bench_data.py --quick             # 2,000 images, 16 and 32 px, batch 32: a smoke run
-    python benchmarks/bench_data.py --resolutions 32 --num_workers 4 --format jpeg
+    python -m benchmarks.bench_data                     # 20,000 images at 64 px; 16, 32 (with UNet) and 64 px
+    python -m benchmarks.bench_data --quick             # 2,000 images, 16 and 32 px, batch 32: a smoke run
+    python -m benchmarks.bench_data --resolutions 32 --num_workers 4 --format jpeg
 
 Run by hand; not part of the tests. Targets: memmap and lazy within 10% of memory's images/s at the default
 presets' resolutions (where the UNet bounds the step); their peak RSS per process well below the decoded size.
@@ -50,6 +49,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from .timing import add_threads_flag, median_ratio, pin_threads, rotating_rounds, synchronize
 
 STORAGES = ("memory", "memmap", "lazy")
 DEFAULT_PRESETS = ("mnist-16", "ddpm-cifar10")  # the unconditional presets; their resolutions are the defaults
@@ -77,6 +78,7 @@ def parse_args(argv=None):
                         help="the UNet for every resolution (default: the preset that trains at it; see above)")
     parser.add_argument("--random_flip", action="store_true")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
+    add_threads_flag(parser)  # each child's (its DataLoader workers keep torch's one thread each)
     parser.add_argument("--work_dir", default=os.path.join(tempfile.gettempdir(), "ddpm_hf_bench_data"),
                         help="where the image folder is built and kept for the next run")
     parser.add_argument("--quick", action="store_true", help="2,000 images, short windows: a smoke run")
@@ -165,6 +167,7 @@ class Child:
         from ddpm_hf.data.sources import load_image_dataset
         from ddpm_hf.trainer.step import prepare_micro_batch
 
+        pin_threads(config["threads"], announce=False)  # the parent's header says it
         self.storage, self.config, self.torch, self.prepare = storage, config, torch, prepare_micro_batch
         self.device = torch.device(config["device"])
         self.base = proc_status()  # after the imports, before any data
@@ -191,20 +194,16 @@ class Child:
         statuses = {worker.pid: proc_status(worker.pid) for worker in getattr(self.batches, "_workers", [])}
         return {pid: status for pid, status in statuses.items() if status}
 
-    def synchronize(self):
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize(self.device)
-
     def data_window(self, batches: int) -> float:
         for _ in range(2 * self.config["num_workers"] + 2):  # drain what was prefetched while idle, then warm up
             self.prepare(next(self.batches).pixels, self.device)
-        self.synchronize()
+        synchronize(self.device)
         start, images = time.perf_counter(), 0
         for _ in range(batches):
             pixels = next(self.batches).pixels
             self.prepare(pixels, self.device)
             images += len(pixels)
-        self.synchronize()
+        synchronize(self.device)
         return images / (time.perf_counter() - start)
 
     def memory(self) -> dict:
@@ -274,10 +273,10 @@ class Child:
 
     def unet_window(self, steps: int) -> float:
         self.train_steps(1)  # untimed: the first step after an idle spell
-        self.synchronize()
+        synchronize(self.device)
         start = time.perf_counter()
         images = self.train_steps(steps)
-        self.synchronize()
+        synchronize(self.device)
         return images / (time.perf_counter() - start)
 
 
@@ -316,7 +315,7 @@ class ChildProcess:
         self.storage = storage
         config = dict(config, launched_at=time.time())
         self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--child", storage, "--child_config", json.dumps(config)],
+            [sys.executable, "-m", "benchmarks.bench_data", "--child", storage, "--child_config", json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
 
@@ -344,19 +343,18 @@ class ChildProcess:
                 self.process.wait()
 
 
-def rounds(children: dict[str, ChildProcess], count: int, **command) -> dict[str, list[float]]:
-    """`count` windows per child, one child at a time, in an order that rotates from round to round."""
-    names, rates = list(children), {name: [] for name in children}
-    for index in range(count):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            rates[name].append(children[name].ask(**command)["rate"])
-    return rates
+def windows(children: dict[str, ChildProcess], count: int, **command) -> dict[str, list[float]]:
+    """`count` windows per child (images/s), one child at a time, in rotating rounds."""
+    return rotating_rounds({name: (lambda child=child: child.ask(**command)["rate"])
+                            for name, child in children.items()}, count)
 
 
-def median_ratio(rates: dict[str, list[float]], storage: str) -> float:
-    """The median over rounds of the storage's images/s over memory's in the same round."""
-    return statistics.median(a / b for a, b in zip(rates[storage], rates["memory"], strict=True))
+def add_rates(rows: dict[str, dict], rates: dict[str, list[float]], children: dict[str, ChildProcess]) -> None:
+    """Each storage's row gets its median images/s, the median of its per-round ratios to memory's, the rounds'
+    values, and the child's memory figures after the windows."""
+    for storage in STORAGES:
+        rows[storage].update(rate=statistics.median(rates[storage]), ratio=median_ratio(rates, storage, "memory"),
+                             rates=rates[storage], **children[storage].ask(do="memory"))
 
 
 def training_preset_for(resolution: int) -> str | None:
@@ -388,16 +386,13 @@ def measure_resolution(args, folder: str, resolution: int, device: str, scratch:
         for storage in STORAGES:  # loaded one after the other, so that no load competes with another
             config = {"folder": folder, "resolution": resolution, "cache_dir": os.path.join(scratch, f"{storage}-"
                       f"{resolution}"), "batch_size": batch_size, "num_workers": args.num_workers,
-                      "random_flip": args.random_flip, "device": device, "unet_preset": unet_preset,
-                      "training_preset": training_preset}
+                      "random_flip": args.random_flip, "device": device, "threads": args.threads,
+                      "unet_preset": unet_preset, "training_preset": training_preset}
             children[storage] = ChildProcess(storage, config)
             children[storage].start = children[storage].receive()
         rows = {storage: {"storage": storage, "resolution": resolution, "mode": "data", "batch": batch_size,
                           **child.start} for storage, child in children.items()}
-        rates = rounds(children, args.rounds, do="data", batches=args.data_batches)
-        for storage in STORAGES:
-            rows[storage].update(rate=statistics.median(rates[storage]), ratio=median_ratio(rates, storage),
-                                 rates=rates[storage], **children[storage].ask(do="memory"))
+        add_rates(rows, windows(children, args.rounds, do="data", batches=args.data_batches), children)
         result = list(rows.values())
         if unet_preset:
             unet_rows = {}
@@ -407,10 +402,7 @@ def measure_resolution(args, folder: str, resolution: int, device: str, scratch:
                                       "batch": batch_size, "preset": unet_preset, "count": child.start["count"],
                                       "channels": child.start["channels"], "base": child.start["base"],
                                       "first_s": child.start["first_s"] + setup["setup_s"], **setup}
-            rates = rounds(children, args.unet_rounds, do="unet", steps=args.unet_steps)
-            for storage in STORAGES:
-                unet_rows[storage].update(rate=statistics.median(rates[storage]), ratio=median_ratio(rates, storage),
-                                          rates=rates[storage], **children[storage].ask(do="memory"))
+            add_rates(unet_rows, windows(children, args.unet_rounds, do="unet", steps=args.unet_steps), children)
             result += list(unet_rows.values())
         return result
     finally:
@@ -510,8 +502,8 @@ def main():
     scratch = tempfile.mkdtemp(prefix="caches-", dir=args.work_dir)  # fresh caches: every load builds its entry
     start, rows = time.perf_counter(), []
     print(f"{args.num_images} {args.format} images of {args.image_size} px; resolutions {resolutions};"
-          f" {args.num_workers} workers; device {device}; {os.cpu_count()} CPUs, load average"
-          f" {os.getloadavg()[0]:.1f}", flush=True)
+          f" {args.num_workers} workers; device {device}; {args.threads} torch threads per child (--threads);"
+          f" {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     try:
         for resolution in resolutions:
             rows += measure_resolution(args, folder, resolution, device, scratch)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Improved DDPM's likelihood claim, checked: L_simple with a fixed variance against L_hybrid with a learned one.
 
@@ -11,7 +10,7 @@ the objective and the reverse variance:
 
 then bounds -log p(x_0) of both (`ddpm_hf.variational_bound`, bits/dim) on the held-out digits, those
 that the trainer's seeded subset (`--max_train_samples`) left out, on the full T-step chain (or a respaced one with
---bound-steps). All bounds use the same seed, so every model sees the very same x_t ~ q(x_t | x_0) for each
+--bound_steps). All bounds use the same seed, so every model sees the very same x_t ~ q(x_t | x_0) for each
 (image, t): the per-image difference is paired, and its standard error small. A third bound, not trained, puts the
 simple model's UNet under sigma_t^2 = beta_t (fixed_large), to show how much of the gap a larger fixed variance
 alone closes (--no-reference skips it).
@@ -20,30 +19,31 @@ Prints the bounds with their prior / decoder / denoising parts, the paired diffe
 "hybrid bound lower: yes/no"; writes bench_hybrid.json and bench_hybrid_terms.png (mean term per t of every model,
 and where the gap is made) into --out, beside the two trained pipelines and their training logs.
 
-    python benchmarks/bench_hybrid.py                  # the real budget: about 12 minutes on 2 shared CPU cores
-    python benchmarks/bench_hybrid.py --quick          # a smoke run (about 1.5 minutes); its numbers mean little
-    python benchmarks/bench_hybrid.py --skip-training  # bound the pipelines already trained into --out again
+    python -m benchmarks.bench_hybrid                  # the real budget: about 12 minutes on 2 shared CPU cores
+    python -m benchmarks.bench_hybrid --quick          # a smoke run (about 1.5 minutes); its numbers mean little
+    python -m benchmarks.bench_hybrid --skip_training  # bound the pipelines already trained into --out again
 
 Run by hand; not part of the tests.
 """
 
 import argparse
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import mean_stderr, trainer_command
 
 from ddpm_hf import DDPMImagePipeline, variational_bound
 from ddpm_hf.data import to_model_range
 from ddpm_hf.data.options import subset_indices
 from ddpm_hf.data.sources import load_image_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+from .estimates import mean_stderr
+from .timing import add_threads_flag, child_env, pin_threads
+from .training_runs import REPO_ROOT, trainer_command
+
 DATASET = "digits"
 REFERENCE = "simple, sigma^2=beta"  # not trained: the simple model's UNet sampled with variance_type fixed_large
 EARLY = 10  # the decoder and the first denoising terms, where Improved DDPM says the learned variance matters
@@ -59,29 +59,28 @@ def parse_args():
     parser.add_argument("--steps", type=int, default=None, help="training steps of each model (default 2000;"
                         " --quick: 60)")
     parser.add_argument("--out", default="bench-hybrid-out", help="output folder (the two pipelines, logs, JSON, PNG)")
-    parser.add_argument("--num-heldout", type=int, default=None, help="digits kept out of training and bounded"
+    parser.add_argument("--num_heldout", type=int, default=None, help="digits kept out of training and bounded"
                         " (default 200; --quick: 24)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (and data subset), and the bound's draws")
     parser.add_argument("--resolution", type=int, default=8, choices=[8, 16])
     parser.add_argument("--quick", action="store_true", help="a tiny budget: checks that everything runs")
-    parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--batch_size", type=int, default=32, help="training batch size")
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="bound the EMA weights")
-    parser.add_argument("--ddpm-num-steps", type=int, default=1000, help="T, the length of the forward process")
-    parser.add_argument("--bound-steps", type=int, default=None, help="bound a respaced chain of this many steps"
+    parser.add_argument("--ddpm_num_steps", type=int, default=1000, help="T, the length of the forward process")
+    parser.add_argument("--bound_steps", type=int, default=None, help="bound a respaced chain of this many steps"
                         " (default: the full T-step chain)")
-    parser.add_argument("--bound-batch-size", type=int, default=256, help="(image, t) pairs per model call")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads, in training and in the bound (on a"
-                        " small shared CPU one thread per process is the fastest and the least noisy)")
+    parser.add_argument("--bound_batch_size", type=int, default=256, help="(image, t) pairs per model call")
+    add_threads_flag(parser)  # in training and in the bound
     parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True, help="also bound the"
                         " simple model with sigma^2 = beta_t (fixed_large) instead of its fixed_small: how much of the"
                         " gap a larger fixed variance alone closes")
-    parser.add_argument("--skip-training", action="store_true", help="reuse the pipelines already in --out")
+    parser.add_argument("--skip_training", action="store_true", help="reuse the pipelines already in --out")
     args = parser.parse_args()
-    for flag in ("steps", "num_heldout", "batch_size", "ddpm_num_steps", "bound_steps", "bound_batch_size", "threads"):
+    for flag in ("steps", "num_heldout", "batch_size", "ddpm_num_steps", "bound_steps", "bound_batch_size"):
         value = getattr(args, flag)
         if value is not None and value < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+            parser.error(f"--{flag} must be at least 1, got {value}")
     if args.steps is None:
         args.steps = 60 if args.quick else 2000
     if args.num_heldout is None:
@@ -101,14 +100,14 @@ def train(name: str, args, num_train: int) -> float:
         "--report_to", "none", "--validation_steps", "0", "--checkpointing_steps", "0", "--logging_steps", "50",
         "--use_ema" if args.ema else "--no-use_ema", *MODELS[name],
     )
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    env = child_env(args.threads)
     log_path = Path(args.out) / f"train-{name}.log"
     print(f"training {name} ({args.steps} steps) -> {output_dir} (log: {log_path})", flush=True)
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         log.write(" ".join(command) + "\n\n")
         log.flush()
-        result = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if result.returncode:
         tail = "".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-30:])
@@ -131,7 +130,7 @@ def heldout_images(args, num_train: int) -> torch.Tensor:
 
 
 def seconds(value) -> str:
-    return "n/a (--skip-training)" if value is None else f"{value:.1f} s"
+    return "n/a (--skip_training)" if value is None else f"{value:.1f} s"
 
 
 def describe_parts(bound, early: int) -> dict:
@@ -185,10 +184,10 @@ def plot(bounds: dict, path: Path, title: str) -> None:
 
 
 def check_trained(name: str, args, num_train: int) -> None:
-    """With --skip-training: the pipeline in OUT/NAME must come from this budget, seed and data split."""
+    """With --skip_training: the pipeline in OUT/NAME must come from this budget, seed and data split."""
     path = Path(args.out) / name / "training_args.json"
     if not path.is_file():
-        raise SystemExit(f"--skip-training: {path} is missing; train first (run without --skip-training)")
+        raise SystemExit(f"--skip_training: {path} is missing; train first (run without --skip_training)")
     saved = json.loads(path.read_text(encoding="utf-8"))
     wanted = {"max_train_steps": args.steps, "seed": args.seed, "max_train_samples": num_train,
               "resolution": args.resolution, "train_batch_size": args.batch_size, "learning_rate": args.learning_rate,
@@ -196,17 +195,17 @@ def check_trained(name: str, args, num_train: int) -> None:
               "loss_type": MODELS[name][1], "variance_type": MODELS[name][3]}
     wrong = {key: (saved.get(key), value) for key, value in wanted.items() if saved.get(key) != value}
     if wrong:
-        raise SystemExit(f"--skip-training: {Path(args.out) / name} was trained otherwise (saved, asked): {wrong}")
+        raise SystemExit(f"--skip_training: {Path(args.out) / name} was trained otherwise (saved, asked): {wrong}")
 
 
 def main():
     args = parse_args()
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     count = len(load_image_dataset(embedded=DATASET, resolution=8, show_progress=False))
     if not 1 <= args.num_heldout < count:
-        raise SystemExit(f"--num-heldout must be between 1 and {count - 1}")
+        raise SystemExit(f"--num_heldout must be between 1 and {count - 1}")
     num_train = count - args.num_heldout
 
     times_file = out / "train_seconds.json"

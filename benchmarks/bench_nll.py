@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Compare two DDPM pipelines by their variational bound (bits/dim) on the same images.
 
@@ -6,24 +5,22 @@ Both bounds use the same seed, and `variational_bound` seeds each draw x_t ~ q(x
 two models see the very same x_t (common random numbers), so the per-image difference of their bounds has a much
 smaller standard error than the two bounds themselves.
 
-    python benchmarks/bench_nll.py PIPELINE_A PIPELINE_B --data embedded:digits --num-images 64 --steps 100
-    python benchmarks/bench_nll.py --demo       # two random tiny UNets on embedded digits (a smoke run)
+    python -m benchmarks.bench_nll PIPELINE_A PIPELINE_B --data embedded:digits --num_images 64 --steps 100
+    python -m benchmarks.bench_nll --demo       # two random tiny UNets on embedded digits (a smoke run)
 
 Run by hand; not part of the tests.
 """
 
 import argparse
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-from common import mean_stderr  # noqa: E402
+from ddpm_hf.cli.nll import load_evaluation_images
+from ddpm_hf.diffusion.likelihood import variational_bound
 
-from ddpm_hf.cli.nll import load_evaluation_images  # noqa: E402
-from ddpm_hf.diffusion.likelihood import variational_bound  # noqa: E402
+from .estimates import mean_stderr
+from .timing import add_threads_flag, pin_threads
 
 
 def parse_args():
@@ -31,11 +28,12 @@ def parse_args():
     parser.add_argument("pipelines", nargs="*", help="two pipeline folders or Hub ids")
     parser.add_argument("--demo", action="store_true", help="compare two random tiny UNets instead")
     parser.add_argument("--data", default="embedded:digits")
-    parser.add_argument("--num-images", type=int, default=64)
+    parser.add_argument("--num_images", type=int, default=64)
     parser.add_argument("--steps", type=int, default=None, help="respaced chain length (default: the full chain)")
-    parser.add_argument("--batch-size", type=int, default=256, help="(image, t) pairs per model call")
+    parser.add_argument("--batch_size", type=int, default=256, help="(image, t) pairs per model call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_threads_flag(parser)
     args = parser.parse_args()
     if not args.demo and len(args.pipelines) != 2:
         parser.error("pass two pipelines, or --demo")
@@ -68,6 +66,7 @@ def load_models(names, device):
 
 def main():
     args = parse_args()
+    pin_threads(args.threads)
     models = demo_models() if args.demo else load_models(args.pipelines, args.device)
     shapes = {(unet.config.sample_size, unet.config.in_channels) for _, unet, _ in models}
     if len(shapes) != 1:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Sample quality and bits/dim of a trained pipeline against the number of sampling steps, per sampler and reverse
 variance.
@@ -7,15 +6,15 @@ Each row is a sampler (`ddpm_hf.samplers`: the respaced DDPM posterior, DDIM at 
 at K steps. For the DDPM posterior the rows also vary the reverse variance of the scheduler config: fixed_small
 (Sigma_q, the posterior's), fixed_large (beta_t; Ho et al. 2020, section 3.2) and, when the UNet predicts it (2 x C
 output channels), learned_range (Nichol & Dhariwal 2021). It prints the digit-feature FD/KD (or FID/KID with
---feature inception; Heusel et al. 2017, Binkowski et al. 2018) of --num-images samples, as the mean and standard
+--feature inception; Heusel et al. 2017, Binkowski et al. 2018) of --num_images samples, as the mean and standard
 deviation over --draws independent sample sets (the FD of a few hundred samples varies from one set to the next as
 much as between samplers), and, for the DDPM rows, the variational bound (`ddpm_hf.variational_bound`, bits/dim) of
---nll-images real images on the same K-step chain (the bound is that chain's; the other samplers have none), and
+--nll_images real images on the same K-step chain (the bound is that chain's; the other samplers have none), and
 draws both against K.
 
-    python benchmarks/bench_quality.py ddpm-digits --data embedded:mnist --num-images 1000 --nll-images 64
-    python benchmarks/bench_quality.py ddpm-digits --samplers ddpm ddim ddim:1 dpm-solver++ unipc --steps 10 20 50 \
-        --variances fixed_large --num-images 500 --draws 3 --nll-images 0      # the README's sampler table
+    python -m benchmarks.bench_quality ddpm-digits --data embedded:mnist --num_images 1000 --nll_images 64
+    python -m benchmarks.bench_quality ddpm-digits --samplers ddpm ddim ddim:1 dpm-solver++ unipc --steps 10 20 50 \
+        --variances fixed_large --num_images 500 --draws 3 --nll_images 0      # the README's sampler table
 
 A sampler is NAME or NAME:ETA (DDIM's eta). Run by hand; not part of the tests. At the defaults on a 2-core CPU this
 takes hours (the 1000-step rows dominate): pass --steps 10 25 50 for a first look.
@@ -24,20 +23,20 @@ takes hours (the 1000-step rows dominate): pass --steps 10 25 50 for a first loo
 import argparse
 import json
 import math
-import os
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler  # noqa: E402
-from ddpm_hf.cli.loading import load_pipeline  # noqa: E402
-from ddpm_hf.data import to_model_range  # noqa: E402
-from ddpm_hf.diffusion.likelihood import variational_bound  # noqa: E402
-from ddpm_hf.errors import one_line  # noqa: E402
-from ddpm_hf.metrics import ReferenceSet, evaluate_sample_quality  # noqa: E402
-from ddpm_hf.samplers import SAMPLERS, make_scheduler  # noqa: E402
+from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
+from ddpm_hf.cli.loading import load_pipeline
+from ddpm_hf.data import to_model_range
+from ddpm_hf.diffusion.likelihood import variational_bound
+from ddpm_hf.errors import one_line
+from ddpm_hf.metrics import ReferenceSet, evaluate_sample_quality
+from ddpm_hf.samplers import SAMPLERS, make_scheduler
+
+from .timing import add_threads_flag, pin_threads
 
 STEPS = (10, 25, 50, 100, 250, 1000)
 
@@ -54,16 +53,17 @@ def parse_args():
                         help="reverse variances of the ddpm rows (default: both fixed ones, and the learned one when"
                         " the UNet predicts it)")
     parser.add_argument("--draws", type=int, default=1, help="sample sets per row (seeds --seed, --seed + 1, ...)")
-    parser.add_argument("--num-images", type=int, default=1000, help="samples per row for the FD/KD")
-    parser.add_argument("--nll-images", type=int, default=64, help="real images per row for bits/dim (0: skip)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--num_images", type=int, default=1000, help="samples per row for the FD/KD")
+    parser.add_argument("--nll_images", type=int, default=64, help="real images per row for bits/dim (0: skip)")
+    parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--feature", default="auto", choices=("auto", "digits", "inception"))
-    parser.add_argument("--fid-weights", default=None)
-    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--fid_weights", default=None)
+    parser.add_argument("--cache_dir", default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out-png", default="quality_vs_steps.png")
-    parser.add_argument("--out-json", default="quality_vs_steps.json")
+    parser.add_argument("--out_png", default="quality_vs_steps.png")
+    parser.add_argument("--out_json", default="quality_vs_steps.json")
+    add_threads_flag(parser)
     return parser.parse_args()
 
 
@@ -90,6 +90,7 @@ def variance_types(unet) -> list[str]:
 
 def main() -> int:
     args = parse_args()
+    pin_threads(args.threads)
     base = load_pipeline(args.pipeline, args.device)
     unet = base.unet
     size = unet.config.sample_size if isinstance(unet.config.sample_size, int) else unet.config.sample_size[0]
@@ -173,7 +174,7 @@ def plot(rows: list[dict], fd_name: str, path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with_bound = any(math.isfinite(row["bpd"]) for row in rows)  # --nll-images 0: the FD panel alone
+    with_bound = any(math.isfinite(row["bpd"]) for row in rows)  # --nll_images 0: the FD panel alone
     figure, axes = plt.subplots(1, 2 if with_bound else 1, figsize=(10 if with_bound else 5.5, 4), squeeze=False)
     left, right = axes[0][0], axes[0][1] if with_bound else None
     for name in dict.fromkeys(row["name"] for row in rows):

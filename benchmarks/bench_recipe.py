@@ -1,10 +1,9 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """How good are a digit model's samples, against real digits at the same resolution? The yardstick of the default
 preset's recipe: run it on each candidate's pipeline (or checkpoints, to read one long run at several lengths).
 
-For each model it draws --num-images samples (a --steps respaced chain, with the model's variance unless
---variance-type says otherwise) and prints:
+For each model it draws --num_images samples (a --steps respaced chain, with the model's variance unless
+--variance_type says otherwise) and prints:
 - the digit-feature FD (ddpm_hf.metrics) of the samples to the train split (80%) of the embedded MNIST digits at the
   model's resolution, and the same FD of as many real digits from the held-out test split (20%, 1,000 digits) to the
   same reference: the floor a perfect model would reach with that many images, so that the ratio samples / real says
@@ -15,40 +14,40 @@ For each model it draws --num-images samples (a --steps respaced chain, with the
 - coverage: the share of samples the digit classifier (ddpm_hf.evaluation, an SVC fitted on real digits) gives to
   each digit, the smallest of the ten shares, and the same for the real test digits.
 
-    python benchmarks/bench_recipe.py ddpm-digits                              # a finished run
-    python benchmarks/bench_recipe.py ddpm-digits --draws 4                    # mean and spread of 4 sample sets
-    python benchmarks/bench_recipe.py run/checkpoints/checkpoint-{2000,3000}    # checkpoints (their EMA weights)
+    python -m benchmarks.bench_recipe ddpm-digits                              # a finished run
+    python -m benchmarks.bench_recipe ddpm-digits --draws 4                    # mean and spread of 4 sample sets
+    python -m benchmarks.bench_recipe run/checkpoints/checkpoint-{2000,3000}    # checkpoints (their EMA weights)
 
 Run by hand; not part of the tests (500 samples at 100 steps take about 20 s per model on a 2-core CPU).
 """
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ddpm_hf.metrics import ReferenceSet, extract_features, feature_distances, reference_features  # noqa: E402
-from ddpm_hf.metrics.digit_features import digit_feature_network  # noqa: E402
-from ddpm_hf.metrics.sampling import image_seeds, sample_pixels  # noqa: E402
+from ddpm_hf.metrics import ReferenceSet, extract_features, feature_distances, reference_features
+from ddpm_hf.metrics.digit_features import digit_feature_network
+from ddpm_hf.metrics.sampling import image_seeds, sample_pixels
+
+from .timing import add_threads_flag, pin_threads
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="pipeline folders, or checkpoint folders (their unet_ema or unet)"
                         " beside a finished run's scheduler")
-    parser.add_argument("--num-images", type=int, default=500, help="samples (and real test digits) per model")
+    parser.add_argument("--num_images", type=int, default=500, help="samples (and real test digits) per model")
     parser.add_argument("--steps", type=int, default=100, help="respaced sampling steps")
-    parser.add_argument("--variance-type", choices=["fixed_small", "fixed_large"], help="sample with this reverse"
+    parser.add_argument("--variance_type", choices=["fixed_small", "fixed_large"], help="sample with this reverse"
                         " variance instead of the model's scheduler's")
     parser.add_argument("--draws", type=int, default=1, help="independent sample sets per model (seeds --seed,"
                         " --seed + 1, ...): the FD of a few hundred samples varies from one set to the next, so"
                         " compare models by the mean and spread over several")
     parser.add_argument("--seed", type=int, default=0)
+    add_threads_flag(parser)
     return parser.parse_args()
 
 
@@ -76,6 +75,7 @@ def main() -> None:
     from ddpm_hf.evaluation import fit_digit_classifier
 
     args = parse_args()
+    pin_threads(args.threads)
     torch.set_grad_enabled(False)
     network = digit_feature_network()
     results, classifiers, real = [], {}, {}

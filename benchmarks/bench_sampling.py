@@ -1,23 +1,20 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Images/s of DDPMImagePipeline against diffusers.DDPMPipeline: same tiny UNet, same steps, same generator seed.
 
-    python benchmarks/bench_sampling.py [--device cuda] [--steps 100] [--batch-size 16]
+    python -m benchmarks.bench_sampling [--device cuda] [--steps 100] [--batch_size 16]
 
 Target: ratio (ours / diffusers, in images per second) >= 1.0.
 """
 
 import argparse
-import os
 import statistics
-import sys
 
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-sys.path.insert(0, os.path.dirname(__file__))
-from common import compare, median_ratio  # noqa: E402
+from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
 
-from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler  # noqa: E402
+from .timing import add_threads_flag, compare, median_ratio, pin_threads
 
 
 def tiny_unet(channels: int, resolution: int) -> UNet2DModel:
@@ -33,11 +30,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
+    add_threads_flag(parser)
     args = parser.parse_args()
+    pin_threads(args.threads)
 
     unet = tiny_unet(args.channels, args.resolution).to(args.device)
     pipelines = {

@@ -1,6 +1,7 @@
+# Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Time DDPMPosteriorScheduler.step against diffusers' DDPMScheduler.step on a (16, 3, 32, 32) float32 batch.
 
-    python benchmarks/bench_scheduler.py [--device cuda]
+    python -m benchmarks.bench_scheduler [--device cuda]
 
 Target: ratio (ours / diffusers) <= 1.0: the posterior scheduler's float64 coefficients must cost no more per step
 than diffusers' float32 ones. Both schedulers walk the same chain with the same generator. Each round walks the
@@ -12,18 +13,15 @@ much of a step; the benchmark times the draw alone in the same run and also prin
 """
 
 import argparse
-import os
 import statistics
-import sys
 
 import torch
 from diffusers import DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-sys.path.insert(0, os.path.dirname(__file__))
-from common import compare, median_ratio  # noqa: E402
+from ddpm_hf import DDPMPosteriorScheduler
 
-from ddpm_hf import DDPMPosteriorScheduler  # noqa: E402
+from .timing import add_threads_flag, compare, median_ratio, pin_threads
 
 CONFIGS = {
     "defaults (clip_sample, 1000 steps)": (dict(), None),
@@ -63,7 +61,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=15)
+    add_threads_flag(parser)
     args = parser.parse_args()
+    pin_threads(args.threads)
     sample = torch.randn(16, 3, 32, 32, device=args.device)
     model_output = torch.randn(16, 3, 32, 32, device=args.device)
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")

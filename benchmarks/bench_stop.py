@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """How long from SIGTERM to the checkpoint written, against the launchers' grace before SIGKILL?
 
@@ -12,9 +11,9 @@ Each stop is a fresh run (`python training/train.py`, so that no launcher cuts t
 the save of step 4 times a step (the gap after the save of step 2, over two steps) and a save; then, a random
 fraction of a step into step 5, its process group gets SIGTERM. A stop that a launcher killed first prints "lost".
 
-    python benchmarks/bench_stop.py                                   # ddpm-cifar10 (35.7M parameters), batch 8
-    python benchmarks/bench_stop.py --train_batch_size 32 --stops 1
-    python benchmarks/bench_stop.py --launcher accelerate              # does the checkpoint beat the 5 s SIGKILL?
+    python -m benchmarks.bench_stop                                   # ddpm-cifar10 (35.7M parameters), batch 8
+    python -m benchmarks.bench_stop --train_batch_size 32 --stops 1
+    python -m benchmarks.bench_stop --launcher accelerate              # does the checkpoint beat the 5 s SIGKILL?
 
 Run by hand; not part of the tests.
 """
@@ -30,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from .timing import add_threads_flag, child_env
+from .training_runs import LAUNCHERS, REPO_ROOT, trainer_command
 
 
 def parse_args():
@@ -39,7 +39,8 @@ def parse_args():
     parser.add_argument("--train_batch_size", type=int, default=8)
     parser.add_argument("--stops", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="of the moments the signals are sent at")
-    parser.add_argument("--launcher", choices=("python", "accelerate"), default="python")
+    parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="python")
+    add_threads_flag(parser)  # the trainer's, through OMP_NUM_THREADS
     return parser.parse_args()
 
 
@@ -56,15 +57,12 @@ def one_stop(args, rng) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         output_dir = Path(folder) / "out"
         checkpoints = output_dir / "checkpoints"
-        launcher = [sys.executable] if args.launcher == "python" else [
-            sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no"]
-        command = [*launcher, str(REPO / "training" / "train.py"), "--preset", args.preset,
-                   "--embedded_dataset", "digits", "--resolution", "32", "--train_batch_size",
-                   str(args.train_batch_size), "--max_train_steps", "100000", "--checkpointing_steps", "2",
-                   "--validation_steps", "0", "--report_to", "none", "--output_dir", str(output_dir)]
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
-        process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+        command = trainer_command("--preset", args.preset, "--embedded_dataset", "digits", "--resolution", "32",
+                                  "--train_batch_size", args.train_batch_size, "--max_train_steps", 100000,
+                                  "--checkpointing_steps", 2, "--validation_steps", 0, "--report_to", "none",
+                                  "--output_dir", output_dir, launcher=args.launcher)
+        env = child_env(args.threads, TQDM_DISABLE="1")
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
 
         def latest_from(step):  # `latest` names checkpoint-<step> or a later one
@@ -107,8 +105,8 @@ def main():
         print(f"stop {index + 1}: " + ", ".join(f"{key} {value:.2f}" for key, value in stops[-1].items()), flush=True)
     kept = [stop for stop in stops if "lost" not in stop]
     summary = ", ".join(f"{key} {statistics.median(stop[key] for stop in kept):.2f}" for key in kept[0]) if kept else ""
-    print(f"{args.preset}, batch {args.train_batch_size}, {args.launcher}, {os.cpu_count()} CPUs: {len(kept)} of"
-          f" {len(stops)} stops kept their step; medians: {summary}")
+    print(f"{args.preset}, batch {args.train_batch_size}, {args.launcher}, {args.threads} torch threads,"
+          f" {os.cpu_count()} CPUs: {len(kept)} of {len(stops)} stops kept their step; medians: {summary}")
 
 
 if __name__ == "__main__":

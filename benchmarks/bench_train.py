@@ -1,15 +1,15 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Training throughput of the trainer's step against a bare PyTorch + diffusers loop doing the same work.
 
 Both sides train the same UNet (same initial weights) on the same in-memory uint8 images with the same AdamW, LR
 schedule, gradient clipping and EMA, and read the loss back every `--logging_steps` steps. The trainer's side is what
 training/train.py runs per step: its micro-batch loader, `prepare_micro_batch`, `train_step` under an Accelerator
-(per-step seeded generators included) and its LossMeter. Each round times both sides back to back (in alternating
-order), so a neighbour's load on the machine hits both alike; the median of the per-round ratios is reported.
+(per-step seeded generators included) and its LossMeter. Each round times both sides back to back, in alternating
+order (`timing.rotating_rounds`), so a neighbour's load on the machine hits both alike; the median of the per-round
+ratios is reported.
 
-    python benchmarks/bench_train.py                       # tiny preset, 16x16, batch 16, CPU
-    python benchmarks/bench_train.py --preset mnist-16 --batch_size 64 --steps 30
+    python -m benchmarks.bench_train                       # tiny preset, 16x16, batch 16, CPU
+    python -m benchmarks.bench_train --preset mnist-16 --batch_size 64 --steps 30
 
 Run by hand; not part of the tests. Target: the trainer within 5% of the bare loop.
 """
@@ -33,6 +33,8 @@ from ddpm_hf.randomness import StepRandomness
 from ddpm_hf.trainer.monitoring import LossMeter
 from ddpm_hf.trainer.step import prepare_micro_batch, train_step
 
+from .timing import add_threads_flag, median_ratio, pin_threads, rotating_rounds, synchronize
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -47,6 +49,7 @@ def parse_args():
     parser.add_argument("--logging_steps", type=int, default=10)
     parser.add_argument("--random_flip", action="store_true")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
+    add_threads_flag(parser)
     return parser.parse_args()
 
 
@@ -60,11 +63,6 @@ class Setup:
                                           num_training_steps=10**6)
         self.ema = EMAModel(self.model.parameters(), decay=0.9999, use_ema_warmup=True, power=0.75, foreach=True)
         self.ema.to(device)
-
-
-def synchronize(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class TrainerSide:
@@ -155,6 +153,7 @@ def images_per_second(side, args) -> float:
 
 def main():
     args = parse_args()
+    pin_threads(args.threads)
     torch.manual_seed(0)
     architecture = load_preset(args.preset).unet
     initial = UNet2DModel.from_config(
@@ -167,20 +166,14 @@ def main():
     for side in sides:
         side.run(args.warmup_steps)
 
-    rates = {side.name: [] for side in sides}
-    for round_index in range(args.rounds):
-        for side in sides if round_index % 2 == 0 else reversed(sides):
-            rates[side.name].append(images_per_second(side, args))
-        print(f"round {round_index + 1}: trainer {rates['trainer'][-1]:8.1f} images/s, bare loop"
-              f" {rates['bare loop'][-1]:8.1f} images/s", flush=True)
-
-    ratios = [trainer / bare for trainer, bare in zip(rates["trainer"], rates["bare loop"], strict=True)]
+    rates = rotating_rounds({side.name: (lambda side=side: images_per_second(side, args)) for side in sides},
+                            args.rounds, show="{:.1f} images/s")
     parameters = sum(p.numel() for p in initial.parameters())
     print(f"\n{args.preset} UNet ({parameters / 1e6:.2f}M parameters), images {'x'.join(map(str, shape[1:]))},"
           f" batch {args.batch_size}, device {sides[0].device}, {torch.get_num_threads()} threads")
     print(f"trainer   {statistics.median(rates['trainer']):8.1f} images/s (median of {args.rounds} rounds)")
     print(f"bare loop {statistics.median(rates['bare loop']):8.1f} images/s")
-    ratio = statistics.median(ratios)
+    ratio = median_ratio(rates, "trainer", "bare loop")
     print(f"trainer / bare = {ratio:.3f} (median of per-round ratios; overhead {1 - ratio:+.1%}, target < 5%)")
 
 

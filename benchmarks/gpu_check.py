@@ -1,10 +1,9 @@
-#!/usr/bin/env python
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """One unattended command for the rare GPU: the ddpm-cifar10 preset's training speed, memory, host syncs, sampling
 speed against diffusers, and equality with diffusers on CUDA.
 
-    python benchmarks/gpu_check.py --out $OUT/gpu_check.json       # one CUDA GPU, under 8 minutes
-    python benchmarks/gpu_check.py --dry-run                       # CPU, tiny preset at 8x8, well under a minute
+    python -m benchmarks.gpu_check --out $OUT/gpu_check.json       # one CUDA GPU, under 8 minutes
+    python -m benchmarks.gpu_check --dry_run                       # CPU, tiny preset at 8x8, well under a minute
 
 Sections, each in its own try/except (a failure prints one `FAILED <section>: ...` line and the run goes on):
 
@@ -46,7 +45,11 @@ from dataclasses import dataclass
 
 import torch
 
-NO_CUDA = "no CUDA device: run with --dry-run on CPU"
+from ddpm_hf.errors import one_line
+
+from .timing import add_threads_flag, compare, median_ratio, pin_threads, synchronize
+
+NO_CUDA = "no CUDA device: run with --dry_run on CPU"
 PAPER_STEPS_PER_S = 21.0  # Ho et al. 2020, Appendix B: the CIFAR-10 model, batch 128, on a TPU v3-8
 WATCHDOG_GRACE_S = 45.0  # past the budget, the watchdog writes what there is and exits (420 + 45 < 8 minutes)
 GIB = 2**30
@@ -97,24 +100,20 @@ DRY_RUN = Settings(
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dry-run", dest="dry_run", action="store_true",
+    parser.add_argument("--dry_run", action="store_true",
                         help="everything on the CPU, tiny preset at 8x8: checks the script, measures nothing")
     parser.add_argument("--budget_s", type=float, default=420.0, help="skip the sections that would end past this")
     parser.add_argument("--out", help="also write the JSON summary here (after every section)")
+    add_threads_flag(parser, why="the host only feeds the GPU; on the CPU of a dry run one thread holds up beside a"
+                     " neighbour's job")
     return parser.parse_args(argv)
 
 
-def one_line(err: BaseException) -> str:
-    """`Type: first line of the message (at file:line)` of the innermost frame."""
-    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+def failure_line(err: BaseException) -> str:
+    """`Type: the message as one line (at file:line)`: what a report read long after the run needs to place it."""
     frames = traceback.extract_tb(err.__traceback__)
     where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
-    return f"{type(err).__name__}: {message}{where}"
-
-
-def synchronize(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return f"{type(err).__name__}: {one_line(err)}{where}"
 
 
 def free_memory(device) -> None:
@@ -129,7 +128,7 @@ class Report:
     def __init__(self, args, settings: Settings, device):
         self.start = time.perf_counter()
         self.budget_s, self.out, self.settings, self.device = args.budget_s, args.out, settings, device
-        self.summary = {"script": "benchmarks/gpu_check.py", "dry_run": args.dry_run, "device": str(device),
+        self.summary = {"script": "benchmarks.gpu_check", "dry_run": args.dry_run, "device": str(device),
                         "budget_s": args.budget_s, "sections": {}}
         self.current = None
         self.lock = threading.Lock()
@@ -167,7 +166,7 @@ class Report:
             result = fn(self)
             result.setdefault("status", "ok")
         except (Exception, SystemExit) as err:  # SystemExit: an argparse error inside the trainer's parser
-            result = {"status": "failed", "error": one_line(err)}
+            result = {"status": "failed", "error": failure_line(err)}
             self.line(f"FAILED {name}: {result['error']}")
         finally:
             self.current = None
@@ -415,8 +414,8 @@ def training(report: Report, ctx: Context) -> dict:
             try:
                 result["precisions"][name] = measure_precision(report, ctx, mixed_precision)
             except Exception as err:
-                result["precisions"][name] = {"status": "failed", "error": one_line(err)}
-                report.line(f"FAILED training/{name}: {one_line(err)}")
+                result["precisions"][name] = {"status": "failed", "error": failure_line(err)}
+                report.line(f"FAILED training/{name}: {failure_line(err)}")
             free_memory(ctx.device)
     measured = {k: v for k, v in result["precisions"].items() if v.get("status") == "ok"}
     if "bf16" in measured and "fp32" in measured:
@@ -539,7 +538,7 @@ def host_sync(report: Report, ctx: Context) -> dict:
             error_mode = f"no sync in {settings.sync_confirm_steps} steps"
         except RuntimeError as err:
             frame = SyncDetector.frame_of(traceback.extract_tb(err.__traceback__), "?")
-            error_mode = f"raised: {one_line(err)}; first frame {frame}"
+            error_mode = f"raised: {failure_line(err)}; first frame {frame}"
         finally:
             torch.cuda.set_sync_debug_mode("default")
         report.line(f"sync debug mode error: {error_mode}")
@@ -582,9 +581,6 @@ def sample(pipe, device, batch_size: int, steps: int, seed: int = 0):
 
 
 def sampling(report: Report, ctx: Context) -> dict:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import compare, median_ratio
-
     settings, device = ctx.settings, ctx.device
     unet = copy.deepcopy(ctx.unet).to(device).eval()
     pipelines = sampling_pipelines(ctx, unet)
@@ -680,8 +676,7 @@ def main(argv=None) -> int:
         return 2
     settings = DRY_RUN if args.dry_run else GPU
     device = torch.device("cpu") if args.dry_run else torch.device("cuda", torch.cuda.current_device())
-    if args.dry_run:
-        torch.set_num_threads(min(torch.get_num_threads(), 2))
+    pin_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the Hub
     report = Report(args, settings, device)
     report.line(f"gpu_check: {'dry run on the CPU' if args.dry_run else 'on ' + str(device)}, preset"
@@ -689,8 +684,8 @@ def main(argv=None) -> int:
     try:
         ctx = Context(settings, device, args.dry_run)
     except (Exception, SystemExit) as err:
-        report.line(f"FAILED setup: {one_line(err)}")
-        report.record("setup", {"status": "failed", "error": one_line(err)})
+        report.line(f"FAILED setup: {failure_line(err)}")
+        report.record("setup", {"status": "failed", "error": failure_line(err)})
         report.finish()
         return 1
     report.section("environment", lambda r: environment(r, ctx))

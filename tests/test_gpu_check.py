@@ -1,9 +1,8 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""benchmarks/gpu_check.py, the one-shot GPU check: its --dry-run on the CPU (so that the script never rots before
+"""benchmarks.gpu_check, the one-shot GPU check: its --dry_run on the CPU (so that the script never rots before
 the rare GPU run), its refusal without CUDA, its time budget, and its host-sync detector."""
 
 import contextlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,21 +12,23 @@ import warnings
 import pytest
 import torch
 
+from benchmarks import gpu_check  # the repository root is on sys.path: `python -m pytest` runs from it
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_check.py")
 SECTIONS = ("environment", "training", "host_sync", "sampling", "equality")
-NO_CUDA = "no CUDA device: run with --dry-run on CPU"
+NO_CUDA = "no CUDA device: run with --dry_run on CPU"
 
 
-def run_script(*args):
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+def run_gpu_check(*args):
+    """`python -m benchmarks.gpu_check ARGS` from the repository root, as the README runs it."""
+    return subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
 
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check") / "gpu_check.json"
-    result = run_script("--dry-run", "--out", str(out))
+    result = run_gpu_check("--dry_run", "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout, out
 
@@ -79,14 +80,14 @@ def test_dry_run_values_are_real(dry_run):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the script would run for real")
 def test_without_cuda_and_without_dry_run_it_exits_2_with_one_line():
-    result = run_script()
+    result = run_gpu_check()
     assert result.returncode == 2
     assert (result.stdout + result.stderr).strip() == NO_CUDA
 
 
 def test_an_exhausted_budget_skips_the_sections_with_a_note(tmp_path):
     out = tmp_path / "gpu_check.json"
-    result = run_script("--dry-run", "--budget_s", "0", "--out", str(out))
+    result = run_gpu_check("--dry_run", "--budget_s", "0", "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     sections = json.loads(out.read_text())["sections"]
     assert sections["environment"]["status"] == "ok"  # always: it costs nothing
@@ -96,15 +97,7 @@ def test_an_exhausted_budget_skips_the_sections_with_a_note(tmp_path):
     assert "FAILED" not in result.stdout
 
 
-def load_gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_sync_detector_counts_by_phase_names_the_frame_and_restores_everything():
-    gpu_check = load_gpu_check()
     synchronize = torch.cuda.synchronize
     methods = {cls: cls.__dict__.get("synchronize") for cls in (torch.cuda.Stream, torch.cuda.Event)}
     detector = gpu_check.SyncDetector(cuda_debug_mode=False)  # CUDA's own warnings are faked here
