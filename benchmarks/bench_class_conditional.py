@@ -6,7 +6,7 @@
 
 For each guidance scale it samples `--images_per_class` images of each digit class, asks a support-vector classifier
 fitted on real MNIST digits which digit each one is (chance: 0.1), and measures the digit-feature FD of those samples
-to the embedded MNIST digits (`ddpm_hf.metrics`; lower is better, comparable only with itself). Guidance trades
+to the embedded MNIST digits (`ddpm_hf.evaluation`; lower is better, comparable only with itself). Guidance trades
 diversity for fidelity, so the accuracy rises with the scale while the FD has a minimum. It writes the ten-class grid
 (one row per class) at `--grid_guidance`.
 """
@@ -17,9 +17,14 @@ import numpy as np
 import torch
 
 from ddpm_hf import DDPMImagePipeline
-from ddpm_hf.evaluation import class_label_accuracy
-from ddpm_hf.metrics import ReferenceSet, feature_distances, reference_features, resolve_feature_network
-from ddpm_hf.metrics.features import extract_features
+from ddpm_hf.evaluation import (
+    ReferenceSet,
+    class_label_accuracy,
+    feature_distances,
+    reference_features,
+    resolve_feature_network,
+)
+from ddpm_hf.evaluation.features import extract_features
 
 from .digit_judging import digit_rows_grid, pipeline_and_judge
 from .timing import add_threads_flag, pin_threads

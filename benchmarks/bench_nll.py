@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from ddpm_hf.cli.nll import load_evaluation_images
 from ddpm_hf.diffusion.likelihood import variational_bound
+from ddpm_hf.evaluation.data_spec import load_evaluation_images
 
 from .estimates import mean_stderr
 from .timing import add_threads_flag, pin_threads

@@ -33,7 +33,7 @@ from ddpm_hf.cli.loading import load_pipeline
 from ddpm_hf.data import to_model_range
 from ddpm_hf.diffusion.likelihood import variational_bound
 from ddpm_hf.errors import one_line
-from ddpm_hf.metrics import ReferenceSet, evaluate_sample_quality
+from ddpm_hf.evaluation import ReferenceSet, evaluate_sample_quality
 from ddpm_hf.samplers import SAMPLERS, make_scheduler
 
 from .timing import add_threads_flag, pin_threads

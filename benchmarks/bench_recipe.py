@@ -4,7 +4,7 @@ preset's recipe: run it on each candidate's pipeline (or checkpoints, to read on
 
 For each model it draws --num_images samples (a --steps respaced chain, with the model's variance unless
 --variance_type says otherwise) and prints:
-- the digit-feature FD (ddpm_hf.metrics) of the samples to the train split (80%) of the embedded MNIST digits at the
+- the digit-feature FD (ddpm_hf.evaluation) of the samples to the train split (80%) of the embedded MNIST digits at the
   model's resolution, and the same FD of as many real digits from the held-out test split (20%, 1,000 digits) to the
   same reference: the floor a perfect model would reach with that many images, so that the ratio samples / real says
   how far from real digits the samples are. Both are estimates with a spread: with 500 images, disjoint halves of
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpm_hf.metrics import ReferenceSet, extract_features, feature_distances, reference_features
-from ddpm_hf.metrics.digit_features import digit_feature_network
-from ddpm_hf.metrics.sampling import image_seeds, sample_pixels
+from ddpm_hf.evaluation import ReferenceSet, extract_features, feature_distances, reference_features
+from ddpm_hf.evaluation.digit_features import digit_feature_network
+from ddpm_hf.evaluation.sampling import image_seeds, sample_pixels
 
 from .timing import add_threads_flag, pin_threads
 
