@@ -273,7 +273,7 @@ def check_pip(args, checks: Checks) -> None:
 RUNNER_SETUP = f"""
 import argparse, importlib, os, sys
 import torch, diffusers, transformers  # the slow imports, once for every job
-import ddpm_hf.cli, ddpm_hf.metrics, ddpm_hf.pipeline_ddpm_hf, ddpm_hf.hub
+import ddpm_hf.cli, ddpm_hf.evaluation, ddpm_hf.pipeline_ddpm_hf, ddpm_hf.hub
 torch.set_num_threads(1)
 ROOT = {str(ROOT)!r}
 
