@@ -101,7 +101,7 @@ def _base_seed(generator: torch.Generator | None) -> int:
 
 
 def _pair_noise(base_seed: int, images: Sequence[int], timesteps: Sequence[int], shape, dtype) -> torch.Tensor:
-    """One N(0, I) draw per (image index, timestep), on the CPU, from a seed of its own (the house's `derive_seed`).
+    """One N(0, I) draw per (image index, timestep), on the CPU, from a seed of its own (`randomness.derive_seed`).
 
     The draw for a pair depends only on (base seed, image index, timestep), so it does not change with the batch
     size, the order of evaluation, the chain (a timestep shared by two chains gets the same x_t) or the device.
