@@ -80,7 +80,7 @@ class TrajectoryRecorder:
         return DDPMTrajectory(self.timesteps, torch.stack(self.samples), x0)
 
 
-def positive_int(name: str, value) -> int:
+def check_positive_int(name: str, value) -> int:
     """`value` as an int, refusing what is not a positive whole number (bools and floats too) with a clear error."""
     # Checked up front: 0 or -1 images would otherwise fail deep inside diffusers with a reshape error.
     try:
@@ -92,16 +92,17 @@ def positive_int(name: str, value) -> int:
     return number
 
 
-def classifier_free_guidance(both: torch.Tensor, guidance_scale: float, channels: int) -> torch.Tensor:
+def classifier_free_guidance(noise_pred: torch.Tensor, guidance_scale: float, channels: int) -> torch.Tensor:
     """eps_uncond + s (eps_cond - eps_uncond) from one batched UNet output, unconditional half first.
 
     Only the first `channels` output channels (the prediction) are guided; a learned variance (channels `channels:`)
     comes from the conditional half.
     """
-    unconditional, conditional = both.chunk(2)
-    c = channels
-    guided = unconditional[:, :c] + guidance_scale * (conditional[:, :c] - unconditional[:, :c])
-    return torch.cat([guided, conditional[:, c:]], dim=1)
+    noise_pred_uncond, noise_pred_cond = noise_pred.chunk(2)
+    guided = noise_pred_uncond[:, :channels] + guidance_scale * (
+        noise_pred_cond[:, :channels] - noise_pred_uncond[:, :channels]
+    )
+    return torch.cat([guided, noise_pred_cond[:, channels:]], dim=1)
 
 
 def postprocess_images(sample: torch.Tensor, output_type: str, numpy_to_pil: Callable):
@@ -137,8 +138,9 @@ def retrieve_timesteps(scheduler, num_inference_steps: int | None = None, device
     return timesteps, num_inference_steps
 
 
-class DDPMHFPipelineMixin:
-    """What the ddpm-hf pipelines share: the reverse chain, its callbacks and properties, saving and loading."""
+class ReverseChainMixin:
+    """The sampling loop both pipelines run: x_T, the scheduler's reverse chain with the (guided) model call at each
+    step, the callbacks and the properties they read. Each pipeline brings `predict` and its own conditioning."""
 
     # ------------------------------------------------------------------------------------------------------------
     # What a callback (and a reader) sees while the chain runs, as in diffusers' pipelines
@@ -261,12 +263,14 @@ class DDPMHFPipelineMixin:
         holds both halves (unconditional first) and the UNet sees them in one batched call."""
         if not self.do_classifier_free_guidance:
             return model(x_t, t, **conditioning).sample
-        both = model(torch.cat([x_t, x_t]), t, **conditioning).sample
-        return classifier_free_guidance(both, self._guidance_scale, x_t.shape[1])
+        noise_pred = model(torch.cat([x_t, x_t]), t, **conditioning).sample
+        return classifier_free_guidance(noise_pred, self._guidance_scale, x_t.shape[1])
 
-    # ------------------------------------------------------------------------------------------------------------
-    # Saving, loading, the bound and the Hub: the package's, reached through guarded imports
-    # ------------------------------------------------------------------------------------------------------------
+
+class InstalledPackageMixin:
+    """Saving, loading, the Hub and the bound: the installed ddpm_hf package's, reached through guarded imports, so
+    this file runs without the package (diffusers' own saving and loading, or an ImportError naming the package)."""
+
     def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
         """`DiffusionPipeline.save_pretrained`, plus the shipped code, written beside `save_directory` and swapped in.
 
@@ -368,7 +372,7 @@ def unet_num_classes(unet) -> int | None:
     return num_class_embeds - 1
 
 
-class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
+class DDPMImagePipeline(ReverseChainMixin, InstalledPackageMixin, DiffusionPipeline):
     r"""
     Image generation by ancestral DDPM sampling (Ho et al. 2020, Algorithm 2): unconditional, or class-conditional
     with classifier-free guidance (Ho & Salimans 2022).
@@ -523,7 +527,7 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
         Returns:
             [`DDPMPipelineOutput`] with `images` (and `trajectory`), or the tuple `(images,)` / `(images, trajectory)`.
         """
-        batch_size = positive_int("batch_size", batch_size)
+        batch_size = check_positive_int("batch_size", batch_size)
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
             raise ValueError(f"guidance_scale must be a number, got {guidance_scale!r}: pass e.g. 3.0 (1.0: none).")
         self._guidance_scale = float(guidance_scale)
@@ -562,7 +566,7 @@ class DDPMImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
         )
 
 
-class DDPMTextToImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
+class DDPMTextToImagePipeline(ReverseChainMixin, InstalledPackageMixin, DiffusionPipeline):
     r"""
     Text-to-image DDPM in pixel space: every denoising step sees the same CLIP encoding of the prompt (through the
     UNet's cross-attention), with classifier-free guidance (Ho & Salimans 2022).
@@ -695,7 +699,7 @@ class DDPMTextToImagePipeline(DDPMHFPipelineMixin, DiffusionPipeline):
                 callback can cut guidance off as diffusers' `SDCFGCutoffCallback` does).
             cross_attention_kwargs (`dict`, *optional*): passed to the UNet's attention processors.
         """
-        num_images_per_prompt = positive_int("num_images_per_prompt", num_images_per_prompt)  # before encoding
+        num_images_per_prompt = check_positive_int("num_images_per_prompt", num_images_per_prompt)  # before encoding
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("Pass exactly one of prompt and prompt_embeds.")
         if negative_prompt is not None and negative_prompt_embeds is not None:

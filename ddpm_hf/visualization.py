@@ -9,13 +9,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .data.pixels import from_model_range
+
 MIN_TILE_PIXELS = 64  # small images (8x8 digits) are enlarged so a person can see them
 
 
 def to_pil_images(x: torch.Tensor, tile_pixels: int | None = None) -> list[Image.Image]:
     """(B, C, H, W) tensor in [-1, 1] -> PIL images ("L" for one channel), enlarged with nearest-neighbour."""
-    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    arrays = x.permute(0, 2, 3, 1).numpy()
+    arrays = from_model_range(x.cpu()).permute(0, 2, 3, 1).numpy()
     images = [Image.fromarray(a[..., 0]) if a.shape[-1] == 1 else Image.fromarray(a) for a in arrays]
     return [enlarge(image, tile_pixels) for image in images]
 

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-REPO_TYPES = ("model", "dataset", "space")
 _GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
 
 
@@ -176,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _log(self, status: int) -> None:
         """Log this request once. Called before the answer goes out: a client that has read the answer must find
-        its request in `requests` (logging after the write raced with tests that count requests)."""
+        its request in `requests` (logged after the write, it would race with tests that count requests)."""
         if not self._logged:
             self._logged = True
             with self.hub.state.lock:
@@ -535,10 +534,6 @@ class HubServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
     def start(self) -> HubServer:
         """Listen (again) on 127.0.0.1; after `stop()`, on the same port."""
         if self._server is not None:
@@ -587,10 +582,6 @@ class HubServer:
     def uploads(self) -> list[Upload]:
         with self.state.lock:
             return list(self.state.uploads)
-
-    def clear_log(self) -> None:
-        with self.state.lock:
-            self.state.requests.clear()
 
     def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict[str, bytes]:
         """The files of `repo_id` at `revision` (path -> bytes)."""

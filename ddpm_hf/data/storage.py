@@ -287,9 +287,9 @@ class DecodeFailures:
     tolerated number (`--max_bad_image_fraction` of the set, counting those the header check skipped) the run stops
     with their names, before writing any checkpoint after them."""
 
-    def __init__(self, data: ImageDataset, max_bad_fraction: float):
-        self.total, self.max_bad_fraction = len(data) + len(data.skipped), max_bad_fraction
-        self.before, self.names = list(data.skipped), []
+    def __init__(self, dataset: ImageDataset, max_bad_fraction: float):
+        self.total, self.max_bad_fraction = len(dataset) + len(dataset.skipped), max_bad_fraction
+        self.skipped_by_header_check, self.names = list(dataset.skipped), []
 
     def add(self, skipped: Sequence[str], batch_size: int) -> None:
         if not skipped:  # every micro-batch passes here: nothing to do for one that decoded whole
@@ -298,7 +298,7 @@ class DecodeFailures:
         self.names.extend(new)
         if new:
             logger.warning(f"Left out of training: {', '.join(new)} (could not be decoded; {len(self.names)} so far)")
-            bad = [(name, "could not be decoded") for name in self.before + self.names]
+            bad = [(name, "could not be decoded") for name in self.skipped_by_header_check + self.names]
             if len(bad) > allowed_bad_images(self.total, self.max_bad_fraction):
                 check_bad_fraction(bad, self.total, self.max_bad_fraction)  # raises, naming them
         if len(skipped) == batch_size:

@@ -152,8 +152,8 @@ def open_streaming_dataset(
                            shuffle_buffer_size=shuffle_buffer_size)
 
 
-# datasets 5.0's IterableDataset.state_dict did not survive a second resume (a run resumed twice lost its place);
-# 5.1 fixed it.
+# Before datasets 5.1, IterableDataset.state_dict does not survive a second resume: a run resumed twice loses its
+# place.
 MIN_DATASETS_VERSION = (5, 1)
 
 

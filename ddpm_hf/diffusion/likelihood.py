@@ -101,17 +101,17 @@ def _base_seed(generator: torch.Generator | None) -> int:
 
 
 def _pair_noise(base_seed: int, images: Sequence[int], timesteps: Sequence[int], shape, dtype) -> torch.Tensor:
-    """One N(0, I) draw per (image index, timestep), on the CPU, from a seed of its own (the house's `derive_seed`).
+    """One N(0, I) draw per (image index, timestep), on the CPU, from a seed of its own (`randomness.derive_seed`).
 
     The draw for a pair depends only on (base seed, image index, timestep), so it does not change with the batch
     size, the order of evaluation, the chain (a timestep shared by two chains gets the same x_t) or the device.
     """
-    out = torch.empty((len(images), *shape), dtype=dtype)
-    g = torch.Generator()
+    noise = torch.empty((len(images), *shape), dtype=dtype)
+    generator = torch.Generator()
     for row, (b, t) in enumerate(zip(images, timesteps)):
-        g.manual_seed(derive_seed(base_seed, b, t))
-        out[row] = torch.randn(shape, generator=g, dtype=dtype)
-    return out
+        generator.manual_seed(derive_seed(base_seed, b, t))
+        noise[row] = torch.randn(shape, generator=generator, dtype=dtype)
+    return noise
 
 
 def _gather_model_kwargs(model_kwargs: dict[str, Any], num_images: int, index: torch.Tensor) -> dict[str, Any]:

@@ -292,8 +292,9 @@ def diffusion_loss_terms(
         snr_weights = min_snr_weights(noise_scheduler, batch.timesteps, snr_gamma)
         weights = snr_weights if weights is None else weights * snr_weights
     if loss_type == "simple" and weights is None:
-        # The mean over all B*C*H*W values (what F.mse_loss computes, bit for bit), not the mean of the per-sample
-        # means: the same number in exact arithmetic, and the float32 bits the default preset has always trained on.
+        # The mean over all B*C*H*W values, not the mean of the per-sample means: equal in exact arithmetic but not
+        # in float32, where this one is F.mse_loss's bit for bit (the loss of diffusers' training scripts), so the
+        # default preset's runs, and the numbers recorded from them, reproduce exactly.
         error = squared_error(model_output, batch, noise_scheduler)
         return MicroBatchLoss(error.mean(), mean_flat(error.detach()), batch.timesteps)
     sample_losses = LOSSES[loss_type](model_output, batch, noise_scheduler)

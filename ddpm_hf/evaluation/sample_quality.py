@@ -129,9 +129,10 @@ def evaluate_sample_quality(
                                           device=device)
         real, from_cache = reference_features(reference, network, cache_dir=cache_dir, device=device)
     seeds = image_seeds(seed, num_images)
-    mine = share(num_images, rank, world)
+    sample_share = share(num_images, rank, world)  # the images this process draws
     started = time.perf_counter()
-    pixels = sample_pixels(pipeline, seeds[mine.start:mine.stop], num_inference_steps, batch_size, eta=eta)
+    pixels = sample_pixels(pipeline, seeds[sample_share.start:sample_share.stop], num_inference_steps, batch_size,
+                           eta=eta)
     sampling_seconds = time.perf_counter() - started
     fake = extract_features(network, pixels, batch_size, device)
     real_share = share(len(real), rank, world)  # each reference feature counted once over all processes

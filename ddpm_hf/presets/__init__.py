@@ -85,13 +85,3 @@ def unet_config_for_data(
         in_channels=channels, out_channels=2 * channels if learned_variance else channels, sample_size=resolution
     )
     return config
-
-
-def count_parameters(unet_config: dict[str, Any]) -> int:
-    """The number of parameters of a UNet2DModel built from `unet_config`, without allocating its weights."""
-    import torch
-    from diffusers import UNet2DModel
-
-    with torch.device("meta"):
-        model = UNet2DModel.from_config(unet_config)
-    return sum(parameter.numel() for parameter in model.parameters())
