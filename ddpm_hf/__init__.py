@@ -9,7 +9,7 @@ calls, imports the pipeline module then.
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> the module (inside this package) that defines it
 _EXPORTS = {
