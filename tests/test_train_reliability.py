@@ -262,8 +262,10 @@ BAD_FLAGS = {
 }
 
 # One interpreter imports the trainer once, then forks a child per command line (each runs main() as
-# `python training/train.py` would): eleven start-ups of torch and diffusers would cost a minute.
-TRAINER_BATCH = fork_runner(setup="sys.path.insert(0, os.path.join(os.getcwd(), 'training'))\nimport train",
+# `python training/train.py` would): eleven start-ups of torch and diffusers would cost a minute. The script imports
+# the run (ddpm_hf.trainer.run, torch and all) only after parsing: it is imported here, before forking.
+TRAINER_BATCH = fork_runner(setup="sys.path.insert(0, os.path.join(os.getcwd(), 'training'))\nimport train\n"
+                                  "import ddpm_hf.trainer.run",
                             main="train.main", prog="train.py")
 
 
