@@ -45,6 +45,7 @@ from .data import MicroBatchFeed, load_training_data
 from .interrupts import StopRequests, TrainingInterrupted
 from .monitoring import DebugRecorder, LossMeter, NonFiniteLossError, Throughput, log_progress
 from .outputs import push_checkpoint_pipeline, save_final_outputs
+from .preflight import check_the_machine
 from .publishing import make_publisher
 from .run_lock import lock_output_dir
 from .setup import build_unet, make_accelerator, make_ema, make_noise_scheduler, make_optimizer
@@ -65,6 +66,7 @@ logger = get_logger(__name__)
 def train(args) -> None:
     """The whole run, on every process: `args` come from `parse_args` (ddpm_hf/trainer/config.py)."""
     accelerator = make_accelerator(args)
+    check_the_machine(args)  # the optional packages the flags need, and the Hub for the Hub ids they name
     lock = lock_output_dir(args.output_dir, accelerator)  # one run per folder, from here to the end
     try:
         train_holding_the_folder(args, accelerator)
