@@ -48,25 +48,19 @@ def main(argv=None) -> int:
     from .trainer.run import train
     from .trainer.run_lock import RunLockedError
 
+    # The failures whose own message is the line to print, and their exit codes.
+    exit_codes = {DataError: 2, PresetError: 2, CheckpointError: 2, TextEncoderError: 2, FlagError: 2,
+                  RunLockedError: 2, HubPushError: 4, HubRepoError: 5, OutOfSpaceError: 6}
     try:
         train(args)
-    except (DataError, PresetError, CheckpointError, TextEncoderError, FlagError, RunLockedError) as err:
+    except tuple(exit_codes) as err:
         report(f"error: {err}")
-        return 2
+        return next(code for kind, code in exit_codes.items() if isinstance(err, kind))
     except NonFiniteLossError as err:
         report(f"error: training diverged: {err}; {err.checkpoints}. Lower --learning_rate (or"
                " lengthen --lr_warmup_steps), then rerun with --resume_from_checkpoint latest: the new rate takes"
                " effect from the resumed step.")
         return 3
-    except HubPushError as err:
-        report(f"error: {err}")
-        return 4
-    except HubRepoError as err:
-        report(f"error: {err}")
-        return 5
-    except OutOfSpaceError as err:
-        report(f"error: {err}")
-        return 6
     except TrainingInterrupted as err:
         report(f"{err}; resume with --resume_from_checkpoint latest")
         return 75

@@ -1,7 +1,7 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """The training run, read top to bottom: train a DDPM (Ho et al. 2020) noise predictor with Accelerate, and save it as
-a `DDPMImagePipeline` (a `DDPMTextToImagePipeline` with captions). The command around it, which parses the flags and
-turns failures into exit codes, is ddpm_hf/train.py (`ddpm-hf train`, `accelerate launch training/train.py`).
+a `DDPMImagePipeline`. The command around it, which parses the flags and turns failures into exit codes, is
+ddpm_hf/train.py (`ddpm-hf train`, `accelerate launch training/train.py`).
 
 With captions (--caption_column, or --text_encoder_name_or_path) it trains a DDPMTextToImagePipeline instead: a
 UNet2DConditionModel cross-attending to a CLIP text encoder (frozen, or trained with --train_text_encoder), with
