@@ -25,8 +25,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# --quiet: a failed run prints its one-line error once (accelerate otherwise repeats it under a traceback; it exits 1).
 train: $(STAMP)
-	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --num_cpu_threads_per_process $(CPU_THREADS) \
+	$(BIN)/accelerate launch --quiet --num_processes 1 --num_machines 1 --num_cpu_threads_per_process $(CPU_THREADS) \
 		--mixed_precision no --dynamo_backend no training/train.py --output_dir $(OUTPUT_DIR) $(ARGS)
 
 test: $(STAMP)

@@ -493,7 +493,8 @@ def test_a_changed_number_of_images_is_reported_only_on_a_real_resume(resumed, t
     training = SimpleNamespace(accelerator=accelerator, unet=None, ema=None, optimizer=None, lr_scheduler=None,
                                timestep_sampler=None, trained_text_encoder=None, state=TrainerState(),
                                layout=SimpleNamespace(global_batch_size=8),
-                               args=SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint="latest"))
+                               args=SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint="latest",
+                                                    max_train_steps=8))
     with caplog.at_level("INFO"):
         trainer_state.start_or_resume(training, 64, str(tmp_path / "checkpoint-2") if resumed else None)
     warned = [record for record in caplog.records if "images, this run has 64" in record.getMessage()]

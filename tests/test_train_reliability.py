@@ -70,7 +70,7 @@ def test_a_second_run_into_a_held_folder_stops_at_once_naming_the_holder(tmp_pat
     steps = {int(path.name.split("-")[1]) for path in (output_dir / "checkpoints").glob("checkpoint-*")}
     assert steps == set(range(4, 61, 4))
     assert json.loads((output_dir / "training_args.json").read_text())["seed"] == 1
-    assert (output_dir / ".ddpm-hf-run.lock").read_text() == ""  # released
+    assert not (output_dir / ".ddpm-hf-run.lock").exists()  # released
 
 
 def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path):
@@ -80,6 +80,25 @@ def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path):
     result = run_script(*FAST, "--max_train_steps", "2", "--output_dir", output_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Took over" in result.stderr and "pid" in result.stderr.lower() and "999999" in result.stderr
+
+
+def test_a_released_lock_leaves_no_lock_file_nor_a_folder_it_made_and_left_empty(tmp_path):
+    from ddpm_hf.trainer.run_lock import LOCK_FILE, RunLock, RunLockedError
+
+    RunLock(str(tmp_path / "new" / "out")).release()  # a run that failed its checks
+    assert os.listdir(tmp_path) == []  # both folders it made, empty: gone
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    first = RunLock(str(existing / "out"))
+    with pytest.raises(RunLockedError):
+        RunLock(str(existing / "out"))
+    (existing / "out" / "samples.png").write_bytes(b"written by the run")
+    first.release()
+    assert os.listdir(existing / "out") == ["samples.png"]  # written into: kept, without the lock file
+    again = RunLock(str(existing))  # a folder that was there before: kept as it was
+    assert (existing / LOCK_FILE).is_file()
+    again.release()
+    assert os.listdir(existing) == ["out"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -157,8 +176,14 @@ def test_a_signal_finishes_the_step_checkpoints_and_resumes_bitwise_exact(stop_s
     assert (checkpoints / "latest").read_text().strip() == f"checkpoint-{step}"
     assert not (output_dir / "model_index.json").exists()
 
-    launch(*RESUMABLE, "--output_dir", output_dir, "--resume_from_checkpoint", "latest")
+    # The README's resume: the same command, without the length. The run goes on to the 8 steps it was started with,
+    # not to the tiny preset's 200.
+    length = RESUMABLE.index("--max_train_steps")
+    launch(*RESUMABLE[:length], *RESUMABLE[length + 2:], "--output_dir", output_dir, "--resume_from_checkpoint",
+           "latest")
     assert_same_result(output_dir, uninterrupted)
+    card = (output_dir / "README.md").read_text()
+    assert "| Training steps | 8 |" in card and "| Steps trained | 8 |" in card
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -259,11 +284,19 @@ BAD_FLAGS = {
     "missing_checkpoint": (["--resume_from_checkpoint", "checkpoint-7"], "checkpoint 'checkpoint-7' not found"),
     "snr_gamma_zero": (["--snr_gamma", "0"], "snr_gamma must be positive"),
     "snr_gamma_with_vlb": (["--snr_gamma", "5", "--loss_type", "vlb"], "use loss_type 'simple' with snr_gamma"),
+    # Offline (run_env sets HF_HUB_OFFLINE=1): a Hub id fails before the data, saying how to train on local data.
+    "offline_dataset": (["--dataset_name", "someone/pictures"], "--dataset_name someone/pictures is no local path, so"
+                        " it names a Hub dataset, and the Hub is switched off (HF_HUB_OFFLINE is set): train on local"
+                        " data instead (--train_data_dir"),
+    "offline_text_encoder": (["--caption_column", "text", "--text_encoder_name_or_path", "someone/clip"],
+                             "is a Hub id, and the Hub is switched off (HF_HUB_OFFLINE is set): pass a local folder"),
 }
 
 # One interpreter imports the trainer once, then forks a child per command line (each runs main() as
-# `python training/train.py` would): eleven start-ups of torch and diffusers would cost a minute.
-TRAINER_BATCH = fork_runner(setup="sys.path.insert(0, os.path.join(os.getcwd(), 'training'))\nimport train",
+# `python training/train.py` would): eleven start-ups of torch and diffusers would cost a minute. The script imports
+# the run (ddpm_hf.trainer.run, torch and all) only after parsing: it is imported here, before forking.
+TRAINER_BATCH = fork_runner(setup="sys.path.insert(0, os.path.join(os.getcwd(), 'training'))\nimport train\n"
+                                  "import ddpm_hf.trainer.run",
                             main="train.main", prog="train.py")
 
 
@@ -277,7 +310,7 @@ def test_a_flag_out_of_range_fails_at_once_with_one_line_and_writes_nothing(tmp_
         assert "Traceback" not in stderr and "Data:" not in stderr, name  # no data was loaded
         [line] = [line for line in stderr.splitlines() if "error:" in line]
         assert expected in line, (name, line)
-        assert not (tmp_path / name / "checkpoints").exists(), name
+        assert not (tmp_path / name).exists(), name  # not even the folder, nor its lock file
 
 
 # A resume that changes what the checkpoint's arithmetic depends on: each case resumes a copy of the uninterrupted
@@ -292,6 +325,9 @@ CHANGED_RUNS = {
     # Allowed, the flag still cannot make another UNet fit: found from the checkpoint's config, before the data.
     "unet": (["--resolution", "16", "--allow_changed_flags", "resolution"],
              "holds a different UNet (sample_size: 8 there, 16 now)"),
+    # Not run-defining, but a run cannot be shorter than what it has trained (the card would say 5 steps of 8).
+    "length": (["--max_train_steps", "5"], "--max_train_steps 5 is below the 8 steps checkpoint-8 has trained: pass"
+               " --max_train_steps 8 or more to go on from there, leave it out to train to the run's own 8 steps"),
 }
 
 
@@ -308,7 +344,7 @@ def test_a_resume_that_changes_the_run_is_refused_in_one_line_before_the_data(un
         assert "Traceback" not in stderr and "Data:" not in stderr, name  # refused before any data was loaded
         [line] = error_lines(stderr)
         assert expected in line, (name, line)
-        if name != "unet":
+        if name not in ("unet", "length"):
             changed = ",".join(sorted(flag.lstrip("-") for flag in flags[::2]))
             assert f"pass --allow_changed_flags {changed} if the change is meant (from step 8 on)" in line, line
         assert sorted(os.listdir(tmp_path / name / "checkpoints")) == ["checkpoint-8"], name  # nothing moved

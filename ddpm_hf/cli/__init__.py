@@ -1,6 +1,7 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""The `ddpm-hf` command: sample from a pipeline and draw the forward and reverse processes.
+"""The `ddpm-hf` command: train a DDPM, sample from a pipeline and draw the forward and reverse processes.
 
+    ddpm-hf train --preset tiny --max_train_steps 50 --output_dir ddpm-tiny   (ddpm-hf train --help: every flag)
     ddpm-hf sample PIPELINE --num-images 16 --steps 100 --seed 0 --out grid.png [--trajectory traj.png]
     ddpm-hf sample PIPELINE --scheduler dpm-solver++ --steps 20
     ddpm-hf forward IMAGE --out strip.png
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog="ddpm-hf", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
+    # Listed here for `ddpm-hf --help`; `main` hands everything after `train` to the trainer, which parses it.
+    commands.add_parser("train", add_help=False, help="train a DDPM into a pipeline folder (the trainer's own"
+                        " flags: ddpm-hf train --help)")
     sample = commands.add_parser("sample", help="sample a grid of images from a pipeline (folder or Hub id)")
     sample.add_argument("pipeline", help="a folder written by save_pretrained, or a Hub repo id")
     sample.add_argument("--num-images", type=positive_int, default=16)
@@ -134,8 +138,15 @@ def device_name(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure is one line on stderr, "ddpm-hf COMMAND: error: ...", and exit status 2.
 
-    Set DDPM_HF_TRACEBACK=1 to get the traceback of an unexpected error instead.
+    Set DDPM_HF_TRACEBACK=1 to get the traceback of an unexpected error instead. `ddpm-hf train ...` is the trainer
+    (ddpm_hf/train.py), with its own flags, one-line errors and exit codes.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from ..train import main as train
+
+        sys.argv[0] = "ddpm-hf train"  # what the trainer's usage and argparse's errors call the command
+        return train(argv[1:])
     args = build_parser().parse_args(argv)
     prefix = f"ddpm-hf {args.command}: error:"
     try:

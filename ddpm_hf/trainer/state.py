@@ -100,6 +100,7 @@ def find_checkpoint_to_resume(args, num_processes: int, architecture: dict) -> s
         except DamagedCheckpointError:
             return folder  # the load names the damaged file (or, for `latest`, falls back to an older checkpoint)
         changed_run_flags(saved_state, args, num_processes, folder)
+        continue_the_runs_length(args, saved_state, folder)
         # The UNet the flags describe, with what only the data decides taken from the checkpoint (its channels, its
         # number of classes, its text encoder's width): the check after the data is loaded then finds only those.
         unet_class, config = unet_class_and_config(
@@ -130,6 +131,33 @@ def changed_run_flags(saved: TrainerState, args, num_processes: int, folder: str
                               f" checkpoint's values, or pass --allow_changed_flags {','.join(refused)} if the change"
                               f" is meant (from step {saved.global_step} on)")
     return changed
+
+
+# The flags that set the length of a run: given on a resumed run's command line, they extend (or end) it anew.
+LENGTH_FLAGS = ("max_train_steps", "num_epochs")
+
+
+def continue_the_runs_length(args, saved: TrainerState, folder: str) -> None:
+    """A resume trains to the length the run was started with (the checkpoint's --max_train_steps), not to the one
+    the preset or --num_epochs would give afresh, unless the command line sets a length; one below the steps the
+    checkpoint has trained is refused."""
+    if not set(LENGTH_FLAGS) & set(getattr(args, "_explicit_flags", ())):
+        args.max_train_steps = saved.args.get("max_train_steps", args.max_train_steps)
+    check_run_length(args, saved.global_step, folder, target=saved.args.get("max_train_steps"))
+
+
+def check_run_length(args, trained_steps: int, folder: str, target: int | None = None) -> None:
+    """Refuse a --max_train_steps below the `trained_steps` of the checkpoint `folder`, naming both and the fix."""
+    if args.max_train_steps is None or args.max_train_steps >= trained_steps:
+        return
+    given = getattr(args, "_explicit_flags", ())
+    from_epochs = "num_epochs" in given and "max_train_steps" not in given
+    length = (f"--num_epochs {args.num_epochs:g} ({args.max_train_steps} steps)" if from_epochs
+              else f"--max_train_steps {args.max_train_steps}")
+    keep = f", leave it out to train to the run's own {target} steps" if target and target >= trained_steps else ""
+    raise CheckpointError(f"{length} is below the {trained_steps} steps {os.path.basename(folder)} has trained: pass"
+                          f" --max_train_steps {trained_steps} or more to go on from there{keep}, or start afresh in"
+                          " another --output_dir")
 
 
 # The flags that shape the learning rate: given explicitly on a resumed run, they override the checkpoint's.
@@ -187,6 +215,7 @@ def start_or_resume(training: Training, num_images: int, resume_from: str | None
         if num_images and training.state.num_images != num_images:  # a stream (0) has no size
             logger.warning(f"The checkpoint was trained on {training.state.num_images} images, this run has"
                            f" {num_images}: the data order after resuming differs from the original run's.")
+        check_run_length(args, training.state.global_step, resume_from)  # a length from --num_epochs, counted now
         changed = changed_run_flags(training.state, args, accelerator.num_processes, resume_from)
         if changed:
             shown = ", ".join(f"--{flag} {there} -> {now}" for flag, (there, now) in changed.items())
