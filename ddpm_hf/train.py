@@ -28,10 +28,11 @@ from .presets import PresetError
 from .trainer.config import parse_args
 
 
-def main(argv=None) -> int:
-    """Train as the command line says; the exit code (see the module's docstring)."""
+def main(argv=None, prog: str | None = None) -> int:
+    """Train as the command line says; the exit code (see the module's docstring). `prog`: what usage and errors call
+    the command (default: the script's name)."""
     try:
-        args = parse_args(argv)  # --help and a bad flag exit here (SystemExit: 0, or 2 with argparse's message)
+        args = parse_args(argv, prog=prog)  # --help and a bad flag exit here (SystemExit: 0, or 2 and one line)
     except PresetError as err:
         report(f"error: {err}")
         return 2

@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 
-from ..errors import one_line
+from ..errors import OneLineArgumentParser, one_line
 from ..samplers import DEFAULT_SAMPLER, SAMPLERS
 
 FORWARD_TIMESTEPS = (0, 50, 100, 200, 400, 600, 800, 999)
@@ -24,13 +24,6 @@ MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds in [0, 2**64 - 1
 DEFAULT_STEPS = 100
 STEPS_HELP = (f"steps of the sampler's chain (default {DEFAULT_STEPS}, as the README recommends for ddpm; 1000 is the"
               " full chain; dpm-solver++ does well with 20)")
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad command line gives one line on stderr ("ddpm-hf sample: error: ..."), not the usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["train"]:
         from ..train import main as train
 
-        sys.argv[0] = "ddpm-hf train"  # what the trainer's usage and argparse's errors call the command
-        return train(argv[1:])
+        return train(argv[1:], prog="ddpm-hf train")
     args = build_parser().parse_args(argv)
     prefix = f"ddpm-hf {args.command}: error:"
     try:

@@ -26,6 +26,7 @@ from ..choices import (
     TRAINED_VARIANCE_TYPES,
     check_loss_config,
 )
+from ..errors import OneLineArgumentParser
 from ..presets import DEFAULT_PRESET, PresetError, available_presets, load_preset
 from ..samplers import DEFAULT_SAMPLER, SAMPLERS
 
@@ -89,10 +90,11 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
-def build_parser(preset: str | None = DEFAULT_PRESET) -> argparse.ArgumentParser:
-    """The trainer's flags; `preset`: the one whose values --help shows as defaults (see `preset_in_effect`)."""
-    parser = argparse.ArgumentParser(description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False,
-                                     formatter_class=functools.partial(DefaultsHelpFormatter, preset=preset))
+def build_parser(preset: str | None = DEFAULT_PRESET, prog: str | None = None) -> argparse.ArgumentParser:
+    """The trainer's flags; `preset`: the one whose values --help shows as defaults (see `preset_in_effect`); `prog`:
+    what usage and errors call the command. A bad flag is one line on stderr and exit 2, as in the `ddpm-hf` CLI."""
+    parser = OneLineArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False,
+                                   formatter_class=functools.partial(DefaultsHelpFormatter, preset=preset))
     bool_flag = argparse.BooleanOptionalAction
 
     model = parser.add_argument_group("model")
@@ -171,7 +173,7 @@ def build_parser(preset: str | None = DEFAULT_PRESET) -> argparse.ArgumentParser
     loop.add_argument("--num_epochs", type=float, default=100, help="passes over the data; ignored when"
                       " --max_train_steps is given")
     loop.add_argument("--max_train_steps", type=int, help="optimizer steps (the paper's CIFAR-10 run: 800k); replaces"
-                      " --num_epochs")
+                      " --num_epochs. On resume: the checkpoint's target unless given")
     loop.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches whose gradients make"
                       " one optimizer step: a larger global batch in the same memory")
     loop.add_argument("--learning_rate", type=float, default=1e-4, help="AdamW's learning rate after the warm-up;"
@@ -301,9 +303,9 @@ def preset_for_help(argv) -> str | None:
     return preset if preset in available_presets() else None
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(preset_for_help(argv))
+    parser = build_parser(preset_for_help(argv), prog=prog)
     args = parser.parse_args(argv)
     given = explicit_flags(parser, argv)
     args.preset = preset_in_effect(args.preset, args.model_config_name_or_path)
