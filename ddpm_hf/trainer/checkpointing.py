@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import one_line
 from ..io import fsync_path, fsync_tree, is_out_of_space, out_of_space, temporary_path, tree_size, write_text_atomically
+from .debug_hooks import pause_in_save
 
 CHECKPOINT_PREFIX = "checkpoint-"
 LATEST_FILE = "latest"
@@ -218,16 +219,6 @@ def set_aside_diverged(root: str, first_bad_step: int) -> tuple[list[str], str |
     return renamed, good[-1][1] if good else None
 
 
-def _pause_if_testing(step: int, folder: str) -> None:
-    """Test hook: with DDPM_HF_TEST_PAUSE_IN_SAVE=<step>, the save of that step stops half-written.
-
-    It leaves a `PAUSED` file in the temporary folder and sleeps, so that a test can kill the run mid-save.
-    """
-    if os.environ.get("DDPM_HF_TEST_PAUSE_IN_SAVE") == str(step):
-        open(os.path.join(folder, "PAUSED"), "w").close()
-        time.sleep(3600)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # What a training checkpoint holds
 # ----------------------------------------------------------------------------------------------------------------
@@ -283,7 +274,7 @@ def write_training_state(
     """Everything an exactly resumed run needs, into `folder` (trainer_state.json last); `text_encoder` only when it
     is trained."""
     unet.save_pretrained(os.path.join(folder, "unet"))  # safetensors
-    _pause_if_testing(step, folder)
+    pause_in_save(step, folder)  # a test hook (debug_hooks.py)
     if ema is not None:
         ema.save_pretrained(os.path.join(folder, "unet_ema"))  # weights + the EMA's counters in its config.json
     if text_encoder is not None:

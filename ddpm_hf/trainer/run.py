@@ -42,8 +42,9 @@ from .checkpointing import TrainerState, set_aside_diverged
 from .classes import load_class_conditioning
 from .config import default_resolution, model_architecture, tracker_config
 from .data import MicroBatchFeed, load_training_data
+from .debug_hooks import DebugHooks
 from .interrupts import StopRequests, TrainingInterrupted
-from .monitoring import DebugRecorder, LossMeter, NonFiniteLossError, Throughput, log_progress
+from .monitoring import LossMeter, NonFiniteLossError, Throughput, log_progress
 from .outputs import push_checkpoint_pipeline, save_final_outputs
 from .preflight import check_the_machine
 from .publishing import make_publisher
@@ -145,7 +146,7 @@ def run_loop(training: Training, num_images: int) -> None:
     accelerator, state, args = training.accelerator, training.state, training.args
     meter = LossMeter(check_grad_norm=accelerator.mixed_precision != "fp16")
     throughput = Throughput()
-    debug = DebugRecorder(args.output_dir, accelerator.process_index)
+    debug = DebugHooks(args.output_dir, accelerator.process_index)
     debug.data_storage(training.feed.data)
     progress = tqdm(total=args.max_train_steps, initial=state.global_step, desc="Steps", dynamic_ncols=True,
                     disable=not accelerator.is_local_main_process)
