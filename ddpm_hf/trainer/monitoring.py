@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from .state import Training
+    from .session import TrainingSession
     from .step import StepOutput
 
 
@@ -85,7 +85,8 @@ class Throughput:
         return rate
 
 
-def log_progress(training: "Training", meter: LossMeter, throughput: Throughput, progress, num_images: int) -> None:
+def log_progress(training: "TrainingSession", meter: LossMeter, throughput: Throughput, progress,
+                 num_images: int) -> None:
     """Read the losses since the last call back from the device, check them, and report the latest."""
     state = training.state
     logged = meter.flush(training.accelerator)  # raises NonFiniteLossError, on every process alike
