@@ -41,7 +41,7 @@ def main(argv=None, prog: str | None = None) -> int:
     from .hub import HubPushError
     from .io import OutOfSpaceError
     from .text.components import TextEncoderError
-    from .trainer.checkpointing import CheckpointError
+    from .trainer.checkpoints import CheckpointError
     from .trainer.config import FlagError
     from .trainer.interrupts import TrainingInterrupted
     from .trainer.monitoring import NonFiniteLossError

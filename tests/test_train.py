@@ -257,7 +257,7 @@ def resumed_from_an_older_checkpoint(reference_run, tmp_path_factory) -> tuple[P
 
 def test_a_resume_from_an_older_checkpoint_sets_the_later_ones_aside_and_keeps_what_it_writes(
         resumed_from_an_older_checkpoint):
-    from ddpm_hf.trainer.checkpointing import resolve_checkpoint
+    from ddpm_hf.trainer.checkpoints import resolve_checkpoint
 
     output_dir, _ = resumed_from_an_older_checkpoint
     checkpoints = output_dir / "checkpoints"
@@ -286,7 +286,7 @@ def test_an_allowed_change_of_a_run_defining_flag_is_warned_and_recorded_per_seg
 
 
 def test_pruning_never_removes_the_checkpoint_it_has_just_written_nor_the_one_latest_names(tmp_path):
-    from ddpm_hf.trainer.checkpointing import (
+    from ddpm_hf.trainer.checkpoints import (
         LATEST_FILE,
         STATE_FILE,
         list_checkpoints,
@@ -308,7 +308,7 @@ def test_pruning_never_removes_the_checkpoint_it_has_just_written_nor_the_one_la
 
 
 def test_pruning_removes_only_complete_checkpoints(tmp_path):
-    from ddpm_hf.trainer.checkpointing import STATE_FILE, list_checkpoints, prune_checkpoints
+    from ddpm_hf.trainer.checkpoints import STATE_FILE, list_checkpoints, prune_checkpoints
 
     for step, complete in ((1, True), (2, False), (3, True), (4, True)):
         folder = tmp_path / f"checkpoint-{step}"
@@ -322,7 +322,7 @@ def test_pruning_removes_only_complete_checkpoints(tmp_path):
 
 def test_saving_a_step_again_replaces_it_and_stale_temporaries_go(tmp_path):
     from ddpm_hf.io import remove_stale_temporaries
-    from ddpm_hf.trainer.checkpointing import STATE_FILE, latest_checkpoint, save_checkpoint
+    from ddpm_hf.trainer.checkpoints import STATE_FILE, latest_checkpoint, save_checkpoint
 
     def writer(text):
         def write(folder):
@@ -481,12 +481,12 @@ def test_a_changed_number_of_images_is_reported_only_on_a_real_resume(resumed, t
 
     from accelerate import PartialState
 
-    from ddpm_hf.trainer import state as trainer_state
-    from ddpm_hf.trainer.checkpointing import TrainerState
+    from ddpm_hf.trainer import resume
+    from ddpm_hf.trainer.checkpoints import TrainerState
 
     PartialState(cpu=True)  # accelerate's logger needs it
     if resumed:  # a checkpoint of a run on 100 images
-        monkeypatch.setattr(trainer_state, "read_training_state",
+        monkeypatch.setattr(resume, "load_checkpoint_contents",
                             lambda folder, **parts: TrainerState(global_step=2, samples_seen=16, num_images=100))
     accelerator = SimpleNamespace(is_main_process=True, num_processes=1, scaler=None, wait_for_everyone=lambda: None,
                                   unwrap_model=lambda model, keep_fp32_wrapper: model)
@@ -496,7 +496,7 @@ def test_a_changed_number_of_images_is_reported_only_on_a_real_resume(resumed, t
                                args=SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint="latest",
                                                     max_train_steps=8))
     with caplog.at_level("INFO"):
-        trainer_state.start_or_resume(training, 64, str(tmp_path / "checkpoint-2") if resumed else None)
+        resume.start_or_resume(training, 64, str(tmp_path / "checkpoint-2") if resumed else None)
     warned = [record for record in caplog.records if "images, this run has 64" in record.getMessage()]
     assert len(warned) == int(resumed), caplog.text
     assert ("Resumed from" in caplog.text) == resumed and ("starting a new run" in caplog.text) != resumed

@@ -211,7 +211,7 @@ def test_a_damaged_newest_checkpoint_falls_back_with_latest_and_is_named_otherwi
 
 def test_a_failed_checkpoint_write_for_want_of_space_keeps_the_previous_one(tmp_path):
     from ddpm_hf.io import OutOfSpaceError
-    from ddpm_hf.trainer.checkpointing import STATE_FILE, latest_checkpoint, save_checkpoint
+    from ddpm_hf.trainer.checkpoints import STATE_FILE, latest_checkpoint, save_checkpoint
 
     def good(folder):
         Path(folder, "weights").write_bytes(b"x" * 1000)

@@ -10,11 +10,13 @@ imports the others, never the other way round; the command around it (flags in, 
     data         the images of the run and the feed of micro-batches the loop reads
     text         text to image: the CLIP parts, the captions, each micro-batch's conditioning
     classes      class-conditional runs: the labels and their names
-    state        `Training` (what the loop updates), and its checkpoints: resume (to the run's own length) and save
+    session      `TrainingSession`: what this process trains with, and the `TrainerState` the loop advances
     step         one optimizer step: the micro-batches' losses, backward, clip, step
-    checkpointing  what a checkpoint holds, written so that a crash at any moment leaves a usable one
+    checkpoints  a checkpoint: what it holds (`TrainerState`), written crash-safe; found, pruned, set aside
+    resume       resuming: which checkpoint, checked against the flags; what a resume may change (length, flags, rate)
     interrupts   SIGTERM and Ctrl-C: finish the step, checkpoint, stop
-    monitoring   the loss read back without stalling the device, throughput, and the test hooks
+    monitoring   the loss read back without stalling the device, and the throughput
+    debug_hooks  the hooks tests and debugging use, set by environment variables (DDPM_HF_TEST_*, DDPM_HF_DEBUG_RANKS)
     validation   sample grids, the final variational bound and Fréchet distance
     outputs      the output folder (pipeline, pictures, model card) and the pipeline pushed at checkpoints
     publishing   the Hub repo, its uploads, and the model card's account of the run

@@ -1,10 +1,7 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""Watching a run: the loss (read back without stalling the device), the throughput reported to the progress bar
-and the trackers, and the test hooks."""
+"""Watching a run: the loss (read back without stalling the device), and the throughput reported to the progress bar
+and the trackers. The test and debugging hooks are in debug_hooks.py."""
 
-import hashlib
-import json
-import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -12,10 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..io import write_text_atomically
-
 if TYPE_CHECKING:
-    from .state import Training
+    from .session import TrainingSession
     from .step import StepOutput
 
 
@@ -90,7 +85,8 @@ class Throughput:
         return rate
 
 
-def log_progress(training: "Training", meter: LossMeter, throughput: Throughput, progress, num_images: int) -> None:
+def log_progress(training: "TrainingSession", meter: LossMeter, throughput: Throughput, progress,
+                 num_images: int) -> None:
     """Read the losses since the last call back from the device, check them, and report the latest."""
     state = training.state
     logged = meter.flush(training.accelerator)  # raises NonFiniteLossError, on every process alike
@@ -102,50 +98,3 @@ def log_progress(training: "Training", meter: LossMeter, throughput: Throughput,
         logs["grad_norm"] = logged[-1].grad_norm
     progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", img_s=f"{logs['images_per_second']:.1f}")
     training.accelerator.log(logs, step=state.global_step)
-
-
-class DebugRecorder:
-    """Test hooks, off unless their environment variable is set.
-
-    DDPM_HF_DEBUG_RANKS=1: each process writes output_dir/debug/rank-<i>.json with a hash of every micro-batch it
-    trained on and hashes of its final parameters and timestep-sampler state (to check sharding and synchronisation).
-    DDPM_HF_TEST_STEP_DELAY=<seconds>: sleep after every step (so a test can kill the run at a chosen moment).
-    """
-
-    def __init__(self, output_dir: str, process_index: int):
-        self.enabled = os.environ.get("DDPM_HF_DEBUG_RANKS") == "1"
-        self.delay = float(os.environ.get("DDPM_HF_TEST_STEP_DELAY", "0"))
-        self.path = os.path.join(output_dir, "debug", f"rank-{process_index}.json")
-        self.batches, self.data = [], {}
-
-    def data_storage(self, data) -> None:
-        """Which storage this process read, and whether it decoded the cache entry or found it built."""
-        self.data = {key: getattr(data, key, None) for key in ("storage", "cache_entry", "built_cache_entry")}
-
-    def micro_batches(self, step: int, batches) -> None:
-        if self.enabled:
-            self.batches.extend([step, hashlib.sha1(pixels.numpy().tobytes()).hexdigest()] for pixels in batches)
-
-    def after_step(self) -> None:
-        if self.delay:
-            time.sleep(self.delay)
-
-    @staticmethod
-    def digest(state: dict) -> str:
-        digest = hashlib.sha256()
-        for name, tensor in sorted(state.items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
-
-    def finish(self, model, timestep_sampler) -> None:
-        if not self.enabled:
-            return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        write_text_atomically(self.path, json.dumps({
-            "micro_batches": self.batches, "parameters": self.digest(model.state_dict()), "data": self.data,
-            "timestep_sampler": self.digest(timestep_sampler.state_dict()),
-        }))
-
-
-# ----------------------------------------------------------------------------------------------------------------

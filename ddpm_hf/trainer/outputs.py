@@ -21,8 +21,8 @@ from ..pipeline_utils import publication
 from ..visualization import plot_loss_curve
 from .config import saveable_args
 from .publishing import model_card_kwargs, repo_name
+from .session import TrainingSession
 from .setup import ema_weights, make_pipeline
-from .state import Training
 from .validation import evaluate_nll, grid_guidance, grid_path, sample_grids
 
 if TYPE_CHECKING:
@@ -31,11 +31,11 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 
-def class_names(training: Training) -> list[str] | None:
+def class_names(training: TrainingSession) -> list[str] | None:
     return training.classes.names if training.classes is not None else None
 
 
-def push_checkpoint_pipeline(training: Training) -> None:
+def push_checkpoint_pipeline(training: TrainingSession) -> None:
     """Main process only: the current (EMA) weights to the Hub in the background, with this step's grid if any."""
     step, unet = training.state.global_step, training.unet
     # This step's main validation grid (the one samples.png would be), when validation ran at this step too.
@@ -46,7 +46,7 @@ def push_checkpoint_pipeline(training: Training) -> None:
         training.publisher.push_checkpoint(pipeline, step, grid=grid if os.path.isfile(grid) else None)
 
 
-def save_final_outputs(training: Training, data, quality: "QualityResult | None" = None) -> None:
+def save_final_outputs(training: TrainingSession, data, quality: "QualityResult | None" = None) -> None:
     """Main process only: the pipeline (EMA weights with --use_ema), training_args.json, samples.png,
     loss_curve.png, the optional bound, and the model card (README.md): everything --push_to_hub then uploads.
 
@@ -65,7 +65,7 @@ def save_final_outputs(training: Training, data, quality: "QualityResult | None"
         raise
 
 
-def _save_final_outputs(training: Training, data, quality: "QualityResult | None") -> None:
+def _save_final_outputs(training: TrainingSession, data, quality: "QualityResult | None") -> None:
     args, unet, accelerator = training.args, training.unet, training.accelerator
     if training.ema is not None:
         training.ema.copy_to(unet.parameters())  # training is over: the EMA weights are the model now

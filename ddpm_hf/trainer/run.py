@@ -13,15 +13,15 @@ read: --data_storage, --streaming), build the UNet, the noise scheduler, the opt
 checkpoint if asked, then loop over optimizer steps (logging, checkpointing and drawing validation grids now and
 then), and finally write the pipeline, samples.png, loss_curve.png and training_args.json into --output_dir.
 This module is that story; its pieces are the other modules of ddpm_hf/trainer/ (the flags in config.py, the
-machine's checks in preflight.py, the data in data.py, the builders in setup.py, the checkpoints in state.py, the
-grids and the bound in validation.py, the output folder in outputs.py).
+machine's checks in preflight.py, the data in data.py, the builders in setup.py, the checkpoints in checkpoints.py,
+resuming from one in resume.py, the grids and the bound in validation.py, the output folder in outputs.py).
 
 Every random draw is a function of (seed, step, process, micro-batch) and checkpoints store the data position, so a
 resumed run continues exactly as the uninterrupted one would have (see ddpm_hf/randomness.py), to the length it was
 started with unless --max_train_steps says otherwise; a resume that would change a run-defining flag (the seed, the
 global batch, the objective, ...) is refused unless --allow_changed_flags names it, and checkpoints beyond the step
-resumed from are set aside as another line's (ddpm_hf/trainer/state.py). Checkpoints are written atomically (see
-ddpm_hf/trainer/checkpointing.py). With --push_to_hub the pipeline is also published on the Hub: in the background at
+resumed from are set aside as another line's (ddpm_hf/trainer/resume.py). Checkpoints are written atomically (see
+ddpm_hf/trainer/checkpoints.py). With --push_to_hub the pipeline is also published on the Hub: in the background at
 every checkpoint, and awaited at the end (see ddpm_hf/hub/push.py). One run at a time holds --output_dir (a lock
 file, gone on exit; a run that fails before it trains leaves no folder it created). SIGTERM or Ctrl-C finishes the
 current step, writes a checkpoint and raises TrainingInterrupted, whatever copies of the signal the launchers forward
@@ -38,24 +38,20 @@ from ..diffusion.timestep_samplers import UniformSampler, make_timestep_sampler
 from ..presets import check_resolution
 from ..randomness import StepRandomness
 from ..text.conditioning import TextConditionedUNet
-from .checkpointing import TrainerState, set_aside_diverged
+from .checkpoints import TrainerState, checkpoint_folder, save_training_checkpoint, set_aside_diverged
 from .classes import load_class_conditioning
 from .config import default_resolution, model_architecture, tracker_config
 from .data import MicroBatchFeed, load_training_data
+from .debug_hooks import DebugHooks
 from .interrupts import StopRequests, TrainingInterrupted
-from .monitoring import DebugRecorder, LossMeter, NonFiniteLossError, Throughput, log_progress
+from .monitoring import LossMeter, NonFiniteLossError, Throughput, log_progress
 from .outputs import push_checkpoint_pipeline, save_final_outputs
 from .preflight import check_the_machine
 from .publishing import make_publisher
+from .resume import find_checkpoint_to_resume, start_or_resume
 from .run_lock import lock_output_dir
+from .session import TrainingSession
 from .setup import build_unet, make_accelerator, make_ema, make_noise_scheduler, make_optimizer
-from .state import (
-    Training,
-    checkpoint_folder,
-    find_checkpoint_to_resume,
-    save_training_checkpoint,
-    start_or_resume,
-)
 from .step import prepare_micro_batch, train_step
 from .text import load_text_conditioning
 from .validation import evaluate_fid, log_validation
@@ -69,7 +65,7 @@ def train(args) -> None:
     check_the_machine(args)  # the optional packages the flags need, and the Hub for the Hub ids they name
     lock = lock_output_dir(args.output_dir, accelerator)  # one run per folder, from here to the end
     try:
-        train_holding_the_folder(args, accelerator)
+        set_up_and_train(args, accelerator)
     except NonFiniteLossError as err:  # while the folder is still held: the main process sets checkpoints aside
         err.checkpoints = diverged_checkpoints(args, err.step) if accelerator.is_main_process else ""
         raise
@@ -78,7 +74,9 @@ def train(args) -> None:
             lock.release()
 
 
-def train_holding_the_folder(args, accelerator) -> None:
+def set_up_and_train(args, accelerator) -> None:
+    """The run itself, while `train` holds the output folder: the checks, the data, the model, the resumed state,
+    the loop, and the outputs."""
     # The UNet's depth decides which resolutions work; a checkpoint to resume must have been trained with the same
     # run-defining flags and UNet. All checked before any time is spent on the data.
     architecture = model_architecture(args)
@@ -110,8 +108,8 @@ def train_holding_the_folder(args, accelerator) -> None:
     if ema is not None:
         ema.to(accelerator.device)
     sampler = make_timestep_sampler(args.timestep_sampler, args.ddpm_num_steps, device=accelerator.device)
-    training = Training(accelerator, model, ema, optimizer, lr_scheduler, make_noise_scheduler(args), sampler,
-                        layout, TrainerState(), args, publisher, text, classes)
+    training = TrainingSession(accelerator, model, ema, optimizer, lr_scheduler, make_noise_scheduler(args), sampler,
+                               layout, TrainerState(), args, publisher, text, classes)
     start_or_resume(training, num_images, resume_from)  # a barrier: the main process clears stale temporaries first
 
     # The loop.
@@ -140,12 +138,12 @@ def train_holding_the_folder(args, accelerator) -> None:
     accelerator.end_training()
 
 
-def run_loop(training: Training, num_images: int) -> None:
+def run_loop(training: TrainingSession, num_images: int) -> None:
     """Optimizer steps until --max_train_steps: the device runs ahead of the host except where noted."""
     accelerator, state, args = training.accelerator, training.state, training.args
     meter = LossMeter(check_grad_norm=accelerator.mixed_precision != "fp16")
     throughput = Throughput()
-    debug = DebugRecorder(args.output_dir, accelerator.process_index)
+    debug = DebugHooks(args.output_dir, accelerator.process_index)
     debug.data_storage(training.feed.data)
     progress = tqdm(total=args.max_train_steps, initial=state.global_step, desc="Steps", dynamic_ncols=True,
                     disable=not accelerator.is_local_main_process)

@@ -1,91 +1,34 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""What the loop updates (`Training`), and its checkpoints: starting afresh or resuming, and saving."""
+"""Resuming a run: which checkpoint --resume_from_checkpoint names, checked against this run's flags and UNet before
+any work; loading it into the session (falling back past damaged ones for `latest`); and what a resume may change:
+the run's length, the run-defining flags --allow_changed_flags names, the learning-rate schedule. The state then
+records the segment this session adds to the run's history. What a checkpoint holds, and saving one, is
+checkpoints.py's."""
 
-import argparse
 import os
-from dataclasses import dataclass
 
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import broadcast_object_list
-from diffusers.training_utils import EMAModel
 
-from ..data.order import BatchLayout
-from ..io import OutOfSpaceError, remove_stale_temporaries
-from ..randomness import StepRandomness
-from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
-from ..text.conditioning import TextConditionedUNet
-from .checkpointing import (
+from ..io import remove_stale_temporaries
+from .checkpoints import (
     CheckpointError,
     DamagedCheckpointError,
     TrainerState,
     check_same_unet,
+    checkpoint_folder,
     list_checkpoints,
+    load_checkpoint_contents,
     read_trainer_state,
-    read_training_state,
     read_unet_config,
     resolve_checkpoint,
-    save_checkpoint,
     set_aside_abandoned,
-    write_training_state,
 )
-from .classes import ClassConditioning
 from .config import BATCH_LAYOUT_FLAGS, RUN_DEFINING_FLAGS, saveable_args
-from .data import MicroBatchFeed
-from .publishing import HubPublisher
+from .session import TrainingSession
 from .setup import make_lr_scheduler, unet_class_and_config
-from .text import TextConditioning
 
 logger = get_logger(__name__)
-
-
-@dataclass
-class Training:
-    """What the loop updates, and how it is laid out over processes."""
-
-    accelerator: Accelerator
-    model: torch.nn.Module  # prepared (DDP-wrapped when distributed)
-    ema: EMAModel | None
-    optimizer: torch.optim.Optimizer
-    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
-    noise_scheduler: DDPMPosteriorScheduler
-    timestep_sampler: object  # a diffusion.timestep_samplers sampler: uniform, or importance-sampled with a history
-    layout: BatchLayout
-    state: TrainerState
-    args: argparse.Namespace
-    publisher: HubPublisher | None = None  # on the main process with --push_to_hub
-    text: TextConditioning | None = None  # text-to-image runs
-    classes: ClassConditioning | None = None  # class-conditional runs
-    feed: MicroBatchFeed | None = None  # the micro-batches the loop reads (set once the run has started)
-
-    @property
-    def conditioning(self) -> TextConditioning | ClassConditioning | None:
-        return self.text if self.text is not None else self.classes
-
-    def micro_batch_kwargs(self, items, randomness: StepRandomness) -> list | None:
-        """Per micro-batch, the model's condition (text encodings or token ids, class labels), some replaced by the
-        null one for guidance, drawn from the step's own generator; None for an unconditional run."""
-        if self.conditioning is None:
-            return None
-        device = self.accelerator.device
-        return [self.conditioning.model_kwargs(item.conditions.to(device, non_blocking=True),
-                                               randomness.conditioning_dropout_generator(micro, device))
-                for micro, item in enumerate(items)]
-
-    @property
-    def unet(self):
-        model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
-        return model.unet if isinstance(model, TextConditionedUNet) else model
-
-    @property
-    def trained_text_encoder(self):
-        """The text encoder when it is trained (checkpoints hold it then), else None."""
-        return self.text.text_encoder if self.text is not None and self.text.trained else None
-
-
-def checkpoint_folder(output_dir: str) -> str:
-    return os.path.join(output_dir, "checkpoints")
 
 
 def find_checkpoint_to_resume(args, num_processes: int, architecture: dict) -> str | None:
@@ -164,7 +107,7 @@ def check_run_length(args, trained_steps: int, folder: str, target: int | None =
 LR_FLAGS = ("learning_rate", "lr_scheduler", "lr_warmup_steps")
 
 
-def start_or_resume(training: Training, num_images: int, resume_from: str | None) -> None:
+def start_or_resume(training: TrainingSession, num_images: int, resume_from: str | None) -> None:
     """Clear what interrupted saves left behind, then load the checkpoint `resume_from`, if any.
 
     With --resume_from_checkpoint latest, a damaged newest checkpoint (a file truncated or corrupted) is skipped for
@@ -187,7 +130,7 @@ def start_or_resume(training: Training, num_images: int, resume_from: str | None
         for candidate in candidates:
             try:
                 # Every process reads the checkpoint (a shared filesystem, as with accelerator.load_state).
-                training.state = read_training_state(
+                training.state = load_checkpoint_contents(
                     candidate, unet=training.unet, ema=training.ema, optimizer=training.optimizer,
                     lr_scheduler=training.lr_scheduler, grad_scaler=accelerator.scaler,
                     restore_rng=accelerator.is_main_process,  # the main process wrote its own RNG states
@@ -247,7 +190,7 @@ def start_or_resume(training: Training, num_images: int, resume_from: str | None
     state.segments = [*state.segments, segment]
 
 
-def apply_changed_hyperparameters(training: Training, changed: dict) -> None:
+def apply_changed_hyperparameters(training: TrainingSession, changed: dict) -> None:
     """The optimizer's and the EMA's hyperparameters come back from the checkpoint with their states: an allowed
     change of their flags is put into the live objects, so that what training_args.json records is what is used."""
     args = training.args
@@ -260,7 +203,7 @@ def apply_changed_hyperparameters(training: Training, changed: dict) -> None:
         training.ema.inv_gamma, training.ema.power = args.ema_inv_gamma, args.ema_power
 
 
-def override_learning_rate(training: Training) -> None:
+def override_learning_rate(training: TrainingSession) -> None:
     """A resumed run restores the optimizer's and the schedule's state, learning rate included. When the command line
     gives --learning_rate, --lr_scheduler or --lr_warmup_steps anew (after a divergence, say), the schedule is rebuilt
     from them as it stands at the resumed step, and the optimizer's rate follows; Adam's moments are kept."""
@@ -280,37 +223,3 @@ def override_learning_rate(training: Training) -> None:
 def usable_names(checkpoints: str, exclude: str) -> str:
     names = [os.path.basename(path) for _, path in list_checkpoints(checkpoints) if path != exclude]
     return ", ".join(names) or f"(none other in {checkpoints})"
-
-
-def save_training_checkpoint(training: Training) -> None:
-    """The main process writes (the state is identical on every process); every process learns the outcome.
-
-    A failed write (a full disk) leaves the previous checkpoints and `latest` as they were, and stops every process
-    with the same error (a collective: the others do not wait for the main one forever).
-    """
-    accelerator, state = training.accelerator, training.state
-    if training.feed is not None and training.feed.streaming:
-        state.stream_state = training.feed.stream_state()  # a collective, before the main process writes
-    failure = None
-    if accelerator.is_main_process:
-
-        def write(folder):
-            write_training_state(folder, unet=training.unet, ema=training.ema, optimizer=training.optimizer,
-                                 lr_scheduler=training.lr_scheduler, grad_scaler=accelerator.scaler, state=state,
-                                 step=state.global_step, timestep_sampler=training.timestep_sampler,
-                                 text_encoder=training.trained_text_encoder)
-
-        try:
-            path = save_checkpoint(checkpoint_folder(training.args.output_dir), state.global_step, write,
-                                   total_limit=training.args.checkpoints_total_limit)
-            logger.info(f"Saved {path}")
-        except OutOfSpaceError as error:
-            failure = error
-    if accelerator.num_processes > 1:
-        message = broadcast_object_list([str(failure) if failure else None])[0]
-        if message and failure is None:
-            failure = OutOfSpaceError(message)
-    else:
-        accelerator.wait_for_everyone()
-    if failure is not None:
-        raise failure

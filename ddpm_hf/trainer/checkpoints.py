@@ -1,5 +1,7 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
-"""Training checkpoints: what one holds, and saving it so that a crash at any moment leaves a usable one.
+"""A training checkpoint: what it holds, writing it so that a crash at any moment leaves a usable one, and the folder
+of them (finding one by name, pruning, setting aside those a run gives up). Which checkpoint a run resumes from, and
+what a resume may change, is resume.py's.
 
 Layout of `<output_dir>/checkpoints/`:
 
@@ -16,7 +18,8 @@ Layout of `<output_dir>/checkpoints/`:
 
 A checkpoint is written into a hidden temporary folder beside its final place, flushed to disk, and renamed into
 place in one step; `latest` is then replaced atomically. A temporary left by a crash is hidden (its name starts with
-a dot, so it never matches `checkpoint-*`) and removed by the next run.
+a dot, so it never matches `checkpoint-*`) and removed by the next run. The names of these files and folders and the
+keys of trainer_state.json are the format: checkpoints written by earlier versions resume, so they do not change.
 """
 
 import json
@@ -28,15 +31,32 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from accelerate.logging import get_logger
+from accelerate.utils import broadcast_object_list
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import one_line
-from ..io import fsync_path, fsync_tree, is_out_of_space, out_of_space, temporary_path, tree_size, write_text_atomically
+from ..io import (
+    OutOfSpaceError,
+    fsync_path,
+    fsync_tree,
+    is_out_of_space,
+    out_of_space,
+    temporary_path,
+    tree_size,
+    write_text_atomically,
+)
+from .debug_hooks import pause_in_save
+
+if TYPE_CHECKING:
+    from .session import TrainingSession
+
+logger = get_logger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 LATEST_FILE = "latest"
@@ -55,6 +75,11 @@ class DamagedCheckpointError(CheckpointError):
 # ----------------------------------------------------------------------------------------------------------------
 # Finding checkpoints
 # ----------------------------------------------------------------------------------------------------------------
+def checkpoint_folder(output_dir: str) -> str:
+    """Where a run keeps its checkpoints: <output_dir>/checkpoints."""
+    return os.path.join(output_dir, "checkpoints")
+
+
 def is_complete(path: str) -> bool:
     return os.path.isfile(os.path.join(path, STATE_FILE))
 
@@ -101,6 +126,41 @@ def resolve_checkpoint(root: str, name_or_path: str) -> str | None:
 # ----------------------------------------------------------------------------------------------------------------
 # Saving and pruning
 # ----------------------------------------------------------------------------------------------------------------
+def save_training_checkpoint(training: "TrainingSession") -> None:
+    """Checkpoint the run at its current step. The main process writes (the state is identical on every process);
+    every process learns the outcome.
+
+    A failed write (a full disk) leaves the previous checkpoints and `latest` as they were, and stops every process
+    with the same error (a collective: the others do not wait for the main one forever).
+    """
+    accelerator, state = training.accelerator, training.state
+    if training.feed is not None and training.feed.streaming:
+        state.stream_state = training.feed.stream_state()  # a collective, before the main process writes
+    failure = None
+    if accelerator.is_main_process:
+
+        def write(folder):
+            write_checkpoint_contents(folder, unet=training.unet, ema=training.ema, optimizer=training.optimizer,
+                                      lr_scheduler=training.lr_scheduler, grad_scaler=accelerator.scaler, state=state,
+                                      timestep_sampler=training.timestep_sampler,
+                                      text_encoder=training.trained_text_encoder)
+
+        try:
+            path = save_checkpoint(checkpoint_folder(training.args.output_dir), state.global_step, write,
+                                   total_limit=training.args.checkpoints_total_limit)
+            logger.info(f"Saved {path}")
+        except OutOfSpaceError as error:
+            failure = error
+    if accelerator.num_processes > 1:
+        message = broadcast_object_list([str(failure) if failure else None])[0]
+        if message and failure is None:
+            failure = OutOfSpaceError(message)
+    else:
+        accelerator.wait_for_everyone()
+    if failure is not None:
+        raise failure
+
+
 def save_checkpoint(
     root: str, step: int, write_contents: Callable[[str], None], total_limit: int | None = None
 ) -> str:
@@ -218,22 +278,14 @@ def set_aside_diverged(root: str, first_bad_step: int) -> tuple[list[str], str |
     return renamed, good[-1][1] if good else None
 
 
-def _pause_if_testing(step: int, folder: str) -> None:
-    """Test hook: with DDPM_HF_TEST_PAUSE_IN_SAVE=<step>, the save of that step stops half-written.
-
-    It leaves a `PAUSED` file in the temporary folder and sleeps, so that a test can kill the run mid-save.
-    """
-    if os.environ.get("DDPM_HF_TEST_PAUSE_IN_SAVE") == str(step):
-        open(os.path.join(folder, "PAUSED"), "w").close()
-        time.sleep(3600)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # What a training checkpoint holds
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class TrainerState:
-    """The loop's own counters. With them, resuming needs nothing else: every random draw derives from them."""
+    """The loop's own counters, saved as trainer_state.json like transformers.TrainerState (whose role and file name
+    it mirrors: global_step, the loss history, the run's flags). With them, resuming needs nothing else: every random
+    draw derives from them."""
 
     global_step: int = 0  # optimizer steps done
     samples_seen: int = 0  # the position in the data stream: (epoch, index in epoch) = divmod(samples_seen, num_images)
@@ -276,14 +328,14 @@ SAMPLER_FILE = "timestep_sampler.safetensors"
 TEXT_ENCODER_FOLDER = "text_encoder"
 
 
-def write_training_state(
-    folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, state: TrainerState, step: int,
-    timestep_sampler=None, text_encoder=None,
+def write_checkpoint_contents(
+    folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, state: TrainerState, timestep_sampler=None,
+    text_encoder=None,
 ) -> None:
     """Everything an exactly resumed run needs, into `folder` (trainer_state.json last); `text_encoder` only when it
     is trained."""
     unet.save_pretrained(os.path.join(folder, "unet"))  # safetensors
-    _pause_if_testing(step, folder)
+    pause_in_save(state.global_step, folder)  # a test hook (debug_hooks.py)
     if ema is not None:
         ema.save_pretrained(os.path.join(folder, "unet_ema"))  # weights + the EMA's counters in its config.json
     if text_encoder is not None:
@@ -323,11 +375,11 @@ def read_trainer_state(folder: str) -> TrainerState:
     return TrainerState(**_read(os.path.join(folder, STATE_FILE), _load_json))
 
 
-def read_training_state(
+def load_checkpoint_contents(
     folder: str, *, unet, ema, optimizer, lr_scheduler, grad_scaler, restore_rng: bool, timestep_sampler=None,
     text_encoder=None,
 ) -> TrainerState:
-    """Load a checkpoint written by `write_training_state` into the live objects; returns its TrainerState.
+    """Load a checkpoint written by `write_checkpoint_contents` into the live objects; returns its TrainerState.
     `text_encoder`: the trained encoder to restore (None when it is frozen: its weights come from where it was
     loaded)."""
     check_same_unet(folder, unet.config)
