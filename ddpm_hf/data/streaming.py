@@ -53,7 +53,7 @@ STATE_FORMAT = 1
 
 # How non-JSON values of the loader's state are written (see `_to_json`): StatefulDataLoader keys its workers' states
 # by int worker id, which JSON would turn into strings. The codec is the stream's own: `loader_state` promises plain
-# JSON whatever torchdata's state holds, and the checkpoint (trainer/checkpointing.py) stores that JSON unread.
+# JSON whatever torchdata's state holds, and the checkpoint (trainer/checkpoints.py) stores that JSON unread.
 _ITEMS_TAG, _TUPLE_TAG = "__ddpm_hf_items__", "__ddpm_hf_tuple__"
 
 

@@ -318,7 +318,7 @@ def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
         args.caption_column = args.caption_column or "text"  # diffusers' examples and metadata.jsonl use "text"
         args.text_encoder_name_or_path = args.text_encoder_name_or_path or BUILTIN_TEXT_ENCODERS[0]
     check_args(args, parser)
-    args._explicit_flags = given  # what the command line set: on resume, these override the checkpoint (state.py)
+    args._explicit_flags = given  # what the command line set: on resume, these override the checkpoint (resume.py)
     return args
 
 
@@ -468,7 +468,7 @@ def default_resolution(architecture: dict) -> int:
 
 
 # The flags a checkpoint's arithmetic depends on: a resume that changes one is refused unless --allow_changed_flags
-# names it (state.py, `check_resumable`). Not here: the length of the run (extending it is what resuming is for), the
+# names it (resume.py, `changed_run_flags`). Not here: the length of the run (extending it is what resuming is for), the
 # learning-rate flags (a new rate after a divergence is the documented remedy), augmentation, and everything that
 # only says where and how often to write, log or evaluate.
 RUN_DEFINING_FLAGS = (
