@@ -12,12 +12,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import fork_runner, run_forked, run_python, tiny_unet
 from diffusers import UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from hub_server import HubServer
 from huggingface_hub import ModelCard
 from huggingface_hub import constants as hub_constants
+from support.models import tiny_unet
+from support.processes import fork_runner, run_forked, run_python
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
 from ddpm_hf.hub import push_pipeline_to_hub, render_model_card

@@ -38,9 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fork_runner, run_forked, tiny_text_to_image_pipeline, tiny_unet
 from hub_server import HubServer
 from PIL import Image
+from support.models import tiny_text_to_image_pipeline, tiny_unet
+from support.processes import fork_runner, run_forked
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from conftest import run_python, tiny_unet
 from PIL import Image
+from support.models import tiny_unet
+from support.processes import run_python
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
 from ddpm_hf.cli import main

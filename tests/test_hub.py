@@ -15,11 +15,12 @@ import huggingface_hub
 import numpy as np
 import pytest
 import torch
-from conftest import run_python, tiny_unet
 from hub_server import HubServer, port_is_closed
 from huggingface_hub import ModelCard
 from huggingface_hub import constants as hub_constants
 from PIL import Image
+from support.models import tiny_unet
+from support.processes import run_python
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
 from ddpm_hf.hub import HubPushError, push_folder_to_hub, push_pipeline_to_hub, render_model_card
@@ -408,7 +409,7 @@ def test_h_trainer_final_push_failure_is_one_line_exit_4_and_keeps_the_output(hu
 
 
 def test_i_text_to_image_pipeline_pushed_loads_three_ways_in_fresh_processes(hub, tmp_path):
-    from conftest import tiny_text_to_image_pipeline
+    from support.models import tiny_text_to_image_pipeline
 
     pipe, repo = tiny_text_to_image_pipeline(tmp_path / "tokenizer"), "user/tiny-t2i"
     code = """

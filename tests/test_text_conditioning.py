@@ -9,10 +9,10 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_text_to_image_pipeline
 from diffusers import UNet2DConditionModel, UNet2DModel
 from diffusers.models.resnet import ResnetBlock2D
 from huggingface_hub import constants as hub_constants
+from support.models import tiny_text_to_image_pipeline
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from ddpm_hf.data import ImageDataset

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_forked
+from support.processes import run_forked
 from test_data_storage import write_folder
 from test_train import (
     REPO,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_python
+from support.processes import run_python
 from test_train import TINY, free_port, run_env
 
 ENTRY_POINT = os.path.join(os.path.dirname(sys.executable), "ddpm-hf")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import fork_runner, run_forked
 from safetensors.torch import load_file
+from support.processes import fork_runner, run_forked
 from test_train import REPO, RESUMABLE, TINY, TRAIN_SCRIPT, assert_same_result, error_lines, launch, run_env, run_script
 
 from ddpm_hf.trainer.setup import physical_cores
