@@ -325,13 +325,13 @@ def test_render_model_card_text_to_image_metadata():
 # The trainer's --push_to_hub (a real `accelerate launch` run against the local Hub)
 # ----------------------------------------------------------------------------------------------------------------
 def trainer_command(hub, out, repo, *extra, launcher=True):
-    from test_train import TINY, launch_command
+    from support.training import TINY, launch_command
 
     args = [*TINY, "--max_train_steps", "4", "--output_dir", out, "--report_to", "none", "--push_to_hub",
             "--hub_model_id", repo, "--hub_token", TOKEN, *extra]
     if launcher:
         return launch_command(*args)
-    from test_train import TRAIN_SCRIPT
+    from support.training import TRAIN_SCRIPT
     return [sys.executable, str(TRAIN_SCRIPT), *map(str, args)]
 
 
