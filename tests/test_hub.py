@@ -15,10 +15,10 @@ import huggingface_hub
 import numpy as np
 import pytest
 import torch
-from hub_server import HubServer, port_is_closed
 from huggingface_hub import ModelCard
 from huggingface_hub import constants as hub_constants
 from PIL import Image
+from support.hub_server import HubServer, port_is_closed
 from support.models import tiny_unet
 from support.processes import run_python
 

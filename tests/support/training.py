@@ -70,16 +70,21 @@ def launch(*args, num_processes: int = 1, env=None, timeout: int = 240) -> subpr
     return result
 
 
+def script_command(*args) -> list:
+    """`python training/train.py ARGS` as an argv: the trainer without a launcher, its exit code its own."""
+    return [sys.executable, str(TRAIN_SCRIPT), *map(str, args)]
+
+
 def run_script(*args, timeout: int = 240) -> subprocess.CompletedProcess:
     """`python training/train.py ARGS`, whatever its exit code."""
-    return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *map(str, args)], env=run_env(), cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(script_command(*args), env=run_env(), cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def start_script(*args, env=None) -> subprocess.Popen:
     """`python training/train.py ARGS` in the background, its own process (signals reach it alone)."""
-    return subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *map(str, args)], env=run_env(**(env or {})),
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(script_command(*args), env=run_env(**(env or {})), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def start_killable(*args, env=None) -> subprocess.Popen:
