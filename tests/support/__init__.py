@@ -1,6 +1,6 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """What the tests share, one module per kind of thing; a test file imports what it uses from the module that holds it
-(`from support.models import tiny_unet`), never from conftest.py (pytest hooks and fixtures only) or another test file.
+(`from support.models import tiny_unet`), not out of conftest.py (pytest hooks and fixtures only) nor another test file.
 
     models       tiny UNets and a tiny text-to-image pipeline, built offline and deterministic for a seed
     processes    fresh Python processes: one at a time, or many command lines forked from one interpreter; free ports
