@@ -6,18 +6,18 @@ label ("no class") used for the unconditional half of guidance.
 """
 
 import json
-import os
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from conftest import fork_runner, run_forked, run_python, tiny_unet
 from diffusers import UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
-from hub_server import HubServer
 from huggingface_hub import ModelCard
-from huggingface_hub import constants as hub_constants
+from support.hub_clients import hub_env, this_process_on
+from support.hub_server import HubServer
+from support.models import tiny_unet
+from support.processes import fork_runner, run_forked, run_python
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
 from ddpm_hf.hub import push_pipeline_to_hub, render_model_card
@@ -28,7 +28,7 @@ NULL = len(NAMES)
 
 
 def class_unet(out_channels: int = 1, seed: int = 0, num_class_embeds: int = NULL + 1) -> UNet2DModel:
-    """conftest.tiny_unet with a class-embedding table (nn.Embedding, added to the time embedding)."""
+    """support.models.tiny_unet with a class-embedding table (nn.Embedding, added to the time embedding)."""
     torch.manual_seed(seed)
     return UNet2DModel(
         sample_size=8, in_channels=1, out_channels=out_channels, block_out_channels=(8, 16), layers_per_block=1,
@@ -294,11 +294,7 @@ def test_model_card_lists_the_classes_and_shows_guided_sampling_without_ddpm_pip
 def test_pushed_to_the_hub_loads_with_remote_code_from_the_repo_id_without_ddpm_hf(saved, tmp_path):
     """diffusers' Hub download reads every list in model_index.json as a component: class_names must not be one."""
     token, repo = "hf_test_token_c1a55names0000000", "user/class-ddpm"
-    with HubServer(token=token) as hub, pytest.MonkeyPatch.context() as mp:
-        mp.setattr(hub_constants, "ENDPOINT", hub.url)
-        mp.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-        mp.setattr(hub_constants, "HF_HUB_OFFLINE", False)
-        mp.delenv("HF_TOKEN", raising=False)
+    with HubServer(token=token) as hub, this_process_on(hub):
         push_pipeline_to_hub(DDPMImagePipeline.from_pretrained(saved), repo, token=token)
         card = ModelCard(hub.files(repo)["README.md"].decode())
         assert "| 1 | one |" in card.text and "DDPMPipeline(" not in card.text
@@ -315,15 +311,13 @@ def test_pushed_to_the_hub_loads_with_remote_code_from_the_repo_id_without_ddpm_
             images = pipe(batch_size=2, class_labels=["two", "zero"], guidance_scale=2.0, num_inference_steps={STEPS},
                           generator=torch.Generator().manual_seed(0), output_type="pt").images
             print(np.abs(images.numpy() - np.load({str(saved.parent / 'reference.npy')!r})).max())
-        """, env={"HF_ENDPOINT": hub.url, "HF_HOME": str(home), "HF_MODULES_CACHE": os.path.join(home, "modules"),
-                  "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-                  "HF_TOKEN": "", "DIFFUSERS_VERBOSITY": "error"})
+        """, env=hub_env(hub, home))
     assert float(out.strip().splitlines()[-1]) == 0.0
 
 
 def test_the_sample_command_takes_classes_by_name_or_number(saved, tmp_path):
     """`ddpm-hf sample --class`: names and numbers both reach the pipeline; a bad class is one line, exit 2. The three
-    command lines run in one interpreter, each in a forked child (conftest.fork_runner)."""
+    command lines run in one interpreter, each in a forked child (support.processes.fork_runner)."""
     def argv(*labels, out="grid.png"):
         return ["sample", str(saved), "--num-images", "2", "--steps", "2", "--device", "cpu", "--out",
                 str(tmp_path / out), "--class", *labels, "--guidance-scale", "2"]

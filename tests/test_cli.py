@@ -20,8 +20,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import fork_runner, run_forked, tiny_unet
 from PIL import Image
+from support.models import tiny_unet
+from support.processes import fork_runner, run_forked
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.images import write_folder
 
 from ddpm_hf.data import DataError, load_image_dataset
 from ddpm_hf.data import storage as storage_module
@@ -24,21 +25,6 @@ from ddpm_hf.data.order import BatchLayout, micro_batch_loader
 from ddpm_hf.data.storage import DecodeFailures, LazyPixels, MappedPixels, read_images
 
 STORED = ("memmap", "lazy")
-
-
-def write_folder(root: Path, count: int = 24, *, rgb_every: int = 0, size: int = 12) -> Path:
-    """Class folders a/ and b/ of small PNGs, each image distinct (its pixels encode its number); every
-    `rgb_every`-th one in colour, the rest grayscale."""
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        folder = root / ("a" if index % 2 else "b")
-        folder.mkdir(parents=True, exist_ok=True)
-        if rgb_every and index % rgb_every == 0:
-            image = Image.fromarray(rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8), "RGB")
-        else:
-            image = Image.fromarray(rng.integers(0, 256, (size + 4, size), dtype=np.uint8), "L")
-        image.save(folder / f"{index:03d}.png")
-    return root
 
 
 def load(storage, cache, **kwargs):

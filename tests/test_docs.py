@@ -5,7 +5,7 @@ Each fenced ```python and ```bash / ```sh / ```shell block of README.md and docs
 
 - A Python block runs for real, alone (a block that uses a name it does not define fails), in a folder holding tiny
   pipelines under the names the docs load (`ddpm-digits`, `ddpm-digits-class`, `ddpm-digits-text`), with Hub ids
-  served by tests/hub_server.py. Only its sizes are cut: see TINY_PYTHON.
+  served by tests/support/hub_server.py. Only its sizes are cut: see TINY_PYTHON.
 - In a shell block, every command line's program must exist (the `ddpm-hf` console script and its command, a
   `python -m` module or a script of the repository, `accelerate launch`, a Makefile target and its variables, pip)
   and its flags must parse with the real parser: the trainer's (with its presets and range checks), the CLI's,
@@ -14,8 +14,9 @@ Each fenced ```python and ```bash / ```sh / ```shell block of README.md and docs
 - The fast commands (`ddpm-hf sample|forward|nll|fid`) also run for real, their sizes cut (TINY_FLAGS).
 
 The Python blocks, the commands that run and the benchmarks' parsers (whose modules do things at import) go to ONE
-Python process that imports torch and diffusers once and forks a child per job (conftest's fork_runner); the other
-parsers run in this process. A block that cannot be checked needs a marker on the line before it, with its reason:
+Python process that imports torch and diffusers once and forks a child per job (support.processes.fork_runner);
+the other parsers run in this process. A block that cannot be checked needs a marker on the line before it, with its
+reason:
 
     <!-- docs-test: skip: downloads CIFAR-10 -->
 
@@ -38,9 +39,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fork_runner, run_forked, tiny_text_to_image_pipeline, tiny_unet
-from hub_server import HubServer
 from PIL import Image
+from support.hub_server import HubServer
+from support.models import tiny_text_to_image_pipeline, tiny_unet
+from support.processes import fork_runner, run_forked
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

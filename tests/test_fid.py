@@ -6,7 +6,6 @@ cache, and no Inception weights are ever downloaded."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,8 +13,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from conftest import run_python, tiny_unet
 from PIL import Image
+from support.models import tiny_unet
+from support.processes import free_port, run_python
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
 from ddpm_hf.cli import main
@@ -226,12 +226,6 @@ def test_a_second_evaluation_reads_the_reference_features_and_a_changed_referenc
 # ----------------------------------------------------------------------------------------------------------------
 # Two processes against one, through `accelerate launch -m ddpm_hf.cli fid`
 # ----------------------------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_sampling_half_each_give_the_numbers_of_one_process(cache, tmp_path):
     pipe = tiny_pipeline()
     pipe.save_pretrained(tmp_path / "pipe")

@@ -2,12 +2,17 @@
 """Publishing on the Hub (ddpm_hf.hub) against a local Hub-compatible server driven by the real huggingface_hub client.
 
 Loads run in fresh Python processes with HF_ENDPOINT pointing at the server and HF_HOME in a temporary folder.
+
+One server serves the whole module (`hub`), and one push of a tiny pipeline (`pushed`, with its first download in a
+fresh process, `online_load`) serves the tests that read it back. Every other test writes to a repo of its own, and a
+test that switches the server off or makes it refuse commits does so in a block (`server_down`, `commits_refused`)
+that switches it back however it ends: each test stands alone, in any order.
 """
 
+import contextlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from concurrent.futures import Future
 
@@ -15,11 +20,13 @@ import huggingface_hub
 import numpy as np
 import pytest
 import torch
-from conftest import run_python, tiny_unet
-from hub_server import HubServer, port_is_closed
 from huggingface_hub import ModelCard
-from huggingface_hub import constants as hub_constants
 from PIL import Image
+from support.hub_clients import hub_env, this_process_on
+from support.hub_server import HubServer, port_is_closed
+from support.models import tiny_text_to_image_pipeline, tiny_unet
+from support.processes import run_python
+from support.training import TINY, launch_command, run_env, script_command
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
 from ddpm_hf.hub import HubPushError, push_folder_to_hub, push_pipeline_to_hub, render_model_card
@@ -50,23 +57,29 @@ def write_grid(pipe, path):
 @pytest.fixture(scope="module")
 def hub():
     """The fake Hub, and this process pointed at it (online, whatever HF_HUB_OFFLINE the test session set)."""
-    with HubServer(token=TOKEN) as server, pytest.MonkeyPatch.context() as mp:
-        mp.setattr(hub_constants, "ENDPOINT", server.url)
-        # Read at import time by hf_hub_download; never let a test reach huggingface.co.
-        resolve_url = server.url + "/{repo_id}/resolve/{revision}/{filename}"
-        mp.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", resolve_url)
-        mp.setattr(hub_constants, "HF_HUB_OFFLINE", False)
-        mp.delenv("HF_TOKEN", raising=False)
+    with HubServer(token=TOKEN) as server, this_process_on(server):
         yield server
 
 
-def hub_env(hub, home, **extra):
-    """Environment of a fresh process that talks to the fake Hub, with its own HF_HOME."""
-    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(home), "HF_MODULES_CACHE": os.path.join(str(home), "modules"),
-           "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-           "HF_TOKEN": "", "DIFFUSERS_VERBOSITY": "error"}
-    env.update(extra)
-    return env
+@contextlib.contextmanager
+def server_down(hub):
+    """Nothing accepts connections at the Hub's address inside the block; afterwards it serves again, on the same
+    port with the same repos, however the block ended."""
+    hub.stop()
+    try:
+        yield
+    finally:
+        hub.start()
+
+
+@contextlib.contextmanager
+def commits_refused(hub, status: int = 500):
+    """Every commit is answered `status` inside the block (5xx: clients retry; 4xx: they do not); accepted after."""
+    hub.fail_commits, hub.state.fail_status = True, status
+    try:
+        yield
+    finally:
+        hub.fail_commits, hub.state.fail_status = 0, 500
 
 
 SAMPLE_CODE = f"""
@@ -91,11 +104,13 @@ def pushed(hub, tmp_path_factory):
         "hub_token": TOKEN, "note": f"pushed with {TOKEN}",  # secrets: must not reach the card
     }
     metrics = {"bits/dim": {"value": 7.25, "description": "variational bound on 64 test digits, T=1000"}}
+    requests_before = len(hub.requests)
     info = push_pipeline_to_hub(
         pipe, REPO, token=TOKEN, extra_files={"samples.png": grid},
         model_card_kwargs=dict(training_config=training_config, metrics=metrics, dataset_name="ylecun/mnist"),
     )
-    return dict(root=root, info=info, grid=grid, reference=np.load(root / "reference.npy"))
+    return dict(root=root, info=info, grid=grid, reference=np.load(root / "reference.npy"),
+                requests=hub.requests[requests_before:])  # the push's own, whatever other tests sent before
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +136,7 @@ print(json.dumps(result))
     return dict(home=home, out=out, result=json.loads(stdout.strip().splitlines()[-1]))
 
 
-def test_a_push_then_from_pretrained_in_fresh_process_gives_same_images(pushed, online_load):
+def test_push_then_from_pretrained_in_a_fresh_process_gives_the_same_images(pushed, online_load):
     result, out = online_load["result"], online_load["out"]
     assert result["folder"].startswith(str(online_load["home"]))  # a snapshot in that process's Hub cache
     np.testing.assert_array_equal(np.load(out / "via_folder.npy"), pushed["reference"])
@@ -130,7 +145,7 @@ def test_a_push_then_from_pretrained_in_fresh_process_gives_same_images(pushed, 
     np.testing.assert_array_equal(np.load(out / "via_repo_id.npy"), pushed["reference"])
 
 
-def test_b_diffusion_pipeline_trust_remote_code_and_stock_components_without_ddpm_hf(hub, pushed, tmp_path):
+def test_diffusion_pipeline_trust_remote_code_and_stock_components_without_ddpm_hf(hub, pushed, tmp_path):
     stdout = run_python(SAMPLE_CODE + f"""
 import sys
 sys.modules["ddpm_hf"] = None  # not importable: everything must come from the repo
@@ -150,9 +165,8 @@ print(json.dumps([type(pipe).__name__, type(pipe).__module__, type(pipe.schedule
     np.testing.assert_allclose(np.load(tmp_path / "stock.npy"), pushed["reference"], atol=2e-3)
 
 
-def test_c_offline_from_cache_with_server_stopped(hub, pushed, online_load, tmp_path):
-    hub.stop()
-    try:
+def test_offline_from_the_cache_with_the_server_stopped(hub, pushed, online_load, tmp_path):
+    with server_down(hub):
         assert port_is_closed(hub.port)
         stdout = run_python(SAMPLE_CODE + f"""
 import json, sys, numpy as np
@@ -175,8 +189,6 @@ except Exception as error:
     result["repo_id_error"] = traceback.format_exc()[-1500:]
 print(json.dumps(result))
 """, env=hub_env(hub, online_load["home"], HF_HUB_OFFLINE="1"))
-    finally:
-        hub.start()
     result = json.loads(stdout.strip().splitlines()[-1])
     np.testing.assert_array_equal(np.load(tmp_path / "via_folder.npy"), pushed["reference"])
     np.testing.assert_array_equal(np.load(tmp_path / "remote.npy"), pushed["reference"])
@@ -184,7 +196,7 @@ print(json.dumps(result))
     np.testing.assert_array_equal(np.load(tmp_path / "via_repo_id.npy"), pushed["reference"])
 
 
-def test_d_card_metadata_body_token_and_sample_grid(hub, pushed, tmp_path):
+def test_card_metadata_body_token_and_sample_grid(hub, pushed, tmp_path):
     readme = huggingface_hub.hf_hub_download(REPO, "README.md", cache_dir=tmp_path, endpoint=hub.url)
     card = ModelCard.load(readme)
     meta = card.data.to_dict()
@@ -211,10 +223,10 @@ def test_d_card_metadata_body_token_and_sample_grid(hub, pushed, tmp_path):
     uploads = [u for u in hub.uploads if u.repo_id == REPO]
     assert uploads and all(TOKEN.encode() not in u.content for u in uploads)
     assert all(TOKEN.encode() not in content for content in files.values())
-    writes = [r for r in hub.requests if r.method == "POST" and f"/{REPO}/" in r.path]
+    writes = [r for r in pushed["requests"] if r.method == "POST" and f"/{REPO}/" in r.path]
     assert {"preupload", "commit"} <= {r.path.split("/")[5] for r in writes}
     assert all(r.bearer == TOKEN for r in writes)
-    assert all(TOKEN not in r.path and TOKEN.encode() not in r.body for r in hub.requests)
+    assert all(TOKEN not in r.path and TOKEN.encode() not in r.body for r in pushed["requests"])
     info = huggingface_hub.HfApi().model_info(REPO)
     assert info.sha == pushed["info"].oid and info.pipeline_tag == "unconditional-image-generation"
 
@@ -236,29 +248,21 @@ def test_writes_need_the_token_and_files_with_the_token_are_refused(hub, tmp_pat
     assert sum("/commit/" in r.path for r in hub.requests) == commits_before
 
 
-def test_e_failed_push_retries_raises_clearly_and_keeps_local_folder(hub, tmp_path, caplog):
+def test_failed_push_retries_raises_clearly_and_keeps_the_local_folder(hub, tmp_path, caplog):
     pipe, repo = make_pipeline(seed=1), "user/failing"
     out = tmp_path / "output"
     (out / "checkpoint-10").mkdir(parents=True)
     (out / "checkpoint-10" / "state.bin").write_bytes(b"\0" * 64)  # trainer state: kept, never uploaded
     grid = write_grid(pipe, tmp_path / "grid.png")
-    hub.fail_commits = True
-    try:
-        with pytest.raises(HubPushError) as error:
-            push_pipeline_to_hub(pipe, repo, token=TOKEN, save_dir=out, extra_files={"samples.png": grid}, **FAST)
-    finally:
-        hub.fail_commits = 0
+    with commits_refused(hub), pytest.raises(HubPushError) as error:
+        push_pipeline_to_hub(pipe, repo, token=TOKEN, save_dir=out, extra_files={"samples.png": grid}, **FAST)
     message = str(error.value)
     assert repo in message and "500" in message and "after 3 attempts" in message
     assert str(out) in message and "intact" in message and error.value.attempts == 3
     assert sum(f"/{repo}/commit/" in r.path and r.status == 500 for r in hub.requests) == 3
 
-    hub.stop()  # now nothing even accepts the connection
-    try:
-        with pytest.raises(HubPushError) as error:
-            push_pipeline_to_hub(pipe, repo, token=TOKEN, save_dir=out, extra_files={"samples.png": grid}, **FAST)
-    finally:
-        hub.start()
+    with server_down(hub), pytest.raises(HubPushError) as error:  # now nothing even accepts the connection
+        push_pipeline_to_hub(pipe, repo, token=TOKEN, save_dir=out, extra_files={"samples.png": grid}, **FAST)
     message = str(error.value)
     assert repo in message and "ConnectError" in message and "intact" in message and error.value.attempts == 3
     assert TOKEN not in caplog.text and TOKEN not in message
@@ -274,7 +278,7 @@ def test_e_failed_push_retries_raises_clearly_and_keeps_local_folder(hub, tmp_pa
     assert not any(path.startswith("checkpoint-") for path in files)
 
 
-def test_f_run_as_future_uploads_in_background_a_snapshot_of_the_weights(hub, tmp_path, monkeypatch):
+def test_run_as_future_uploads_in_background_a_snapshot_of_the_weights(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)  # no token= : huggingface_hub resolves it from the environment
     pipe, repo, out = make_pipeline(seed=2), "user/background", tmp_path / "output"
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
@@ -323,24 +327,20 @@ def test_render_model_card_text_to_image_metadata():
 # ----------------------------------------------------------------------------------------------------------------
 # The trainer's --push_to_hub (a real `accelerate launch` run against the local Hub)
 # ----------------------------------------------------------------------------------------------------------------
-def trainer_command(hub, out, repo, *extra, launcher=True):
-    from test_train import TINY, launch_command
-
+def trainer_command(out, repo, *extra, launcher=True):
     args = [*TINY, "--max_train_steps", "4", "--output_dir", out, "--report_to", "none", "--push_to_hub",
             "--hub_model_id", repo, "--hub_token", TOKEN, *extra]
-    if launcher:
-        return launch_command(*args)
-    from test_train import TRAIN_SCRIPT
-    return [sys.executable, str(TRAIN_SCRIPT), *map(str, args)]
+    return launch_command(*args) if launcher else script_command(*args)
 
 
 def trainer_env(hub, home):
-    return dict(os.environ, **hub_env(hub, home), ACCELERATE_USE_CPU="1", TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
+    """A training subprocess's environment (support.training.run_env), online on the fake Hub."""
+    return run_env(**hub_env(hub, home))
 
 
-def test_g_trainer_push_to_hub_publishes_a_pipeline_that_loads_to_the_local_images(hub, tmp_path):
+def test_trainer_push_to_hub_publishes_a_pipeline_that_loads_to_the_local_images(hub, tmp_path):
     repo, out = "user/trained", tmp_path / "output"
-    result = subprocess.run(trainer_command(hub, out, repo, "--checkpointing_steps", "3", "--validation_steps", "3",
+    result = subprocess.run(trainer_command(out, repo, "--checkpointing_steps", "3", "--validation_steps", "3",
                                             "--eval_nll_images", "4", "--eval_nll_steps", "5"),
                             env=trainer_env(hub, tmp_path / "home-train"), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -380,17 +380,14 @@ print(json.dumps([same, type(hub_pipe.scheduler).__module__]))
     assert json.loads(stdout.strip().splitlines()[-1]) == [True, "ddpm_hf.scheduling_ddpm_posterior"]
 
 
-def test_h_trainer_final_push_failure_is_one_line_exit_4_and_keeps_the_output(hub, tmp_path):
+def test_trainer_final_push_failure_is_one_line_exit_4_and_keeps_the_output(hub, tmp_path):
     repo, out = "user/trained-failing", tmp_path / "output"
     # The repo can be created, but every commit is refused (403: not retried, so the test does not wait out the
-    # backoff of transient errors, which test_e covers for pushes).
-    hub.fail_commits, hub.state.fail_status = True, 403
-    try:
-        result = subprocess.run(trainer_command(hub, out, repo, "--checkpointing_steps", "0", launcher=False),
+    # backoff of transient errors, which test_failed_push_retries_raises_clearly_... covers for pushes).
+    with commits_refused(hub, status=403):
+        result = subprocess.run(trainer_command(out, repo, "--checkpointing_steps", "0", launcher=False),
                                 env=trainer_env(hub, tmp_path / "home"), capture_output=True, text=True,
                                 timeout=300)
-    finally:
-        hub.fail_commits, hub.state.fail_status = 0, 500
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 4, result.stderr[-3000:]
     assert len(errors) == 1 and repo in errors[0] and "403" in errors[0] and "intact" in errors[0]
@@ -398,7 +395,7 @@ def test_h_trainer_final_push_failure_is_one_line_exit_4_and_keeps_the_output(hu
     assert {"model_index.json", "README.md", "samples.png", "loss_curve.png"} <= set(os.listdir(out))
     DDPMImagePipeline.from_pretrained(out)  # complete, and loadable
 
-    result = subprocess.run(trainer_command(hub, tmp_path / "other", "user/x", launcher=False)[:-2] + [
+    result = subprocess.run(trainer_command(tmp_path / "other", "user/x", launcher=False)[:-2] + [
         "--hub_token", "hf_test_token_wrong_0000"], env=trainer_env(hub, tmp_path / "home"), capture_output=True,
         text=True, timeout=120)
     # Refused before any training: its own exit code, not 4 (which says the output folder is complete).
@@ -407,9 +404,7 @@ def test_h_trainer_final_push_failure_is_one_line_exit_4_and_keeps_the_output(hu
     assert not (tmp_path / "other" / "checkpoints").exists()
 
 
-def test_i_text_to_image_pipeline_pushed_loads_three_ways_in_fresh_processes(hub, tmp_path):
-    from conftest import tiny_text_to_image_pipeline
-
+def test_text_to_image_pipeline_pushed_loads_three_ways_in_fresh_processes(hub, tmp_path):
     pipe, repo = tiny_text_to_image_pipeline(tmp_path / "tokenizer"), "user/tiny-t2i"
     code = """
 def images(pipe):

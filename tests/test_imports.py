@@ -3,7 +3,7 @@
 
 import pkgutil
 
-from conftest import run_python
+from support.processes import run_python
 
 import ddpm_hf
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_unet
 from scipy.special import ndtr
+from support.models import tiny_unet
 
 from ddpm_hf import DDPMPosteriorScheduler
 from ddpm_hf.diffusion.losses import (

@@ -9,9 +9,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import run_python, tiny_text_to_image_pipeline, tiny_unet
 from diffusers import DDPMPipeline, DDPMScheduler
 from safetensors.torch import load_file
+from support.models import tiny_text_to_image_pipeline, tiny_unet
+from support.processes import run_python
 
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler
 

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import tiny_unet
+from support.models import tiny_unet
 
 import ddpm_hf.pipeline_utils as pipeline_utils
 from ddpm_hf import DDPMImagePipeline, DDPMPosteriorScheduler

@@ -14,9 +14,9 @@ import inspect
 
 import pytest
 import torch
-from conftest import TINY_NUM_CLASSES
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
+from support.models import TINY_NUM_CLASSES
 
 from ddpm_hf import DDPMPosteriorScheduler
 

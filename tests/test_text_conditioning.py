@@ -9,10 +9,10 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_text_to_image_pipeline
 from diffusers import UNet2DConditionModel, UNet2DModel
 from diffusers.models.resnet import ResnetBlock2D
 from huggingface_hub import constants as hub_constants
+from support.models import tiny_text_to_image_pipeline
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from ddpm_hf.data import ImageDataset
@@ -178,21 +178,17 @@ def test_hub_id_offline_without_cache_says_what_to_do(offline):
 
 
 def test_hub_ids_in_both_layouts_online_then_from_the_cache(pipe, tmp_path, monkeypatch):
-    from hub_server import HubServer
     from huggingface_hub import HfApi
+    from support.hub_clients import this_process_on
+    from support.hub_server import HubServer
 
     clip_layout = tmp_path / "clip"
     pipe.text_encoder.save_pretrained(clip_layout)
     pipe.tokenizer.save_pretrained(clip_layout)
     pipeline_layout = tmp_path / "pipeline"
     pipe.save_pretrained(pipeline_layout)
-    with HubServer(token="hf_test_token") as hub:
-        monkeypatch.setattr(hub_constants, "ENDPOINT", hub.url)
-        monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-        monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    with HubServer(token="hf_test_token") as hub, this_process_on(hub):
         api = HfApi(endpoint=hub.url, token="hf_test_token")
         for repo, folder in (("someone/clip", clip_layout), ("someone/pipe", pipeline_layout)):
             api.create_repo(repo)
@@ -205,11 +201,12 @@ def test_hub_ids_in_both_layouts_online_then_from_the_cache(pipe, tmp_path, monk
         assert not any("unet" in path for path in downloaded)  # a pipeline repo's UNet is not fetched
         with pytest.raises(TextEncoderError, match="'someone/missing'.*builtin:tiny"):
             load_text_components("someone/missing")
-        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-        seen = len(hub.requests)
-        for repo in ("someone/clip", "someone/pipe"):  # offline: from the cache
-            assert same_weights(load_text_components(repo)[1], pipe.text_encoder)
-        assert len(hub.requests) == seen
+        with pytest.MonkeyPatch.context() as offline:  # undone before this_process_on's patches, as it must be
+            offline.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+            seen = len(hub.requests)
+            for repo in ("someone/clip", "someone/pipe"):  # offline: from the cache
+                assert same_weights(load_text_components(repo)[1], pipe.text_encoder)
+            assert len(hub.requests) == seen
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ import tempfile
 import numpy as np
 import pytest
 import torch
-from conftest import run_python, tiny_text_to_image_pipeline
+from support.models import tiny_text_to_image_pipeline
+from support.processes import run_python
 from transformers import CLIPTokenizer
 
 from ddpm_hf import DDPMTextToImagePipeline

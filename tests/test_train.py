@@ -9,105 +9,24 @@ a traceback of the launcher.
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-
-REPO = Path(__file__).resolve().parents[1]
-TRAIN_SCRIPT = REPO / "training" / "train.py"
-
-# The tiny preset on 8x8 digits: each step takes milliseconds, so a run is mostly interpreter start-up.
-TINY = [
-    "--preset", "tiny", "--resolution", "8", "--max_train_samples", "64", "--train_batch_size", "8",
-    "--validation_inference_steps", "5", "--num_validation_images", "4", "--logging_steps", "2",
-]
-# What the exactness tests exercise: EMA, flips, dropout (in the tiny preset), accumulation, checkpoint pruning.
-RESUMABLE = TINY + [
-    "--max_train_steps", "8", "--checkpointing_steps", "2", "--checkpoints_total_limit", "2", "--use_ema",
-    "--random_flip", "--gradient_accumulation_steps", "2", "--report_to", "none",
-]
-
-
-def run_env(**extra) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", ACCELERATE_USE_CPU="1", TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
-    env.update(extra)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_command(*args, num_processes: int = 1) -> list:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    if num_processes > 1:
-        command += ["--multi_gpu", "--main_process_port", str(free_port())]
-    return command + [str(TRAIN_SCRIPT), *map(str, args)]
-
-
-def launch(*args, num_processes: int = 1, env=None, timeout: int = 240) -> subprocess.CompletedProcess:
-    """`accelerate launch training/train.py ARGS`; fails the test unless it succeeds."""
-    result = subprocess.run(launch_command(*args, num_processes=num_processes), env=run_env(**(env or {})),
-                            cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        pytest.fail(f"training failed ({result.returncode}):\n{result.stderr[-5000:]}")
-    return result
-
-
-def run_script(*args, timeout: int = 240) -> subprocess.CompletedProcess:
-    """`python training/train.py ARGS`, whatever its exit code."""
-    return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *map(str, args)], env=run_env(), cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def start_killable(*args, env=None) -> subprocess.Popen:
-    """A launch in a process group of its own, so that SIGKILL reaches the launcher and the training process."""
-    return subprocess.Popen(launch_command(*args), env=run_env(**(env or {})), cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def kill_when(process: subprocess.Popen, condition, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before it could be killed:\n{process.stderr.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail("the awaited moment never came")
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def latest_names(output_dir: Path, step: int):
-    """The condition a kill-and-resume test needs: `latest` names checkpoint-<step> (a checkpoint's trainer_state.json
-    is on disk a moment before `latest` is replaced: killed then, `latest` would still name the previous one)."""
-    pointer = output_dir / "checkpoints" / "latest"
-    return lambda: pointer.is_file() and pointer.read_text().strip() == f"checkpoint-{step}"
-
-
-def unet_weights(folder: Path) -> dict:
-    return load_file(folder / "diffusion_pytorch_model.safetensors")
-
-
-def assert_bitwise_equal(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), f"{name} differs"
-
-
-def error_lines(stderr: str) -> list:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
+from support.training import (
+    RESUMABLE,
+    TINY,
+    assert_bitwise_equal,
+    assert_same_result,
+    error_lines,
+    kill_when,
+    latest_names,
+    launch,
+    run_script,
+    start_killable,
+    unet_weights,
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -181,15 +100,6 @@ def reference_run(tmp_path_factory) -> Path:
     output_dir = tmp_path_factory.mktemp("reference") / "out"
     launch(*RESUMABLE, "--output_dir", output_dir)
     return output_dir
-
-
-def assert_same_result(run: Path, reference: Path) -> None:
-    assert_bitwise_equal(unet_weights(run / "unet"), unet_weights(reference / "unet"))  # EMA weights
-    checkpoint = Path("checkpoints") / "checkpoint-8"
-    assert_bitwise_equal(unet_weights(run / checkpoint / "unet"), unet_weights(reference / checkpoint / "unet"))
-    optimizer = [torch.load(folder / checkpoint / "optimizer.pt", weights_only=True) for folder in (run, reference)]
-    assert_bitwise_equal({k: v for k, v in optimizer[0]["state"][0].items()},
-                         {k: v for k, v in optimizer[1]["state"][0].items()})
 
 
 def test_resume_after_sigkill_is_bitwise_exact(reference_run, tmp_path):

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import torch
-from test_train import TINY, assert_bitwise_equal, launch, unet_weights
+from support.training import TINY, assert_bitwise_equal, launch, unet_weights
 
 # The tiny preset on the 8x8 digits, the digit as the class.
 CLASS_RUN = [*TINY, "--embedded_dataset", "digits", "--class_column", "label", "--report_to", "none"]

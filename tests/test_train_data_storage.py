@@ -7,22 +7,25 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_forked
-from test_data_storage import write_folder
-from test_train import (
+from support.images import write_folder
+from support.processes import run_forked
+from support.training import (
     REPO,
     RESUMABLE,
+    TRAINER_BATCH,
     assert_bitwise_equal,
     assert_same_result,
     error_lines,
+    finish,
     kill_when,
     latest_names,
     launch,
     run_env,
     start_killable,
+    start_script,
     unet_weights,
+    wait_for,
 )
-from test_train_reliability import TRAINER_BATCH, finish, start_script, wait_for
 
 FOLDER_FLAGS = [flag for flag in RESUMABLE if flag not in ("--max_train_samples", "64")]
 

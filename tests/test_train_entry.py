@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_python
-from test_train import TINY, free_port, run_env
+from support.processes import free_port, run_python
+from support.training import TINY, run_env
 
 ENTRY_POINT = os.path.join(os.path.dirname(sys.executable), "ddpm-hf")
 HEAVY = ("torch", "diffusers", "accelerate", "transformers", "datasets")

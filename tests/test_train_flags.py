@@ -5,7 +5,7 @@ where a preset fills it in), and a parser that imports nothing heavy, so that he
 import re
 
 import pytest
-from conftest import run_python
+from support.processes import run_python
 
 from ddpm_hf.presets import DEFAULT_PRESET, available_presets, load_preset
 from ddpm_hf.trainer.config import SAYS_ITS_DEFAULT, build_parser, parse_args

@@ -14,35 +14,26 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import fork_runner, run_forked
 from safetensors.torch import load_file
-from test_train import REPO, RESUMABLE, TINY, TRAIN_SCRIPT, assert_same_result, error_lines, launch, run_env, run_script
+from support.processes import run_forked
+from support.training import (
+    REPO,
+    RESUMABLE,
+    TINY,
+    TRAINER_BATCH,
+    assert_same_result,
+    error_lines,
+    finish,
+    launch,
+    run_env,
+    run_script,
+    start_script,
+    wait_for,
+)
 
 from ddpm_hf.trainer.setup import physical_cores
 
 FAST = [*TINY, "--report_to", "none", "--validation_steps", "0"]
-
-
-def start_script(*args, env=None) -> subprocess.Popen:
-    """`python training/train.py ARGS` in the background, its own process (signals reach it alone)."""
-    return subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *map(str, args)], env=run_env(**(env or {})),
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(condition, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"the run ended too early:\n{process.stderr.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("the awaited moment never came")
-        time.sleep(0.05)
-
-
-def finish(process: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
-    _, stderr = process.communicate(timeout=timeout)
-    return process.returncode, stderr
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -291,14 +282,6 @@ BAD_FLAGS = {
     "offline_text_encoder": (["--caption_column", "text", "--text_encoder_name_or_path", "someone/clip"],
                              "is a Hub id, and the Hub is switched off (HF_HUB_OFFLINE is set): pass a local folder"),
 }
-
-# One interpreter imports the trainer once, then forks a child per command line (each runs main() as
-# `python training/train.py` would): eleven start-ups of torch and diffusers would cost a minute. The script imports
-# the run (ddpm_hf.trainer.run, torch and all) only after parsing: it is imported here, before forking.
-TRAINER_BATCH = fork_runner(setup="sys.path.insert(0, os.path.join(os.getcwd(), 'training'))\nimport train\n"
-                                  "import ddpm_hf.trainer.run",
-                            main="train.main", prog="train.py")
-
 
 def test_a_flag_out_of_range_fails_at_once_with_one_line_and_writes_nothing(tmp_path):
     runs = {name: [*flags, "--max_train_steps", "1", "--report_to", "none", "--output_dir", str(tmp_path / name)]

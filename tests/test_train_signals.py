@@ -24,7 +24,7 @@ import time
 
 import psutil
 import pytest
-from test_train import REPO, TINY, TRAIN_SCRIPT, launch_command, run_env
+from support.training import REPO, TINY, TRAIN_SCRIPT, launch_command, run_env
 
 from ddpm_hf.trainer.interrupts import SAME_REQUEST_WINDOW_S
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_train import (
+from support.training import (
     REPO,
     assert_bitwise_equal,
     error_lines,

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_python
 from PIL import Image
 from safetensors.torch import load_file
-from test_train import TINY, assert_bitwise_equal, error_lines, launch, run_script, unet_weights
+from support.processes import run_python
+from support.training import TINY, assert_bitwise_equal, error_lines, launch, run_script, unet_weights
 
 # The tiny preset on captioned 8x8 digits, with the builtin CLIP (real vocabulary, small random encoder, frozen).
 TEXT = [*TINY, "--embedded_dataset", "digits", "--caption_column", "text", "--report_to", "none"]
