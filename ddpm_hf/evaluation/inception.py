@@ -19,6 +19,12 @@ from .features import FeatureNetwork
 WEIGHTS_ENV = "DDPM_HF_FID_WEIGHTS"
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # the name torch-fidelity downloads it under
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
+# pip would replace the user's torch to satisfy a torchvision it picks itself: so no extra of ddpm-hf installs these.
+TORCH_FIDELITY_INSTALL = (
+    f"torch-fidelity, which needs a torchvision built for your torch ({torch.__version__}): install that torchvision"
+    " first, from where your torch came from (a CPU torch: pip install torchvision --index-url"
+    " https://download.pytorch.org/whl/cpu), then pip install torch-fidelity"
+)
 
 
 class InceptionWeightsError(FileNotFoundError):
@@ -53,11 +59,7 @@ def inception_feature_network(fid_weights: str | os.PathLike | None = None,
 
     path = resolve_inception_weights(fid_weights)  # first: offline, the weights are the harder thing to get
     if find_spec("torch_fidelity") is None:
-        raise ModuleNotFoundError(
-            f"FID needs torch-fidelity, which needs a torchvision built for your torch ({torch.__version__}): install"
-            " that torchvision first, from where your torch came from (a CPU torch: pip install torchvision"
-            " --index-url https://download.pytorch.org/whl/cpu), then pip install torch-fidelity"
-        )
+        raise ModuleNotFoundError(f"FID needs {TORCH_FIDELITY_INSTALL}")
     try:
         network = InceptionFeatureNetwork(path)
     except OSError as error:  # the download failed (no network, a proxy, a firewall)

@@ -12,7 +12,6 @@ import glob
 import os
 from importlib.util import find_spec
 
-import torch
 from accelerate.logging import get_logger
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import get_session, try_to_load_from_cache
@@ -20,6 +19,7 @@ from huggingface_hub.file_download import repo_folder_name
 
 from ..data.dataset import DataError
 from ..errors import one_line
+from ..evaluation.inception import TORCH_FIDELITY_INSTALL
 from ..hub import is_hub_id
 from ..text.components import BUILTIN_PREFIX, BUILTIN_TEXT_ENCODERS, TextEncoderError
 from .config import FlagError
@@ -48,11 +48,8 @@ def check_optional_packages(args) -> None:
                        " pip install torchdata")
     if args.eval_fid_images and not args.embedded_dataset and None in (find_spec("torchvision"),
                                                                        find_spec("torch_fidelity")):
-        missing.append("--eval_fid_images on an image folder measures FID with torch-fidelity's Inception-v3, which"
-                       f" needs a torchvision built for your torch ({torch.__version__}): install that torchvision"
-                       " first, from where your torch came from (a CPU torch: pip install torchvision --index-url"
-                       " https://download.pytorch.org/whl/cpu), then pip install torch-fidelity; or pass"
-                       " --eval_fid_images 0")
+        missing.append(f"--eval_fid_images on an image folder measures FID with Inception-v3, which needs"
+                       f" {TORCH_FIDELITY_INSTALL}; or pass --eval_fid_images 0")
     if missing:
         raise FlagError("; ".join(missing))
 
