@@ -9,11 +9,12 @@ is built, and the lazy headers checked, in the timed load). Each child then read
 `micro_batch_loader` with `--num_workers` DataLoader workers, as the trainer does, in two modes:
 
 - data: the micro-batches only, each made float by `prepare_micro_batch` (what the loader can deliver);
-- unet: each micro-batch also goes through `train_step` exactly as training/train.py calls it (Accelerator, AdamW,
-  the preset's LR warm-up, gradient clipping at 1.0, the EMA when the preset has one), on the UNet of the preset
-  that trains at that resolution: mnist-16 at 16 px, ddpm-cifar10 at 32 px, with the preset's batch size. On a CPU
-  the ddpm-cifar10 UNet (35.7M parameters) takes about a minute per step of 128 on 2 cores, so there the tiny
-  preset's UNet stands in for it (faster, so it bounds the step less: if even it hides the data, the real one does).
+- unet: each micro-batch also goes through the trainer's own step (`TrainingStep`, built by the trainer's builders
+  from the preset's flags: Accelerator, AdamW, LR schedule, gradient clipping, loss, the EMA when the preset has one),
+  on the UNet of the preset that trains at that resolution: mnist-16 at 16 px, ddpm-cifar10 at 32 px, with the
+  preset's batch size. On a CPU the ddpm-cifar10 UNet (35.7M parameters) takes about a minute per step of 128 on 2
+  cores, so there the tiny preset's UNet stands in for it (faster, so it bounds the step less: if even it hides the
+  data, the real one does).
   Resolutions no preset trains at (64 px by default, where the decoded set outgrows a process's own baseline RSS
   and the memory figures mean something) run the data mode only.
 
@@ -216,58 +217,37 @@ class Child:
         return {"main": proc_status(), "worker": busiest, "workers": len(workers)}
 
     def setup_unet(self) -> float:
-        """Build the UNet, its optimizer, LR schedule and EMA as the trainer does, and take the first step."""
+        """Build the UNet and the trainer's step over it from the preset's flags, and take the first step."""
         from accelerate import Accelerator
-        from diffusers import UNet2DModel
-        from diffusers.optimization import get_scheduler
-        from diffusers.training_utils import EMAModel
 
-        from ddpm_hf import DDPMPosteriorScheduler
-        from ddpm_hf.presets import load_preset, unet_config_for_data
+        from ddpm_hf.presets import load_preset
+        from ddpm_hf.trainer.config import parse_args as parse_trainer_args
+        from ddpm_hf.trainer.setup import build_unet
+        from ddpm_hf.trainer.step import TrainingStep
 
         self.peak_reset = reset_peak_rss()
         start = time.perf_counter()
         config = self.config
-        training = load_preset(config["training_preset"]).training if config["training_preset"] else {}
-        self.torch.manual_seed(0)
-        architecture = load_preset(config["unet_preset"]).unet
-        unet = UNet2DModel.from_config(unet_config_for_data(architecture, channels=self.data.channels,
-                                                            resolution=config["resolution"], learned_variance=False))
+        flags = parse_trainer_args([
+            "--preset", config["training_preset"] or config["unet_preset"], "--resolution", str(config["resolution"]),
+            "--train_batch_size", str(config["batch_size"]), "--report_to", "none",
+        ])
+        unet = build_unet(flags, load_preset(config["unet_preset"]).unet, self.data.channels)  # seeded by --seed
         self.parameters = sum(parameter.numel() for parameter in unet.parameters())
         self.accelerator = Accelerator(cpu=self.device.type == "cpu")
-        optimizer = self.torch.optim.AdamW(unet.parameters(), lr=training.get("learning_rate", 1e-4),
-                                           weight_decay=training.get("adam_weight_decay", 0.0))
-        self.model, self.optimizer = self.accelerator.prepare(unet, optimizer)
-        self.lr_scheduler = get_scheduler(training.get("lr_scheduler", "constant_with_warmup"), optimizer=optimizer,
-                                          num_warmup_steps=training.get("lr_warmup_steps", 100),
-                                          num_training_steps=10**6)
-        self.ema = None
-        if training.get("use_ema"):
-            self.ema = EMAModel(self.model.parameters(), decay=training.get("ema_max_decay", 0.9999),
-                                use_ema_warmup=True, power=0.75, foreach=True)
-            self.ema.to(self.accelerator.device)
-        self.noise_scheduler = DDPMPosteriorScheduler()
+        self.training_step = TrainingStep.build(flags, self.accelerator, unet)
         self.step = 0
         self.train_steps(1)
         return time.perf_counter() - start
 
     def train_steps(self, steps: int) -> int:
-        """What training/train.py's loop does per step, minus logging; the images trained on."""
-        from ddpm_hf.randomness import StepRandomness
-        from ddpm_hf.trainer.step import train_step
-
+        """What the trainer's loop does per step, minus logging; the images trained on."""
         images = 0
         for _ in range(steps):
-            pixels = next(self.batches).pixels
-            output = train_step(
-                self.model, [self.prepare(pixels, self.accelerator.device)], accelerator=self.accelerator,
-                optimizer=self.optimizer, lr_scheduler=self.lr_scheduler, noise_scheduler=self.noise_scheduler,
-                randomness=StepRandomness(0, self.step), max_grad_norm=1.0,
-            )
-            if self.ema is not None:
-                self.ema.step(self.accelerator.unwrap_model(self.model).parameters())
+            item = next(self.batches)
+            output = self.training_step(self.step, [item])
             self.step += 1
-            images += len(pixels)
+            images += len(item.pixels)
         output.loss.item()  # the trainer reads the loss every few steps: a host sync
         return images
 

@@ -1,12 +1,14 @@
 # Copyright 2026 The ddpm-hf authors. Apache-2.0.
 """Training throughput of the trainer's step against a bare PyTorch + diffusers loop doing the same work.
 
-Both sides train the same UNet (same initial weights) on the same in-memory uint8 images with the same AdamW, LR
-schedule, gradient clipping and EMA, and read the loss back every `--logging_steps` steps. The trainer's side is what
-training/train.py runs per step: its micro-batch loader, `prepare_micro_batch`, `train_step` under an Accelerator
-(per-step seeded generators included) and its LossMeter. Each round times both sides back to back, in alternating
-order (`timing.rotating_rounds`), so a neighbour's load on the machine hits both alike; the median of the per-round
-ratios is reported.
+Both sides train the preset's UNet (the same initial weights) on the same in-memory uint8 images, with the AdamW, LR
+schedule, gradient clipping, noise scheduler and EMA that the trainer's builders (ddpm_hf/trainer/setup.py) make from
+the preset's flags (--use_ema on), and read the loss back every `--logging_steps` steps. The trainer's side is what
+its loop runs per step: its micro-batch loader, `TrainingStep` under an Accelerator (the step's seeded generators
+included) and its LossMeter. The bare side is the yardstick, its loop written out by hand: index, flip, scale, noise,
+forward, MSE, backward, clip, step, EMA. Each round times both sides back to back, in alternating order
+(`timing.rotating_rounds`), so a neighbour's load on the machine hits both alike; the median of the per-round ratios
+is reported.
 
     python -m benchmarks.bench_train                       # tiny preset, 16x16, batch 16, CPU
     python -m benchmarks.bench_train --preset mnist-16 --batch_size 64 --steps 30
@@ -22,18 +24,19 @@ import time
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from diffusers import UNet2DModel
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
 
-from ddpm_hf import DDPMPosteriorScheduler
 from ddpm_hf.data.order import BatchLayout, micro_batch_loader
-from ddpm_hf.presets import load_preset, unet_config_for_data
-from ddpm_hf.randomness import StepRandomness
+from ddpm_hf.presets import load_preset
+from ddpm_hf.trainer.config import parse_args as parse_trainer_args
 from ddpm_hf.trainer.monitoring import LossMeter
-from ddpm_hf.trainer.step import prepare_micro_batch, train_step
+from ddpm_hf.trainer.setup import build_unet, make_ema, make_noise_scheduler, make_optimizer
+from ddpm_hf.trainer.step import TrainingStep
 
 from .timing import add_threads_flag, median_ratio, pin_threads, rotating_rounds, synchronize
+
+# What the bare loop writes out: L_simple on eps, t uniform, one micro-batch per step.
+BARE_LOOP_FLAGS = {"loss_type": "simple", "prediction_type": "epsilon", "timestep_sampler": "uniform",
+                   "snr_gamma": None, "gradient_accumulation_steps": 1}
 
 
 def parse_args():
@@ -53,32 +56,29 @@ def parse_args():
     return parser.parse_args()
 
 
-class Setup:
-    """One side's model, optimizer, LR schedule and EMA, all starting from the same weights."""
-
-    def __init__(self, initial: UNet2DModel, device):
-        self.model = copy.deepcopy(initial).to(device).train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.0)
-        self.lr_scheduler = get_scheduler("constant_with_warmup", optimizer=self.optimizer, num_warmup_steps=100,
-                                          num_training_steps=10**6)
-        self.ema = EMAModel(self.model.parameters(), decay=0.9999, use_ema_warmup=True, power=0.75, foreach=True)
-        self.ema.to(device)
+def trainer_flags(args):
+    """The trainer's flags for the preset at this resolution and batch, with the EMA on (both sides step one)."""
+    flags = parse_trainer_args(["--preset", args.preset, "--resolution", str(args.resolution), "--train_batch_size",
+                                str(args.batch_size), "--report_to", "none", "--use_ema"])
+    different = {flag: getattr(flags, flag) for flag, value in BARE_LOOP_FLAGS.items() if getattr(flags, flag) != value}
+    if different:
+        shown = ", ".join(f"--{flag} {value}" for flag, value in different.items())
+        raise SystemExit(f"preset {args.preset} trains with {shown}, which the bare loop does not write out: pick a"
+                         " preset that trains L_simple on eps with uniform timesteps (tiny, mnist-16, ddpm-cifar10)")
+    return flags
 
 
 class TrainerSide:
-    """What training/train.py does per optimizer step (minus the progress bar)."""
+    """What the trainer's loop does per optimizer step (minus the progress bar)."""
 
     name = "trainer"
 
-    def __init__(self, initial, pixels, noise_scheduler, args):
+    def __init__(self, initial, pixels, flags, args):
         self.accelerator = Accelerator(cpu=args.cpu)
-        setup = Setup(initial, self.accelerator.device)
-        self.model, self.optimizer = self.accelerator.prepare(setup.model, setup.optimizer)
-        self.lr_scheduler, self.ema = setup.lr_scheduler, setup.ema
-        self.noise_scheduler, self.args = noise_scheduler, args
-        layout = BatchLayout(args.batch_size)
-        self.loader = iter(micro_batch_loader(pixels, seed=0, layout=layout, first_step=0, last_step=10**9,
-                                              first_position=0, flip=args.random_flip))
+        self.training_step = TrainingStep.build(flags, self.accelerator, copy.deepcopy(initial))
+        self.args = args
+        self.loader = iter(micro_batch_loader(pixels, seed=flags.seed, layout=BatchLayout(args.batch_size),
+                                              first_step=0, last_step=10**9, first_position=0, flip=args.random_flip))
         self.meter, self.step = LossMeter(), 0
 
     @property
@@ -87,12 +87,7 @@ class TrainerSide:
 
     def run(self, steps: int) -> None:
         for _ in range(steps):
-            output = train_step(
-                self.model, [prepare_micro_batch(next(self.loader).pixels, self.device)], accelerator=self.accelerator,
-                optimizer=self.optimizer, lr_scheduler=self.lr_scheduler, noise_scheduler=self.noise_scheduler,
-                randomness=StepRandomness(0, self.step), max_grad_norm=1.0,
-            )
-            self.ema.step(self.accelerator.unwrap_model(self.model).parameters())  # as the trainer's loop does
+            output = self.training_step(self.step, [next(self.loader)])
             self.step += 1
             self.meter.add(self.step, output)
             if self.step % self.args.logging_steps == 0:
@@ -100,16 +95,18 @@ class TrainerSide:
 
 
 class BareSide:
-    """The same work written directly: index, scale, noise, forward, MSE, backward, clip, step, EMA."""
+    """The same work written directly: index, flip, scale, noise, forward, MSE, backward, clip, step, EMA."""
 
     name = "bare loop"
 
-    def __init__(self, initial, pixels, noise_scheduler, args):
+    def __init__(self, initial, pixels, flags, args):
         self.device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
-        setup = Setup(initial, self.device)
-        self.model, self.optimizer = setup.model, setup.optimizer
-        self.lr_scheduler, self.ema = setup.lr_scheduler, setup.ema
-        self.pixels, self.noise_scheduler, self.args = pixels, noise_scheduler, args
+        self.model = copy.deepcopy(initial).to(self.device).train()
+        self.optimizer, self.lr_scheduler = make_optimizer(self.model, flags, flags.max_train_steps)
+        self.ema = make_ema(self.model, flags)
+        self.ema.to(self.device)
+        self.noise_scheduler, self.max_grad_norm = make_noise_scheduler(flags), flags.max_grad_norm
+        self.pixels, self.args = pixels, args
         self.order, self.position, self.step, self.losses = torch.randperm(len(pixels)), 0, 0, []
 
     def next_batch(self) -> torch.Tensor:
@@ -131,7 +128,8 @@ class BareSide:
             prediction = self.model(self.noise_scheduler.add_noise(x0, noise, timesteps), timesteps).sample
             loss = F.mse_loss(prediction.float(), noise.float())
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            if self.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
             self.optimizer.step()
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -154,15 +152,11 @@ def images_per_second(side, args) -> float:
 def main():
     args = parse_args()
     pin_threads(args.threads)
-    torch.manual_seed(0)
-    architecture = load_preset(args.preset).unet
-    initial = UNet2DModel.from_config(
-        unet_config_for_data(architecture, channels=args.channels, resolution=args.resolution, learned_variance=False)
-    )
+    flags = trainer_flags(args)
+    initial = build_unet(flags, load_preset(args.preset).unet, args.channels)  # seeded by --seed
     shape = (args.num_images, args.channels, args.resolution, args.resolution)
-    pixels = torch.randint(0, 256, shape, dtype=torch.uint8)
-    noise_scheduler = DDPMPosteriorScheduler()
-    sides = [TrainerSide(initial, pixels, noise_scheduler, args), BareSide(initial, pixels, noise_scheduler, args)]
+    pixels = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    sides = [TrainerSide(initial, pixels, flags, args), BareSide(initial, pixels, flags, args)]
     for side in sides:
         side.run(args.warmup_steps)
 
@@ -170,7 +164,8 @@ def main():
                             args.rounds, show="{:.1f} images/s")
     parameters = sum(p.numel() for p in initial.parameters())
     print(f"\n{args.preset} UNet ({parameters / 1e6:.2f}M parameters), images {'x'.join(map(str, shape[1:]))},"
-          f" batch {args.batch_size}, device {sides[0].device}, {torch.get_num_threads()} threads")
+          f" batch {args.batch_size}, lr {flags.learning_rate} ({flags.lr_scheduler}), clip {flags.max_grad_norm},"
+          f" EMA, device {sides[0].device}, {torch.get_num_threads()} threads")
     print(f"trainer   {statistics.median(rates['trainer']):8.1f} images/s (median of {args.rounds} rounds)")
     print(f"bare loop {statistics.median(rates['bare loop']):8.1f} images/s")
     ratio = median_ratio(rates, "trainer", "bare loop")

@@ -8,15 +8,16 @@ speed against diffusers, and equality with diffusers on CUDA.
 Sections, each in its own try/except (a failure prints one `FAILED <section>: ...` line and the run goes on):
 
 1. environment: torch / diffusers / accelerate versions, the device, its capability, bf16 support, TF32 settings.
-2. training: the preset's UNet at batch 128 on synthetic uint8 32x32x3 images, through the trainer's own loader,
-   `prepare_micro_batch`, `train_step` (AdamW, LR schedule, gradient clipping from the preset), EMA step and LossMeter,
-   under an Accelerator with mixed_precision "bf16", then "no" (fp32 weights; the matmul and cuDNN TF32 settings are
-   torch's defaults and are reported, not changed). Warm-up steps, then timed windows that synchronize only at their
-   ends (where the trainer's loop reads its losses back); steps/s, images/s, the ratio to the paper's 21 steps/s
-   (Ho et al. 2020, Appendix B: TPU v3-8), and the peak of `torch.cuda.max_memory_allocated` (reset between
-   precisions). Both precisions run in this process: `AcceleratorState._reset_state(True)` before each Accelerator.
+2. training: the preset's UNet at batch 128 on synthetic uint8 32x32x3 images, through the trainer's own loader, its
+   step (`ddpm_hf.trainer.step.TrainingStep`, built by the trainer's builders: AdamW, LR schedule, gradient clipping,
+   loss, timestep sampler and EMA from the preset) and its LossMeter, under an Accelerator with mixed_precision
+   "bf16", then "no" (fp32 weights; the matmul and cuDNN TF32 settings are torch's defaults and are reported, not
+   changed). Warm-up steps, then timed windows that synchronize only at their ends (where the trainer's loop reads its
+   losses back); steps/s, images/s, the ratio to the paper's 21 steps/s (Ho et al. 2020, Appendix B: TPU v3-8), and
+   the peak of `torch.cuda.max_memory_allocated` (reset between precisions). Both precisions run in this process:
+   `AcceleratorState._reset_state(True)` before each Accelerator.
 3. host syncs: training steps under `torch.cuda.set_sync_debug_mode("warn")`; every synchronizing CUDA call is
-   counted, by phase of the step (data, train_step, ema, loss meter), and the first one is named by its frame.
+   counted, by phase of the step (data, step, loss meter), and the first one is named by its frame.
    Explicit `torch.cuda.synchronize` / `Stream.synchronize` / `Event.synchronize` calls are counted too.
 4. sampling: images/s of `DDPMImagePipeline` against diffusers' `DDPMPipeline` on the same (randomly initialised)
    UNet and scheduler config, in interleaved rounds (medians, and the median of per-round ratios).
@@ -285,30 +286,24 @@ def environment(report: Report, ctx: Context) -> dict:
 # 2. Training throughput (and the runner that section 3 reuses)
 # ----------------------------------------------------------------------------------------------------------------
 class TrainerRun:
-    """What training/train.py does per optimizer step (minus progress bar, checkpoints and validation), on the
-    synthetic images: its loader, `prepare_micro_batch`, `train_step`, the EMA step and the LossMeter."""
+    """What the trainer's loop does per optimizer step (minus progress bar, checkpoints and validation), on the
+    synthetic images: its loader, its `TrainingStep` and its LossMeter."""
 
     def __init__(self, ctx: Context, mixed_precision: str):
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
         from ddpm_hf.data.order import BatchLayout, micro_batch_loader
-        from ddpm_hf.diffusion.timestep_samplers import make_timestep_sampler
         from ddpm_hf.trainer.monitoring import LossMeter
-        from ddpm_hf.trainer.setup import make_ema, make_noise_scheduler, make_optimizer
+        from ddpm_hf.trainer.step import TrainingStep
 
         # One Accelerator per mixed precision, in one process: the state singletons are reset first.
         AcceleratorState._reset_state(reset_partial_state=True)
-        args = self.args = ctx.trainer_args
+        args = ctx.trainer_args
         self.accelerator = Accelerator(mixed_precision=mixed_precision, cpu=ctx.dry_run)
         self.device = self.accelerator.device
-        self.unet = copy.deepcopy(ctx.unet)  # the same initial weights for every precision
-        self.ema = make_ema(self.unet, args)
-        optimizer, self.lr_scheduler = make_optimizer(self.unet, args, args.max_train_steps)
-        self.model, self.optimizer = self.accelerator.prepare(self.unet, optimizer)
-        self.ema.to(self.device)
-        self.noise_scheduler = make_noise_scheduler(args)
-        self.timestep_sampler = make_timestep_sampler(args.timestep_sampler, args.ddpm_num_steps, device=self.device)
+        # The same initial weights for every precision.
+        self.training_step = TrainingStep.build(args, self.accelerator, copy.deepcopy(ctx.unet))
         layout = BatchLayout(args.train_batch_size, 1, 0, args.gradient_accumulation_steps)
         self.loader = iter(micro_batch_loader(
             ctx.pixels, seed=args.seed, layout=layout, first_step=0, last_step=10**9, first_position=0,
@@ -316,31 +311,19 @@ class TrainerRun:
         ))
         self.micro_batches = args.gradient_accumulation_steps
         self.meter = LossMeter(check_grad_norm=mixed_precision != "fp16")
-        self.step = 0
+        self.global_step = 0
 
     def run(self, steps: int, phase=None) -> None:
         """`steps` optimizer steps; `phase(name)` (if given) is called as each part of a step begins."""
-        from ddpm_hf.randomness import StepRandomness
-        from ddpm_hf.trainer.step import prepare_micro_batch, train_step
-
         mark = phase or (lambda name: None)
         for _ in range(steps):
             mark("data")
             items = [next(self.loader) for _ in range(self.micro_batches)]
-            micro_batches = [prepare_micro_batch(item.pixels, self.device) for item in items]
-            mark("train_step")
-            output = train_step(
-                self.model, micro_batches, accelerator=self.accelerator, optimizer=self.optimizer,
-                lr_scheduler=self.lr_scheduler, noise_scheduler=self.noise_scheduler,
-                randomness=StepRandomness(self.args.seed, self.step, self.accelerator.process_index),
-                max_grad_norm=self.args.max_grad_norm, loss_type=self.args.loss_type, snr_gamma=self.args.snr_gamma,
-                timestep_sampler=self.timestep_sampler,
-            )
-            mark("ema")
-            self.ema.step(self.unet.parameters())
+            mark("step")
+            output = self.training_step(self.global_step, items)
             mark("loss_meter")
-            self.step += 1
-            self.meter.add(self.step, output)
+            self.global_step += 1
+            self.meter.add(self.global_step, output)
         mark(None)
 
     def read_losses(self) -> float:

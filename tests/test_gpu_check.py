@@ -102,14 +102,14 @@ def test_sync_detector_counts_by_phase_names_the_frame_and_restores_everything()
     methods = {cls: cls.__dict__.get("synchronize") for cls in (torch.cuda.Stream, torch.cuda.Event)}
     detector = gpu_check.SyncDetector(cuda_debug_mode=False)  # CUDA's own warnings are faked here
     with pytest.warns(UserWarning, match="unrelated"), detector:
-        detector.set_phase("train_step")
+        detector.set_phase("step")
         warnings.warn("called a synchronizing CUDA operation", stacklevel=1)
         warnings.warn("unrelated", stacklevel=1)  # passed on, not counted
-        detector.set_phase("ema")
+        detector.set_phase("loss_meter")
         with contextlib.suppress(Exception):  # on a CPU build the call itself fails, after being counted
             torch.cuda.synchronize()
         detector.set_phase(None)
-    assert detector.count == 2 and detector.by_phase == {"train_step": 1, "ema": 1}
-    assert detector.first.startswith("sync-debug warning in train_step at ") and "test_gpu_check.py" in detector.first
+    assert detector.count == 2 and detector.by_phase == {"step": 1, "loss_meter": 1}
+    assert detector.first.startswith("sync-debug warning in step at ") and "test_gpu_check.py" in detector.first
     assert torch.cuda.synchronize is synchronize
     assert {cls: cls.__dict__.get("synchronize") for cls in methods} == methods

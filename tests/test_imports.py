@@ -2,6 +2,7 @@
 """The package's import structure: lazy public names, a light command line, and no import circles."""
 
 import pkgutil
+from pathlib import Path
 
 from support.processes import run_python
 
@@ -98,3 +99,13 @@ def test_one_line_keeps_every_line_of_a_message_and_names_an_empty_error():
     assert one_line(message) == "Can't load the config. Check the path."
     assert one_line(KeyError()) == "KeyError"
     assert one_line("already one line") == "already one line"
+
+
+def test_the_trainers_map_names_every_module_of_it():
+    """ddpm_hf/trainer/__init__.py's docstring is the trainer's map: one line per module, none missing or stale."""
+    import ddpm_hf.trainer
+
+    folder = Path(ddpm_hf.trainer.__file__).parent
+    modules = {path.stem for path in folder.glob("*.py")} - {"__init__"}
+    mapped = {line.split()[0] for line in ddpm_hf.trainer.__doc__.splitlines() if line.startswith("    ")}
+    assert mapped == modules

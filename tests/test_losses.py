@@ -7,10 +7,8 @@ it and in float64 as the bound does; the sampler against a re-implementation of 
 LossSecondMomentResampler.
 """
 
-import contextlib
 import io
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from scipy.special import ndtr
 from support.models import tiny_unet
 
 from ddpm_hf import DDPMPosteriorScheduler
+from ddpm_hf.data.order import MicroBatch
 from ddpm_hf.diffusion.losses import (
     LOSSES,
     NoisedBatch,
@@ -27,14 +26,13 @@ from ddpm_hf.diffusion.losses import (
     diffusion_loss_terms,
     hybrid_losses,
     min_snr_weights,
-    noise_batch,
     simple_losses,
     vb_terms_bpd,
     vlb_losses,
 )
 from ddpm_hf.diffusion.timestep_samplers import LossSecondMomentSampler, UniformSampler, make_timestep_sampler
 from ddpm_hf.randomness import StepRandomness
-from ddpm_hf.trainer.step import train_step
+from ddpm_hf.trainer.step import TrainingStep
 
 T = 1000
 TIMESTEPS = [0, 0, 1, 2, 10, 500, 998, 999]  # decoder rows, the smallest KL steps, the middle and the end
@@ -225,10 +223,12 @@ def test_snr_weighted_loss_is_the_weighted_mean_of_the_per_sample_errors():
     with torch.no_grad():
         terms = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(4), snr_gamma=5.0)
         plain = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(4))
-        batch = noise_batch(scheduler, x0, torch.Generator().manual_seed(4))
-        errors = (model(batch.x_t, batch.timesteps).sample - batch.noise).pow(2).mean(dim=(1, 2, 3))
+        generator = torch.Generator().manual_seed(4)  # the same draws, in the same order: noise, then timesteps
+        noise = torch.randn(x0.shape, generator=generator)
+        timesteps = torch.randint(0, T, (32,), generator=generator)
+        errors = (model(scheduler.add_noise(x0, noise, timesteps), timesteps).sample - noise).pow(2).mean(dim=(1, 2, 3))
         # The weights are independent of the loss code: min(1, gamma / SNR) from alphas_cumprod in float64.
-        alphas_cumprod = torch.from_numpy(np.cumprod(1.0 - np.linspace(1e-4, 0.02, T)))[batch.timesteps]
+        alphas_cumprod = torch.from_numpy(np.cumprod(1.0 - np.linspace(1e-4, 0.02, T)))[timesteps]
         weights = torch.clamp(5.0 * (1 - alphas_cumprod) / alphas_cumprod, max=1.0).float()
         huge_gamma = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(4), snr_gamma=1e12).loss
     torch.testing.assert_close(terms.loss, (weights * errors).mean())
@@ -287,7 +287,8 @@ def test_uniform_sampler_draws_what_randint_draws():
     with pytest.raises(ValueError, match="loss-second-moment"):
         make_timestep_sampler("importance", T)
     with pytest.raises(ValueError, match="num_train_timesteps=1000"):
-        noise_batch(DDPMPosteriorScheduler(), torch.zeros(2, 1, 8, 8), None, UniformSampler(10))
+        diffusion_loss_terms(tiny_unet(), DDPMPosteriorScheduler(), torch.zeros(2, 1, 8, 8), None,
+                             timestep_sampler=UniformSampler(10))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -432,10 +433,12 @@ def test_importance_weighted_loss_is_the_weighted_mean_of_the_sample_losses():
     x0 = torch.randint(0, 256, (6, 1, 8, 8), generator=torch.Generator().manual_seed(0)) / 127.5 - 1
     with torch.no_grad():
         terms = diffusion_loss_terms(model, scheduler, x0, torch.Generator().manual_seed(2), "vlb", sampler)
-        batch = noise_batch(scheduler, x0, torch.Generator().manual_seed(2), sampler)
-    assert torch.equal(terms.timesteps, batch.timesteps)
-    assert torch.equal(batch.weights, (1 / (8 * sampler.probabilities()[batch.timesteps])).float())
-    torch.testing.assert_close(terms.loss, (terms.sample_losses * batch.weights).mean())
+    generator = torch.Generator().manual_seed(2)  # the same draws, in the same order: noise, then timesteps
+    torch.randn(x0.shape, generator=generator)
+    timesteps, weights = sampler.sample(6, generator, "cpu")
+    assert torch.equal(terms.timesteps, timesteps)
+    assert torch.equal(weights, (1 / (8 * sampler.probabilities()[timesteps])).float())
+    torch.testing.assert_close(terms.loss, (terms.sample_losses * weights).mean())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -455,7 +458,7 @@ def test_second_moment_sampler_does_not_sync_on_cuda():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# train_step carries what the sampler update needs
+# The trainer's step: conditioning per micro-batch, the EMA, the sampler's update
 # ----------------------------------------------------------------------------------------------------------------
 class ConditionedModel(torch.nn.Module):
     """A tiny UNet that records the extra keyword argument of each call."""
@@ -469,24 +472,49 @@ class ConditionedModel(torch.nn.Module):
         return self.unet(x_t, timesteps)
 
 
-def test_train_step_passes_model_kwargs_and_returns_the_sample_losses():
-    model = ConditionedModel()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    accelerator = SimpleNamespace(no_sync=lambda m: contextlib.nullcontext(), backward=lambda loss: loss.backward(),
-                                  optimizer_step_was_skipped=False)
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    scheduler = DDPMPosteriorScheduler()
-    micro_batches = [torch.rand(3, 1, 8, 8) * 2 - 1 for _ in range(2)]
+class Tags:
+    """A conditioning that names each micro-batch's conditions and the first draw of its dropout generator."""
+
+    def model_kwargs(self, conditions, generator):
+        return {"tag": (conditions.tolist(), torch.rand(1, generator=generator, device=generator.device).item())}
+
+
+def test_training_step_conditions_each_micro_batch_steps_the_ema_and_feeds_the_sampler():
+    from accelerate import Accelerator
+    from diffusers.training_utils import EMAModel
+
+    accelerator = Accelerator()  # the settings test_train's in-process Accelerator has: one state per process
+    device = accelerator.device
+    model = ConditionedModel().to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler, sampler = DDPMPosteriorScheduler(), LossSecondMomentSampler(T, device=device)
+    ema = EMAModel(model.unet.parameters())
+    step = TrainingStep(accelerator, model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+                        scheduler, sampler, seed=0, ema=ema, conditioning=Tags())
+    pixels = torch.randint(0, 256, (2, 3, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    items = [MicroBatch(pixels[m], torch.tensor([m, 10 + m])) for m in range(2)]
+    before = [p.detach().clone() for p in model.unet.parameters()]
     randomness = StepRandomness(seed=0, step=4)
-    output = train_step(model, micro_batches, accelerator=accelerator, optimizer=optimizer, lr_scheduler=lr_scheduler,
-                        noise_scheduler=scheduler, randomness=randomness,
-                        micro_batch_kwargs=[{"tag": "first"}, {"tag": "second"}])
-    assert model.seen == ["first", "second"]
-    expected = [diffusion_loss_terms(model, scheduler, x0, randomness.noise_generator(m, "cpu"), model_kwargs={})
-                for m, x0 in enumerate(micro_batches)]
-    assert torch.equal(output.timesteps, torch.cat([e.timesteps for e in expected]))
-    torch.testing.assert_close(output.sample_losses, torch.cat([e.sample_losses for e in expected]))
-    assert output.sample_losses.shape == (6,) and not output.sample_losses.requires_grad
-    with pytest.raises(ValueError, match="one dict per micro-batch"):
-        train_step(model, micro_batches, accelerator=accelerator, optimizer=optimizer, lr_scheduler=lr_scheduler,
-                   noise_scheduler=scheduler, randomness=randomness, micro_batch_kwargs=[{}])
+    with torch.no_grad():  # the losses of the step's draws, on the weights before it
+        expected = [diffusion_loss_terms(model, scheduler, pixels[m].to(device) / 127.5 - 1,
+                                         randomness.noise_generator(m, device), timestep_sampler=sampler)
+                    for m in range(2)]
+    model.seen.clear()
+    output = step(4, items)
+
+    dropout_draws = [torch.rand(1, generator=randomness.conditioning_dropout_generator(m, device), device=device).item()
+                     for m in range(2)]
+    assert model.seen == [([0, 10], dropout_draws[0]), ([1, 11], dropout_draws[1])]
+    torch.testing.assert_close(output.loss, torch.stack([e.loss for e in expected]).mean())
+    assert output.grad_norm is None  # no clipping asked for
+    # The sampler learnt each micro-batch's timesteps and unweighted losses, once.
+    timesteps = torch.cat([e.timesteps for e in expected])
+    assert sampler.loss_counts.sum() == 6 and (sampler.loss_counts[timesteps] > 0).all()
+    learnt = sampler.loss_history[sampler.loss_counts > 0, :2].sum(dim=1).float()  # 1 or 2 losses at each t seen
+    by_t = torch.zeros(T, device=device).index_add_(0, timesteps, torch.cat([e.sample_losses for e in expected]))
+    torch.testing.assert_close(learnt, by_t[sampler.loss_counts > 0])
+    # The EMA stepped once, on the UNet's new weights (which moved): diffusers' decay is 0 at an EMA's first step.
+    after = [p.detach() for p in model.unet.parameters()]
+    assert ema.optimization_step == 1 and any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    for shadow, a in zip(ema.shadow_params, after, strict=True):
+        torch.testing.assert_close(shadow, a)  # shadow - (shadow - a): equal up to rounding

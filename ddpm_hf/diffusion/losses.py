@@ -153,34 +153,13 @@ def vb_terms_bpd(
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class NoisedBatch:
-    """One draw of the forward process: x_t = sqrt(alpha_prod_t) x_0 + sqrt(1 - alpha_prod_t) eps at sampled timesteps.
-
-    `weights` are the importance weights of the timesteps (None: all 1, t uniform).
-    """
+    """One draw of the forward process q(x_t | x_0) (Ho et al. 2020, eq. 4): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t)
+    eps at timesteps t, what the objectives below compare the model's output on x_t with."""
 
     x0: torch.Tensor
     noise: torch.Tensor
     timesteps: torch.Tensor
     x_t: torch.Tensor
-    weights: torch.Tensor | None = None
-
-
-def noise_batch(
-    noise_scheduler, x0: torch.Tensor, generator: torch.Generator | None, timestep_sampler=None
-) -> NoisedBatch:
-    """eps ~ N(0, I), then t from `timestep_sampler` (uniform on diffusers' 0..T-1 by default), x_t by `add_noise`.
-
-    The order of the draws (noise, then timesteps) is part of every seeded run's numbers: keep it.
-    """
-    T = noise_scheduler.config.num_train_timesteps
-    if timestep_sampler is None:
-        timestep_sampler = UniformSampler(T)
-    elif timestep_sampler.num_timesteps != T:
-        raise ValueError(f"The timestep sampler covers {timestep_sampler.num_timesteps} timesteps but the noise"
-                         f" scheduler has num_train_timesteps={T}: build the sampler with {T}.")
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    timesteps, weights = timestep_sampler.sample(x0.shape[0], generator, x0.device)
-    return NoisedBatch(x0, noise, timesteps, noise_scheduler.add_noise(x0, noise, timesteps), weights)
 
 
 def training_target(noise_scheduler, batch: NoisedBatch) -> torch.Tensor:
@@ -281,23 +260,34 @@ def diffusion_loss_terms(
 ) -> MicroBatchLoss:
     """The loss of one micro-batch of clean images `x0` (in [-1, 1]), with its per-sample values and timesteps.
 
-    The loss is the mean of the per-sample losses, weighted by the sampler's importance weights when it has any, and
-    by the Min-SNR-gamma weights when `snr_gamma` is given (L_simple only).
+    eps ~ N(0, I), then t from `timestep_sampler` (uniform on diffusers' 0..T-1 by default), both from `generator`
+    (the order of the draws, noise then timesteps, is part of every seeded run's numbers: keep it); x_t by the
+    scheduler's `add_noise`; the model's output on (x_t, t); the objective `loss_type` against the target of the
+    scheduler's `prediction_type` (`training_target`: eps, x_0 or v). The loss is the mean of the per-sample losses,
+    weighted by the sampler's importance weights when it has any, and by the Min-SNR-gamma weights when `snr_gamma`
+    is given (L_simple only).
     """
     check_loss_config(loss_type, getattr(noise_scheduler.config, "variance_type", None), snr_gamma)
-    batch = noise_batch(noise_scheduler, x0, generator, timestep_sampler)
-    model_output = model(batch.x_t, batch.timesteps, **(model_kwargs or {})).sample
-    weights = batch.weights
+    T = noise_scheduler.config.num_train_timesteps
+    if timestep_sampler is None:
+        timestep_sampler = UniformSampler(T)
+    elif timestep_sampler.num_timesteps != T:
+        raise ValueError(f"The timestep sampler covers {timestep_sampler.num_timesteps} timesteps but the noise"
+                         f" scheduler has num_train_timesteps={T}: build the sampler with {T}.")
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    timesteps, weights = timestep_sampler.sample(x0.shape[0], generator, x0.device)
+    x_t = noise_scheduler.add_noise(x0, noise, timesteps)  # Ho et al. 2020, eq. 4
+    model_output = model(x_t, timesteps, **(model_kwargs or {})).sample
+    batch = NoisedBatch(x0, noise, timesteps, x_t)
     if snr_gamma is not None:
-        snr_weights = min_snr_weights(noise_scheduler, batch.timesteps, snr_gamma)
+        snr_weights = min_snr_weights(noise_scheduler, timesteps, snr_gamma)
         weights = snr_weights if weights is None else weights * snr_weights
     if loss_type == "simple" and weights is None:
         # The mean over all B*C*H*W values, not the mean of the per-sample means: equal in exact arithmetic but not
         # in float32, where this one is F.mse_loss's bit for bit (the loss of diffusers' training scripts), so the
         # default preset's runs, and the numbers recorded from them, reproduce exactly.
-        error = squared_error(model_output, batch, noise_scheduler)
-        return MicroBatchLoss(error.mean(), mean_flat(error.detach()), batch.timesteps)
+        error = squared_error(model_output, batch, noise_scheduler)  # (prediction - target)^2, Ho et al. eq. 14
+        return MicroBatchLoss(error.mean(), mean_flat(error.detach()), timesteps)
     sample_losses = LOSSES[loss_type](model_output, batch, noise_scheduler)
     weighted = sample_losses if weights is None else sample_losses * weights
-    return MicroBatchLoss(weighted.mean(), sample_losses.detach(), batch.timesteps)
-
+    return MicroBatchLoss(weighted.mean(), sample_losses.detach(), timesteps)

@@ -11,7 +11,7 @@ imports the others, never the other way round; the command around it (flags in, 
     text         text to image: the CLIP parts, the captions, each micro-batch's conditioning
     classes      class-conditional runs: the labels and their names
     session      `TrainingSession`: what this process trains with, and the `TrainerState` the loop advances
-    step         one optimizer step: the micro-batches' losses, backward, clip, step
+    step         one optimizer step: the micro-batches' losses, backward, clip, optimizer, EMA, timestep sampler
     checkpoints  a checkpoint: what it holds (`TrainerState`), written crash-safe; found, pruned, set aside
     resume       resuming: which checkpoint, checked against the flags; what a resume may change (length, flags, rate)
     interrupts   SIGTERM and Ctrl-C: finish the step, checkpoint, stop

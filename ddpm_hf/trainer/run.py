@@ -34,9 +34,8 @@ from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
 from ..data.order import BatchLayout
-from ..diffusion.timestep_samplers import UniformSampler, make_timestep_sampler
+from ..diffusion.timestep_samplers import make_timestep_sampler
 from ..presets import check_resolution
-from ..randomness import StepRandomness
 from ..text.conditioning import TextConditionedUNet
 from .checkpoints import TrainerState, checkpoint_folder, save_training_checkpoint, set_aside_diverged
 from .classes import load_class_conditioning
@@ -52,7 +51,7 @@ from .resume import find_checkpoint_to_resume, start_or_resume
 from .run_lock import lock_output_dir
 from .session import TrainingSession
 from .setup import build_unet, make_accelerator, make_ema, make_noise_scheduler, make_optimizer
-from .step import prepare_micro_batch, train_step
+from .step import TrainingStep
 from .text import load_text_conditioning
 from .validation import evaluate_fid, log_validation
 
@@ -148,6 +147,9 @@ def run_loop(training: TrainingSession, num_images: int) -> None:
     progress = tqdm(total=args.max_train_steps, initial=state.global_step, desc="Steps", dynamic_ncols=True,
                     disable=not accelerator.is_local_main_process)
     last_checkpoint_step = state.global_step or None  # a resumed run starts at its checkpoint's step
+    step = TrainingStep.from_flags(args, accelerator, training.model, training.optimizer, training.lr_scheduler,
+                                   training.noise_scheduler, training.timestep_sampler, ema=training.ema,
+                                   conditioning=training.conditioning)
 
     def every(n) -> bool:
         return bool(n) and state.global_step % n == 0
@@ -156,24 +158,8 @@ def run_loop(training: TrainingSession, num_images: int) -> None:
     with progress, StopRequests(accelerator) as stop:
         while state.global_step < args.max_train_steps:
             items = training.feed.next_step()  # the step's micro-batches: uint8 images and their conditions
-            pixels = [item.pixels for item in items]
-            debug.micro_batches(state.global_step, pixels)
-            randomness = StepRandomness(args.seed, state.global_step, accelerator.process_index)
-            output = train_step(
-                training.model, [prepare_micro_batch(batch, accelerator.device) for batch in pixels],
-                accelerator=accelerator, optimizer=training.optimizer, lr_scheduler=training.lr_scheduler,
-                noise_scheduler=training.noise_scheduler, randomness=randomness,
-                max_grad_norm=args.max_grad_norm, loss_type=args.loss_type, snr_gamma=args.snr_gamma,
-                timestep_sampler=training.timestep_sampler,
-                micro_batch_kwargs=training.micro_batch_kwargs(items, randomness),
-            )
-            if training.ema is not None:
-                training.ema.step(training.unet.parameters())  # the UNet's, also when the model holds the encoder
-            if not isinstance(training.timestep_sampler, UniformSampler):
-                # A collective (no host sync): every process feeds the importance sampler all processes' losses, so
-                # that all keep the same loss history and draw t from the same distribution.
-                training.timestep_sampler.update(accelerator.gather(output.timesteps),
-                                                 accelerator.gather(output.sample_losses))
+            debug.micro_batches(state.global_step, [item.pixels for item in items])
+            output = step(state.global_step, items)  # losses, backward, clip, optimizer, EMA, timestep sampler
             state.global_step += 1
             state.samples_seen += training.layout.global_batch_size
             meter.add(state.global_step, output)

@@ -12,13 +12,12 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
 from ..data.order import BatchLayout
-from ..randomness import StepRandomness
 from ..scheduling_ddpm_posterior import DDPMPosteriorScheduler
-from ..text.conditioning import TextConditionedUNet
 from .checkpoints import TrainerState
 from .classes import ClassConditioning
 from .data import MicroBatchFeed
 from .publishing import HubPublisher
+from .step import unwrapped_unet
 from .text import TextConditioning
 
 
@@ -47,20 +46,9 @@ class TrainingSession:
     def conditioning(self) -> TextConditioning | ClassConditioning | None:
         return self.text if self.text is not None else self.classes
 
-    def micro_batch_kwargs(self, items, randomness: StepRandomness) -> list | None:
-        """Per micro-batch, the model's condition (text encodings or token ids, class labels), some replaced by the
-        null one for guidance, drawn from the step's own generator; None for an unconditional run."""
-        if self.conditioning is None:
-            return None
-        device = self.accelerator.device
-        return [self.conditioning.model_kwargs(item.conditions.to(device, non_blocking=True),
-                                               randomness.conditioning_dropout_generator(micro, device))
-                for micro, item in enumerate(items)]
-
     @property
     def unet(self):
-        model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
-        return model.unet if isinstance(model, TextConditionedUNet) else model
+        return unwrapped_unet(self.accelerator, self.model)
 
     @property
     def trained_text_encoder(self):
