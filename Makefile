@@ -8,8 +8,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 OUTPUT_DIR ?= ddpm-digits
-# torch threads of the training process: `accelerate launch` sets OMP_NUM_THREADS=1 unless told (on 2 cores, 1.5x slower).
-CPU_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
+# torch threads of the training process: every core but one, at least one. On 2 cores two threads train 1.3x faster
+# than one on an idle machine but 2.5x slower beside another CPU job (benchmarks.bench_threads, docs/training.md).
+CPU_THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n > 1 ? n - 1 : 1 )))
 # pytest-xdist processes for `make test`; each test file runs whole on one of them (its fixtures are per module).
 TEST_WORKERS ?= 2
 BIN := $(VENV)/bin

@@ -61,16 +61,23 @@ def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
+def recommended_threads(cores: int, local_processes: int) -> int:
+    """Torch threads per training process on a CPU: the machine's cores but one, shared by its processes. The spare
+    core is for the machine's other work: on 2 cores, two threads train 1.3x faster than one when the machine is
+    idle, but 2.5x slower beside one competing CPU job (an OpenMP step waits for its slowest thread), while one
+    thread is not slowed at all (benchmarks.bench_threads; OMP_WAIT_POLICY passive or active helps neither case)."""
+    return max(1, (cores - 1) // max(1, local_processes))
+
+
 def idle_cores_advice(device_type: str, threads: int, cores: int, local_processes: int) -> str | None:
-    """What to pass when a CPU run leaves cores idle, else None. `accelerate launch` sets OMP_NUM_THREADS=1 unless it
-    is given --num_cpu_threads_per_process (or --cpu): on a CPU that is one core per process (on 2 cores, the default
-    recipe trains about 1.5x slower)."""
-    per_process = max(1, cores // max(1, local_processes))
-    if device_type != "cpu" or threads >= per_process:
+    """What to pass when a CPU run leaves more than the spare core idle (see `recommended_threads`), else None.
+    `accelerate launch` sets OMP_NUM_THREADS=1 unless it is given --num_cpu_threads_per_process (or --cpu)."""
+    recommended = recommended_threads(cores, local_processes)
+    if device_type != "cpu" or threads >= recommended:
         return None
     return (f"training on the CPU with {threads} thread(s) per process, {cores} cores for {local_processes}"
-            f" process(es): pass --num_cpu_threads_per_process {per_process} to `accelerate launch` (it sets"
-            f" OMP_NUM_THREADS=1 unless told) to use them all")
+            f" process(es): pass --num_cpu_threads_per_process {recommended} to `accelerate launch` (it sets"
+            f" OMP_NUM_THREADS=1 unless told); that leaves one core for the machine's other work")
 
 
 def build_unet(args, architecture: dict, channels: int, cross_attention_dim: int | None = None,
